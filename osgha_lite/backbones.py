@@ -1,0 +1,212 @@
+"""Frozen embedding spaces: images and texts in, L2-normalized vectors of one dimension out.
+
+A backbone has an ``identity`` (written into every result), a dimension
+``dim``, and ``encode_images(paths)`` / ``encode_texts(texts)`` returning
+float32 arrays of unit rows. Encoder outputs are cached on disk
+(:mod:`osgha_lite.features`), so every notebook reuses them.
+
+Two kinds (:data:`BACKBONES`):
+
+``openclip``
+    An open_clip model (the paper's setting: ViT-B-32 ``openai``). Its image
+    and text towers already share one space; vectors are normalized.
+
+``lite`` (offline default)
+    A stand-in for CLIP that runs on a laptop CPU: frozen ImageNet
+    EfficientNet-Lite0 image features (1280-d) and frozen all-MiniLM-L6-v2
+    sentence features (384-d), joined by two linear projection heads to a
+    shared ``embed_dim`` space. The heads are the only trained part; they are
+    trained on the **train split only** with symmetric InfoNCE (learnable
+    temperature) and early stopping on dev rSum (:func:`osgha_lite.training.fit`).
+    This is not CLIP: its absolute numbers are far below CLIP's, and it is
+    here so that every stage of the method can be run and checked without a
+    GPU or the internet.
+
+Lite head, per modality :math:`m`:
+
+.. math:: z = \\operatorname{normalize}\\big(W_m\\, \\operatorname{dropout}_p((x - \\mu_m) / \\sigma_m) + b_m\\big)
+
+with :math:`\\mu_m, \\sigma_m` the train-split feature mean and standard
+deviation (fixed buffers) and dropout only while training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from osgha_lite.data import CaptionDataset, load_profile_split
+from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
+from osgha_lite.features import cache_root, cached_features
+from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, to_tensor
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows divided by their Euclidean norm (float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+class Backbone:
+    """Interface: identity, dim, encode_images, encode_texts (unit rows), embed(dataset)."""
+
+    identity: str
+    dim: int
+
+    def encode_images(self, paths: Sequence, dataset: str = "adhoc", split: str = "adhoc",
+                      progress: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_texts(self, texts: Sequence[str], dataset: str = "adhoc", split: str = "adhoc",
+                     progress: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-norm image and caption vectors of a dataset split."""
+        images = self.encode_images(data.image_paths, data.name, data.split, progress)
+        texts = self.encode_texts(data.captions, data.name, data.split, progress)
+        return images, texts
+
+
+class OpenClipBackbone(Backbone):
+    """Frozen open_clip model; ``pretrained=None`` gives seeded random weights (offline tests)."""
+
+    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str | None = None,
+                 seed: int = 0, batch_size: int = 128):
+        shared = OpenClipModel(model, pretrained, device=device, seed=seed)
+        self.image_encoder = OpenClipEncoder(shared, "image")
+        self.text_encoder = OpenClipEncoder(shared, "text")
+        self.identity, self.dim, self.batch_size = shared.identity, shared.dim, batch_size
+
+    @classmethod
+    def from_profile(cls, profile: dict, **kwargs) -> "OpenClipBackbone":
+        options = profile["backbone"]
+        return cls(options.get("model", "ViT-B-32"), options.get("pretrained", "openai"),
+                   device=options.get("device"), seed=profile.get("seed", 0))
+
+    def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
+        return l2_normalize(cached_features(self.image_encoder, list(paths), dataset, split,
+                                            batch_size=self.batch_size, progress=progress))
+
+    def encode_texts(self, texts, dataset="adhoc", split="adhoc", progress=True):
+        return l2_normalize(cached_features(self.text_encoder, list(texts), dataset, split,
+                                            batch_size=self.batch_size, progress=progress))
+
+
+class LiteHeads(nn.Module):
+    """Two standardize-dropout-linear heads into one unit-norm space (see the module docstring)."""
+
+    def __init__(self, image_dim: int, text_dim: int, embed_dim: int = 256, input_dropout: float = 0.5):
+        super().__init__()
+        self.image_proj = nn.Linear(image_dim, embed_dim)
+        self.text_proj = nn.Linear(text_dim, embed_dim)
+        self.dropout = nn.Dropout(input_dropout)
+        for name, dim in (("image", image_dim), ("text", text_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+
+    def set_statistics(self, images: torch.Tensor, texts: torch.Tensor) -> None:
+        """Fix the standardization buffers from train-split raw features."""
+        for name, x in (("image", images), ("text", texts)):
+            getattr(self, f"{name}_mean").copy_(x.mean(0))
+            getattr(self, f"{name}_std").copy_(x.std(0).clamp_min(1e-6))
+
+    def encode_images(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        x = self.dropout((x - self.image_mean) / self.image_std)
+        return nn.functional.normalize(self.image_proj(x), dim=-1)
+
+    def encode_texts(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        x = self.dropout((x - self.text_mean) / self.text_std)
+        return nn.functional.normalize(self.text_proj(x), dim=-1)
+
+
+class LiteBackbone(Backbone):
+    """Frozen EfficientNet-Lite0 + MiniLM features joined by trained linear heads.
+
+    :meth:`prepare` trains the heads on the train split (or loads them from
+    the checkpoint cache); encoding before that raises an error.
+    """
+
+    def __init__(self, image_encoder: str = "efficientnet-lite0", text_encoder: str = "minilm-l6-v2",
+                 embed_dim: int = 256, input_dropout: float = 0.5, train: dict | None = None,
+                 device: str | None = None, seed: int = 0):
+        self.image_encoder = build_encoder(image_encoder, device=device)
+        self.text_encoder = build_encoder(text_encoder, device=device)
+        self.embed_dim, self.dim = embed_dim, embed_dim
+        self.train_config = TrainConfig.from_dict({"seed": seed, "device": device, **(train or {})})
+        self.heads = LiteHeads(self.image_encoder.dim, self.text_encoder.dim, embed_dim, input_dropout)
+        self.history = None
+        self.heads_digest = None
+        self._options = {"image_encoder": image_encoder, "text_encoder": text_encoder,
+                         "embed_dim": embed_dim, "input_dropout": input_dropout}
+
+    @classmethod
+    def from_profile(cls, profile: dict, **kwargs) -> "LiteBackbone":
+        options = {k: v for k, v in profile["backbone"].items() if k != "kind"}
+        return cls(seed=profile.get("seed", 0), **options)
+
+    @property
+    def identity(self) -> str:
+        if self.heads_digest is None:
+            return "lite:untrained"
+        return f"lite:{self.image_encoder.identity}+{self.text_encoder.identity}:heads-{self.heads_digest}"
+
+    def raw_features(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Cached frozen encoder outputs (before the heads) of a dataset split."""
+        images = cached_features(self.image_encoder, data.image_paths, data.name, data.split, progress=progress)
+        texts = cached_features(self.text_encoder, data.captions, data.name, data.split, progress=progress)
+        return images, texts
+
+    def _split(self, data: CaptionDataset, progress: bool) -> SplitFeatures:
+        images, texts = self.raw_features(data, progress)
+        return SplitFeatures(to_tensor(images), to_tensor(texts), torch.as_tensor(data.text_to_image))
+
+    def prepare(self, train: CaptionDataset, dev: CaptionDataset, progress: bool = True) -> "LiteBackbone":
+        """Train the heads on ``train`` with early stopping on ``dev`` (or load them)."""
+        train_split, dev_split = self._split(train, progress), self._split(dev, progress)
+        self.heads.set_statistics(train_split.images, train_split.texts)
+        digest = config_digest(self._options, self.train_config.__dict__, self.image_encoder.identity,
+                               self.text_encoder.identity, train.name, len(train.captions),
+                               float(train_split.texts.sum()), float(train_split.images.sum()))
+        checkpoint = cache_root() / "heads" / f"lite-{train.name}-{digest}.pt"
+        self.history = fit(self.heads, train_split, dev_split, self.train_config, checkpoint=checkpoint,
+                           progress=progress, desc="lite heads")
+        self.heads.cpu().eval()
+        self.heads_digest = digest
+        return self
+
+    def _check_ready(self) -> None:
+        if self.heads_digest is None:
+            raise RuntimeError("LiteBackbone: the projection heads are not trained; call prepare(train, dev) "
+                               "or use build_backbone(profile), which does it")
+
+    @torch.no_grad()
+    def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
+        self._check_ready()
+        raw = cached_features(self.image_encoder, list(paths), dataset, split, progress=progress)
+        return self.heads.encode_images(to_tensor(raw)).numpy()
+
+    @torch.no_grad()
+    def encode_texts(self, texts, dataset="adhoc", split="adhoc", progress=True):
+        self._check_ready()
+        raw = cached_features(self.text_encoder, list(texts), dataset, split, progress=progress)
+        return self.heads.encode_texts(to_tensor(raw)).numpy()
+
+
+BACKBONES = {"lite": LiteBackbone, "openclip": OpenClipBackbone}
+
+
+def build_backbone(profile: dict, progress: bool = True) -> Backbone:
+    """The profile's backbone, ready to encode (lite heads trained or loaded)."""
+    kind = profile["backbone"]["kind"]
+    if kind not in BACKBONES:
+        raise ValueError(f"profile {profile.get('name')!r}: unknown backbone.kind {kind!r}; "
+                         f"known: {', '.join(sorted(BACKBONES))}")
+    backbone = BACKBONES[kind].from_profile(profile)
+    if isinstance(backbone, LiteBackbone):
+        backbone.prepare(load_profile_split(profile, "train"), load_profile_split(profile, "dev"), progress=progress)
+    return backbone

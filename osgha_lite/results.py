@@ -1,0 +1,94 @@
+"""Result files: one JSON file per evaluation; tables are built from the files.
+
+Each file ``results/<profile>/<method>.<split>.json`` holds
+
+* ``method``, ``dataset``, ``split``, ``backbone`` (the backbone's identity),
+* ``metrics``: the keys of :func:`osgha_lite.metrics.retrieval_metrics`
+  (``i2t_R@1`` ... ``rsum``, median and mean ranks), under the protocol name
+  (``all``, ``coco-5k``, ``coco-1k``),
+* ``intervals`` (optional): bootstrap 95% intervals per metric,
+* ``config``: the full profile and the method's own options,
+* anything else the producer adds (training history, timings).
+
+Files are written atomically with sorted keys and no timestamps, so a rerun
+that gives the same numbers gives the same bytes. The folder is
+``$OSGHA_RESULTS_DIR`` or the repository's ``results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from osgha_lite.atomic import atomic_write_json
+from osgha_lite.data import PROJECT_ROOT
+
+RESULTS_ENV = "OSGHA_RESULTS_DIR"
+METRIC_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
+REQUIRED = ("method", "dataset", "split", "backbone", "metrics", "config")
+
+
+def results_root() -> Path:
+    """``$OSGHA_RESULTS_DIR`` if set, else ``<repository>/results``."""
+    value = os.environ.get(RESULTS_ENV)
+    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "results"
+
+
+def result_path(profile: str, method: str, split: str) -> Path:
+    return results_root() / profile / f"{method}.{split}.json"
+
+
+def write_result(profile: str, method: str, dataset: str, split: str, backbone: str,
+                 metrics: dict, config: dict, **extra) -> Path:
+    """Write one evaluation; ``metrics`` maps protocol name -> metric dict."""
+    for protocol, values in metrics.items():
+        missing = [key for key in METRIC_KEYS if key not in values]
+        if missing:
+            raise ValueError(f"write_result({method}): protocol {protocol!r} lacks metrics {missing}")
+    record = {"method": method, "dataset": dataset, "split": split, "backbone": backbone,
+              "metrics": metrics, "config": config, **extra}
+    return atomic_write_json(result_path(profile, method, split), record)
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """Read one result file, checking its required fields."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}); rerun the notebook "
+                         f"that writes it") from None
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise ValueError(f"{path}: missing fields {missing}")
+    return record
+
+
+def load_results(profile: str, pattern: str = "*.json", protocol: str | None = None) -> pd.DataFrame:
+    """All results of a profile as a table: one row per (file, protocol), metric columns
+    plus ``low``/``high`` interval columns where present."""
+    rows = []
+    for path in sorted((results_root() / profile).glob(pattern)):
+        record = read_result(path)
+        for name, values in record["metrics"].items():
+            if protocol and name != protocol:
+                continue
+            row = {"method": record["method"], "dataset": record["dataset"], "split": record["split"],
+                   "protocol": name, "backbone": record["backbone"]}
+            row.update({key: values.get(key) for key in values})
+            for key, (low, high) in record.get("intervals", {}).get(name, {}).items():
+                row[f"{key}_low"], row[f"{key}_high"] = low, high
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(frame: pd.DataFrame, columns=("method",) + METRIC_KEYS, digits: int = 1) -> str:
+    """A Markdown table of ``columns`` with numbers rounded to ``digits``."""
+    shown = frame[[c for c in columns if c in frame.columns]].copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: f"{v:.{digits}f}")
+    return shown.to_markdown(index=False)
