@@ -16,6 +16,7 @@ export OSGHA_THREADS ?= 2
 export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
+export OMP_WAIT_POLICY ?= PASSIVE
 
 NBVAL := --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg
 

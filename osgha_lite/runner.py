@@ -11,6 +11,12 @@ Usage::
     python -m osgha_lite.runner --only 00 04        # some of them
     python -m osgha_lite.runner --profile paper-flickr30k
     python -m osgha_lite.runner --smoke             # tiny subsets, for a quick check
+    python -m osgha_lite.runner --store-reference   # after a run: copy checked outputs into the sources
+
+nbval re-executes the source notebooks in ``make test``. Cells marked
+``# NBVAL_CHECK_OUTPUT`` must reproduce the output stored in the source;
+``--store-reference`` copies those outputs (and only those) from the executed
+copies of the ``lite`` profile into ``notebooks/``.
 """
 
 from __future__ import annotations
@@ -68,6 +74,36 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     return written
 
 
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def store_reference_outputs(profile: str = "lite", output_dir: Path = OUTPUT_DIR) -> list[Path]:
+    """Copy the outputs of ``# NBVAL_CHECK_OUTPUT`` cells from executed copies into the sources;
+    every other output and every execution count is cleared."""
+    updated = []
+    for source_path in find_notebooks():
+        executed_path = output_dir / profile / source_path.name
+        if not executed_path.exists():
+            raise SystemExit(f"{executed_path} does not exist; run the notebooks first")
+        source = json.loads(source_path.read_text(encoding="utf-8"))
+        executed = {c.get("id"): c for c in json.loads(executed_path.read_text(encoding="utf-8"))["cells"]}
+        for cell in source["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["execution_count"] = None
+            cell["outputs"] = []
+            if CHECK_MARK in text and cell.get("id") in executed:
+                outputs = executed[cell["id"]].get("outputs", [])
+                for output in outputs:
+                    if output.get("output_type") == "execute_result":
+                        output["execution_count"] = None
+                cell["outputs"] = outputs
+        source_path.write_text(json.dumps(source, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        updated.append(source_path)
+    return updated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="lite")
@@ -75,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny subsets for a quick check")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 00 04")
     parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR)
+    parser.add_argument("--store-reference", action="store_true",
+                        help="copy the outputs of NBVAL_CHECK_OUTPUT cells of the last run into notebooks/")
     args = parser.parse_args(argv)
+    if args.store_reference:
+        for path in store_reference_outputs(args.profile, args.output_dir):
+            print(f"[runner] reference outputs stored in {path.name}")
+        return 0
     try:
         run_notebooks(args.profile, args.seed, args.smoke, args.only, args.output_dir)
     except Exception as error:  # papermill raises PapermillExecutionError with the cell's traceback

@@ -1,0 +1,65 @@
+"""Backbones on tiny real photos: unit vectors, shared dimension, cached features, the paper path offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osgha_lite.backbones import LiteBackbone, OpenClipBackbone, build_backbone
+from osgha_lite.config import load_profile
+from osgha_lite.data import load_dataset
+from osgha_lite.features import cache_root
+from osgha_lite.evaluation import evaluate_similarity, similarity
+from osgha_lite.results import METRIC_KEYS, load_results, read_result, write_result
+
+
+def _unit_rows(x):
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+
+
+def test_lite_backbone_trains_heads_on_train_only_and_reloads(data_env):
+    profile = load_profile("lite", {"backbone": {"train": {"epochs": 2, "batch_size": 4}}})
+    backbone = build_backbone(profile, progress=False)
+    assert backbone.identity.startswith("lite:efficientnet-lite0:") and "heads-" in backbone.identity
+    test = load_dataset("flickr8k", "test")
+    images, texts = backbone.embed(test, progress=False)
+    assert images.shape == (1, 256) and texts.shape == (2, 256)
+    _unit_rows(images), _unit_rows(texts)
+    assert len(backbone.history.epochs) == 2
+    again = build_backbone(profile, progress=False)  # loads the finished checkpoint
+    assert again.identity == backbone.identity and again.history.epochs == backbone.history.epochs
+    np.testing.assert_allclose(again.embed(test, progress=False)[1], texts, atol=1e-6)
+
+
+def test_lite_backbone_refuses_to_encode_untrained():
+    backbone = LiteBackbone()
+    with pytest.raises(RuntimeError, match="prepare"):
+        backbone.encode_texts(["a dog"])
+
+
+@pytest.mark.parametrize("model", ["ViT-B-32"])
+def test_paper_profile_code_path_offline(data_env, model):
+    """The paper profile with pretrained=None on tiny Karpathy-layout data, end to end to a result file."""
+    profile = load_profile("paper-flickr30k", {"backbone": {"pretrained": None, "model": model}})
+    backbone = build_backbone(profile, progress=False)
+    assert isinstance(backbone, OpenClipBackbone) and backbone.identity == f"openclip:{model}:random-seed0"
+    test = load_dataset("flickr30k", "test")
+    images, texts = backbone.embed(test, progress=False)
+    assert images.shape == (2, backbone.dim) and texts.shape == (4, backbone.dim)
+    _unit_rows(images), _unit_rows(texts)
+    metrics, intervals = evaluate_similarity(similarity(images, texts), test.text_to_image, ["all"], n_boot=20)
+    path = write_result(profile["name"], "frozen-backbone", "flickr30k", "test", backbone.identity, metrics,
+                        profile, intervals=intervals)
+    record = read_result(path)
+    assert set(METRIC_KEYS) <= set(record["metrics"]["all"])
+    assert record["config"]["backbone"]["pretrained"] is None
+    table = load_results(profile["name"])
+    assert list(table["method"]) == ["frozen-backbone"] and "rsum_low" in table.columns
+    cached = sorted(p.name for p in (cache_root() / "features").glob("flickr30k-test-*.npy"))
+    assert len(cached) == 2 and any("-image-" in n for n in cached) and any("-text-" in n for n in cached)
+
+
+def test_write_result_rejects_missing_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSGHA_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="lacks metrics"):
+        write_result("p", "m", "d", "test", "b", {"all": {"rsum": 1.0}}, {})
