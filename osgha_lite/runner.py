@@ -94,11 +94,9 @@ def store_reference_outputs(profile: str = "lite", output_dir: Path = OUTPUT_DIR
             cell["execution_count"] = None
             cell["outputs"] = []
             if CHECK_MARK in text and cell.get("id") in executed:
-                outputs = executed[cell["id"]].get("outputs", [])
-                for output in outputs:
-                    if output.get("output_type") == "execute_result":
-                        output["execution_count"] = None
-                cell["outputs"] = outputs
+                # nbval only compares cells that carry an execution count
+                cell["execution_count"] = executed[cell["id"]].get("execution_count")
+                cell["outputs"] = executed[cell["id"]].get("outputs", [])
         source_path.write_text(json.dumps(source, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         updated.append(source_path)
     return updated
