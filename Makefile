@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
 
-NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
 .PHONY: env check-env reproduce test smoke clean-cache
 
