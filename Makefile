@@ -20,7 +20,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
-.PHONY: env check-env reproduce test smoke clean-cache
+.PHONY: env check-env reproduce test smoke augment clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ test: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) -m osgha_lite.runner --profile lite --smoke
+
+# Generate (or resume) the LLM descriptions of Flickr8k with the stand-in Ollama server:
+# all test captions, then the first caption of every training image. With a real Ollama
+# running, use `python -m osgha_lite.augment ...` directly (see README).
+augment: $(STAMP)
+	$(PY) -m tools.ollama_standin.gguf_path --link data/ollama
+	$(PY) -m tools.ollama_standin.with_server --model smollm2-135m=data/ollama/Modelfile.smollm2 --max-batch 32 -- \
+	  sh -c "$(PY) -m osgha_lite.augment --dataset flickr8k --split test --concurrency 32 && \
+	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --per-image 1 --concurrency 32"
 
 clean-cache:
 	rm -rf .cache build

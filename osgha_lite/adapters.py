@@ -15,9 +15,10 @@ evaluation loop handle all of them):
       each row (an image's own index, a caption's ``text_to_image``); memory
       nodes of the same image are then hidden from that row, as they are at
       test time;
-    * ``neighbour_rows`` ``[B, n_pools * k]`` - optional precomputed memory
-      neighbours (``HypergraphAdapter.precompute_neighbours``): the inputs are
-      frozen, so the training rows' neighbours can be found once;
+    * ``links`` - optional precomputed links of each row to the memory bank
+      (a :class:`~osgha_lite.hypergraph.MemoryLinks` from
+      ``HypergraphAdapter.precompute_links``): the inputs and the memory are
+      frozen, so every row's neighbours can be found once, not in every step;
     * ``memory`` - overrides the adapter's own memory bank for this call;
     * ``gallery`` - test-gallery nodes, used only by an adapter in
       transductive mode (an inductive adapter refuses them).
@@ -58,7 +59,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from osgha_lite.hypergraph import MemoryBank
+    from osgha_lite.hypergraph import MemoryBank, MemoryLinks
 
 MODALITIES = ("image", "text")
 
@@ -89,12 +90,16 @@ class AdapterContext:
     group_ids: Tensor | None = None
     memory: MemoryBank | None = None
     gallery: MemoryBank | None = None
-    neighbour_rows: Tensor | None = None
+    links: MemoryLinks | None = None
 
-    _PER_ROW = ("description_features", "description_mask", "group_ids", "neighbour_rows")
+    _PER_ROW = ("description_features", "description_mask", "group_ids", "links")
 
     def select(self, rows: Tensor | slice) -> AdapterContext:
-        """The context of rows ``rows`` (index tensor or slice); memory and gallery are shared."""
+        """The context of rows ``rows`` (index tensor or slice); memory and gallery are shared.
+
+        Per-row fields are indexed with ``field[rows]`` (tensors, and
+        :class:`~osgha_lite.hypergraph.MemoryLinks`, which slices all its parts).
+        """
         changes = {
             name: getattr(self, name)[rows]
             for name in self._PER_ROW

@@ -131,15 +131,24 @@ def test_bottleneck_branches_train_independently():
     assert all(p.grad is None for p in adapter.text_adapter.parameters())
 
 
-def test_context_select_and_encode_batched_agree_with_one_batch():
-    adapter = built("hypergraph", k=2)
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_context_select_and_encode_batched_agree_with_one_batch(precomputed):
+    adapter = built("hypergraph", k=2, hyperedges=("semantic", "knn", "pair"), hubness_weight=1.0, hubness_k=3)
     _, texts, _, descriptions = toy_split(seed=7)
     context = AdapterContext(description_features=descriptions, description_mask=torch.ones(24, 2, dtype=torch.bool))
+    if precomputed:
+        context.links = adapter.precompute_links(texts, "text")
     sub = context.select(slice(3, 6))
     assert sub.description_features.shape == (3, 2, DIM) and sub.description_mask.shape == (3, 2)
+    if precomputed:  # the links are sliced with the rows, every part of them
+        assert len(sub.links) == 3 and torch.equal(sub.links.pair_rows, context.links.pair_rows[3:6])
+        torch.testing.assert_close(sub.links.cohesion, context.links.cohesion[3:6])
     whole = adapter.encode_texts(texts, context)
+    assert whole.shape == (24, adapter.out_dim) == (24, DIM + 2)
     batched = encode_batched(adapter, texts, "text", context, batch_size=5)
     torch.testing.assert_close(batched, whole, rtol=0, atol=1e-6)
+    moved = context.to("cpu")
+    assert moved.links is not None if precomputed else moved.links is None
 
 
 @pytest.mark.parametrize("name", ["linear", "bottleneck", "hypergraph"])
@@ -147,7 +156,8 @@ def test_one_training_loop_trains_any_adapter(name):
     """A minimal loop written only against the common interface lowers the training loss."""
     images, texts, text_to_image, descriptions = toy_split(n_images=16, seed=8)
     torch.manual_seed(0)
-    adapter = build_adapter(name, DIM, **({"k": 2} if name == "hypergraph" else {}))
+    options = {"k": 2, "hyperedges": ("semantic", "knn", "pair"), "hubness_weight": 1.0, "hubness_k": 3}
+    adapter = build_adapter(name, DIM, **(options if name == "hypergraph" else {}))
     adapter.set_memory(MemoryBank.from_train_split(images, texts, text_to_image))
     # Fixed temperature, so only the adapter's own parameters can lower the loss.
     criterion = CombinedLoss({"infonce": 1.0, "triplet": 0.5}, learnable_temperature=False)

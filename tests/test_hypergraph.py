@@ -21,11 +21,19 @@ from osgha_lite.hypergraph import (
     hypergraph_conv,
     hypergraph_from_edges,
     knn_hyperedges,
+    hubness_beta_squared,
+    hubness_cohesion,
+    hubness_phase,
+    memory_links,
     memory_neighbours,
+    nearest_neighbour_similarities,
     nearest_neighbours,
+    neighbour_table,
+    paired_rows,
     semantic_hyperedges,
     vertex_degrees,
 )
+from osgha_lite.hypergraph import HUBNESS_PHASE_SCALE
 
 
 
@@ -290,16 +298,19 @@ def make_adapter(dim=8, memory=None, **options):
     return adapter.eval()
 
 
-def test_adapter_forward_matches_dense_computation():
-    adapter = make_adapter(reduced_dim=4, k=2, alpha=0.3, num_layers=2)
+@pytest.mark.parametrize("init", ["pca", "random"])
+def test_adapter_forward_matches_dense_computation(init):
+    adapter = make_adapter(reduced_dim=4, k=2, alpha=0.3, num_layers=2, init=init)
     queries, descriptions = unit(3, 8, seed=40), unit(3, 2, 8, seed=41)
     with torch.no_grad():
         out = adapter.encode_texts(queries, AdapterContext(description_features=descriptions))
         ego = adapter.build_hypergraph(queries, descriptions)
         H = ego.graph.dense_incidence()
         z = ego.node_features @ adapter.down.weight.T
-        for theta in adapter.thetas:
-            z = torch.relu(dense_reference_conv(z, H, ego.graph.edge_weights, theta.weight.T))
+        for layer, theta in enumerate(adapter.thetas):
+            z = dense_reference_conv(z, H, ego.graph.edge_weights, theta.weight.T)
+            if layer < len(adapter.thetas) - 1:  # ReLU between layers, none after the last (HGNN's output layer)
+                z = torch.relu(z)
         message = z[:3] @ adapter.up.weight.T
         expected = F.normalize(0.3 * message + 0.7 * queries, dim=-1)
     torch.testing.assert_close(out, expected)
@@ -315,7 +326,8 @@ def test_adapter_without_reduction_convolves_in_full_dimension():
     with torch.no_grad():
         out = adapter.encode_images(queries)
         ego = adapter.build_hypergraph(queries)
-        # Single layer, no reduction: the last conv has no ReLU.
+        # Single layer, no reduction: the last conv has no ReLU; pca init starts from Theta = I.
+        torch.testing.assert_close(adapter.thetas[0].weight, torch.eye(8))
         message = dense_reference_conv(
             ego.node_features, ego.graph.dense_incidence(), ego.graph.edge_weights, adapter.thetas[0].weight.T
         )[:4]
@@ -389,32 +401,53 @@ def test_adapter_trains_end_to_end_with_memory_and_groups():
     assert not any(b.requires_grad for b in adapter.buffers())
 
 
-def test_precomputed_neighbours_reproduce_the_training_forward():
+@pytest.mark.parametrize("options", [
+    {"k": 2},
+    {"k": 2, "hyperedges": ("semantic", "pair"), "hubness_weight": 1.0, "hubness_k": 3},
+    {"k": 2, "hyperedges": ("knn", "pair"), "split_modalities": False, "hubness_weight": 0.5, "hubness_k": 4},
+])
+def test_precomputed_links_reproduce_the_training_forward(options):
     memory = small_memory()
-    adapter = make_adapter(memory=memory, k=2)
+    adapter = make_adapter(memory=memory, **options)
     texts = memory.features[memory.modality == TEXT]
     groups = memory.group_ids[memory.modality == TEXT]
-    rows = adapter.precompute_neighbours(texts, groups, batch_size=5)
-    assert rows.shape == (len(texts), 4)
+    links = adapter.precompute_links(texts, "text", groups, batch_size=5)
+    assert len(links) == len(texts)
+    if "knn" in adapter.hyperedges:
+        assert links.neighbour_rows.shape == (len(texts), (2 if adapter.split_modalities else 1) * 2)
     descriptions = unit(len(texts), 2, 8, seed=56)
     plain = AdapterContext(description_features=descriptions, group_ids=groups)
-    cached = AdapterContext(description_features=descriptions, neighbour_rows=rows)
+    cached = AdapterContext(description_features=descriptions, links=links)
     batch = torch.tensor([3, 0, 7])
     torch.testing.assert_close(
         adapter.encode_texts(texts[batch], plain.select(batch)), adapter.encode_texts(texts[batch], cached.select(batch))
     )
+    # A wider table searched once gives the same links as the adapter's own search.
+    table = neighbour_table(texts, memory, "text", 4, 6, groups)
+    from_table = adapter.precompute_links(texts, "text", groups, table=table)
+    for name in ("neighbour_rows", "pair_rows", "cohesion"):
+        torch.testing.assert_close(getattr(from_table, name), getattr(links, name))
+    with pytest.raises(ValueError, match="too small"):
+        adapter.precompute_links(texts, "text", groups, table=neighbour_table(texts, memory, "text", 1, 1, groups))
 
 
-def test_adapter_state_dict_round_trip_restores_memory():
-    adapter = make_adapter(k=2)
+def test_adapter_state_dict_holds_weights_and_restores_with_the_same_memory():
+    memory = small_memory()
+    adapter = make_adapter(memory=memory, k=2, hyperedges=("knn", "pair"), hubness_weight=1.0, hubness_k=3)
+    with torch.no_grad():
+        for parameter in adapter.parameters():  # move away from the initialisation
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(57)))
     state = adapter.state_dict()
-    assert state["memory_features"].shape == (18, 8)
-    restored = HypergraphAdapter(8, k=2)
+    assert not any(key.startswith("memory_") for key in state)  # the bank is rebuilt, not stored
+    assert set(state) == {"down.weight", "up.weight", "thetas.0.weight", "hubness_centre"}
+    restored = HypergraphAdapter(8, k=2, hyperedges=("knn", "pair"), hubness_weight=1.0, hubness_k=3, init="random")
     assert restored.memory is None
+    restored.set_memory(memory)
     restored.load_state_dict(state)
     assert len(restored.memory) == 18
     x = unit(3, 8, seed=55)
     torch.testing.assert_close(restored.eval().encode_images(x), adapter.encode_images(x))
+    torch.testing.assert_close(restored.encode_texts(x), adapter.encode_texts(x))
 
 
 def test_adapter_errors_are_explicit():
@@ -429,3 +462,162 @@ def test_adapter_errors_are_explicit():
         make_adapter().encode_images(unit(2, 8), AdapterContext(description_features=unit(2, 1, 8)))
     with pytest.raises(ValueError, match=r"\[batch, 8\]"):
         make_adapter().encode_images(unit(2, 6))
+
+
+# ---------------------------------------------------------------- pair hyperedges
+
+
+def pair_memory():
+    """3 images (rows 0-2) and 7 captions (rows 3-9); image 0 has captions 3, 4, 9, image 1 has 5, 6, 7, image 2 has 8."""
+    text_to_image = torch.tensor([0, 0, 1, 1, 1, 2, 0])
+    return MemoryBank.from_train_split(unit(3, 8, seed=60), unit(7, 8, seed=61), text_to_image)
+
+
+def test_paired_rows_are_the_other_modality_of_the_same_image():
+    memory = pair_memory()
+    partners = paired_rows(memory, torch.tensor([[0, 4], [-1, 9], [2, 8]]))
+    assert partners.shape == (3, 2, 3)  # width = the largest group (3 captions)
+    assert partners.tolist() == [
+        [[3, 4, 9], [0, -1, -1]],
+        [[-1, -1, -1], [0, -1, -1]],
+        [[8, -1, -1], [2, -1, -1]],
+    ]
+    # A subsampled bank may miss a caption's image: no partner then.
+    without_image_0 = MemoryBank(memory.features[1:], memory.modality[1:], memory.group_ids[1:], memory.source_index[1:])
+    assert paired_rows(without_image_0, torch.tensor([2])).tolist() == [[-1, -1, -1]]  # caption 3 (row 2 now)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_memory_links_pairs_match_brute_force(modality):
+    memory = small_memory()  # 6 images, 12 captions, caption j belongs to image j % 6
+    queries, groups = unit(4, 8, seed=62), torch.tensor([0, 1, 2, 3])
+    links = memory_links(queries, memory, modality, k=2, query_groups=groups, use_knn=False, use_pairs=True)
+    own = IMAGE if modality == "image" else TEXT
+    for q in range(4):
+        pool = [r for r in range(len(memory)) if memory.modality[r] == own and memory.group_ids[r] != groups[q]]
+        nearest = sorted(pool, key=lambda r: -float(memory.features[r] @ queries[q]))[:2]
+        expected = sorted(
+            r for r in range(len(memory))
+            if memory.modality[r] != own and int(memory.group_ids[r]) in {int(memory.group_ids[n]) for n in nearest}
+        )
+        got = links.pair_rows[q]
+        assert sorted(got[got >= 0].tolist()) == expected
+        assert not torch.any(memory.group_ids[got[got >= 0]] == groups[q])
+    assert links.neighbour_rows.shape == (4, 0) and torch.equal(links.cohesion, torch.zeros(4))
+    sliced = links[torch.tensor([2, 0])]
+    assert torch.equal(sliced.pair_rows, links.pair_rows[[2, 0]]) and len(sliced) == 2
+
+
+def test_build_query_hypergraph_pair_hyperedge_structure():
+    memory = small_memory()
+    query = unit(2, 8, seed=63)
+    ego = build_query_hypergraph(query, candidates=memory, k=1, pair_rows=torch.tensor([[7, -1, 9], [-1, -1, -1]]),
+                                 pair_weight=2.0)
+    # kNN first (query 0: copies 2, 3; query 1: copies 4, 5), then the pair copies of query 0 (nodes 6, 7).
+    assert ego.graph.n_nodes == 8 and ego.graph.n_edges == 5
+    assert ego.graph.members(4) == [0, 6, 7]  # query 1 has no partner: no pair hyperedge
+    assert ego.graph.edge_weights.tolist() == [1.0, 1.0, 1.0, 1.0, 2.0]
+    assert ego.neighbour_memory_index[-2:].tolist() == [7, 9]
+    torch.testing.assert_close(ego.node_features[6:], memory.features[[7, 9]])
+    with pytest.raises(ValueError, match="pair_rows"):
+        build_query_hypergraph(query, candidates=memory, use_knn=False, pair_rows=torch.tensor([[99], [0]]))
+
+
+# ---------------------------------------------------------------- hubness correction
+
+
+def test_hubness_cohesion_matches_brute_force():
+    memory = small_memory()
+    queries, groups = unit(3, 8, seed=64), torch.tensor([1, 2, 3])
+    cohesion = hubness_cohesion(queries, memory, "image", k=3, query_groups=groups)
+    for q in range(3):
+        captions = [r for r in range(len(memory)) if memory.modality[r] == TEXT and memory.group_ids[r] != groups[q]]
+        sims = sorted((float(memory.features[r] @ queries[q]) for r in captions), reverse=True)[:3]
+        assert cohesion[q].item() == pytest.approx(sum(sims) / 3, abs=1e-6)
+    values = nearest_neighbour_similarities(queries, memory.features[:6], k=2)[1]
+    torch.testing.assert_close(values[:, 0], (queries @ memory.features[:6].T).max(dim=1).values)
+
+
+def test_hubness_phase_gives_unit_vectors_and_the_csls_correction():
+    g = torch.Generator().manual_seed(65)
+    z_v, z_t = unit(20, 16, seed=66, dtype=torch.float64), unit(30, 16, seed=67, dtype=torch.float64)
+    r_v = 0.2 + 0.5 * torch.rand(20, generator=g, dtype=torch.float64)
+    r_t = 0.2 + 0.5 * torch.rand(30, generator=g, dtype=torch.float64)
+    c_v, c_t, weight = 0.45, 0.4, 1.0
+    beta2 = hubness_beta_squared(weight)
+    assert beta2 == pytest.approx(0.5 / (HUBNESS_PHASE_SCALE + 0.5))
+    u_v = torch.cat([(1 - beta2) ** 0.5 * z_v, hubness_phase(r_v, c_v, "image", weight)], dim=1)
+    u_t = torch.cat([(1 - beta2) ** 0.5 * z_t, hubness_phase(r_t, c_t, "text", weight)], dim=1)
+    torch.testing.assert_close(u_v.norm(dim=1), torch.ones(20, dtype=torch.float64))
+    torch.testing.assert_close(u_t.norm(dim=1), torch.ones(30, dtype=torch.float64))
+    # Exactly: (1 - b^2) z_v.z_t - b^2 sin(gamma (r_v - c_v + r_t - c_t)).
+    shift = HUBNESS_PHASE_SCALE * ((r_v - c_v)[:, None] + (r_t - c_t)[None, :])
+    torch.testing.assert_close(u_v @ u_t.T, (1 - beta2) * (z_v @ z_t.T) - beta2 * torch.sin(shift))
+    # To first order: CSLS with weight lambda, z.z - lambda/2 (r_v + r_t) + const, up to the scale 1 - b^2.
+    csls = z_v @ z_t.T - weight / 2 * ((r_v - c_v)[:, None] + (r_t - c_t)[None, :])
+    assert torch.max(torch.abs((u_v @ u_t.T) / (1 - beta2) - csls)) < 0.02
+    # A hub caption (high cohesion) loses score against every image.
+    hub = hubness_phase(torch.tensor([0.9]), c_t, "text", weight)
+    plain = hubness_phase(torch.tensor([0.4]), c_t, "text", weight)
+    phases_v = hubness_phase(r_v, c_v, "image", weight)
+    assert torch.all(phases_v.float() @ hub.T < phases_v.float() @ plain.T)
+
+
+def test_adapter_with_hubness_appends_the_phase_of_its_cohesion():
+    memory = small_memory()
+    options = dict(k=2, hyperedges=("pair",), hubness_k=3)
+    corrected = make_adapter(memory=memory, hubness_weight=1.0, **options)
+    plain = make_adapter(memory=memory, hubness_weight=0.0, **options)
+    assert corrected.out_dim == 10 and plain.out_dim == 8 and corrected.config()["out_dim"] == 10
+    x = unit(5, 8, seed=68)
+    out = corrected.encode_images(x)
+    assert out.shape == (5, 10)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(5))
+    beta2 = hubness_beta_squared(1.0)
+    torch.testing.assert_close(out[:, :8] / (1 - beta2) ** 0.5, plain.encode_images(x))
+    # The centre is the mean cohesion of the memory's own images (each without its own group).
+    images = memory.modality == IMAGE
+    centre = hubness_cohesion(memory.features[images], memory, "image", 3, memory.group_ids[images]).mean()
+    torch.testing.assert_close(corrected.hubness_centre[IMAGE], centre)
+    expected = hubness_phase(hubness_cohesion(x, memory, "image", 3), centre, "image", 1.0)
+    torch.testing.assert_close(out[:, 8:], expected)
+    texts = corrected.encode_texts(x)
+    assert not torch.allclose(texts[:, 8:], out[:, 8:])  # the text phase turns the other way
+
+
+def test_pca_init_starts_from_the_principal_subspace_of_the_memory():
+    g = torch.Generator().manual_seed(69)
+    scales = torch.tensor([6.0, 4.0, 3.0, 0.5, 0.4, 0.3, 0.2, 0.1])
+    images = F.normalize(torch.randn(30, 8, generator=g) * scales, dim=-1)
+    texts = F.normalize(torch.randn(60, 8, generator=g) * scales, dim=-1)
+    memory = MemoryBank.from_train_split(images, texts, torch.arange(60) % 30)
+    adapter = make_adapter(memory=memory, reduced_dim=3, k=2, alpha=1.0, hyperedges=("knn",))
+    down = adapter.down.weight
+    torch.testing.assert_close(down @ down.T, torch.eye(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adapter.up.weight, down.T)
+    centred = memory.features - memory.features.mean(0)
+    top = torch.linalg.svd(centred, full_matrices=False).Vh[:3]
+    torch.testing.assert_close(down.T @ down, top.T @ top, atol=1e-5, rtol=0)
+    # Before training, the message is the parameter-free convolution projected onto that subspace.
+    x = unit(4, 8, seed=70)
+    with torch.no_grad():
+        ego = adapter.build_hypergraph(x)
+        conv = dense_reference_conv(ego.node_features, ego.graph.dense_incidence(), ego.graph.edge_weights)[:4]
+        torch.testing.assert_close(adapter.encode_texts(x), F.normalize(conv @ top.T @ top, dim=-1), atol=1e-5,
+                                   rtol=0)
+    random_init = make_adapter(memory=memory, reduced_dim=3, init="random")
+    assert not torch.allclose(random_init.down.weight @ random_init.down.weight.T, torch.eye(3))
+
+
+def test_inductive_with_pairs_and_hubness_ignores_other_queries():
+    adapter = make_adapter(k=2, hyperedges=("semantic", "knn", "pair"), hubness_weight=1.2, hubness_k=4, num_layers=2)
+    queries, descriptions = unit(6, 8, seed=71), unit(6, 3, 8, seed=72)
+    alone = adapter.adapt(queries[2:3], descriptions[2:3], modality="text")
+    together = adapter.adapt(queries, descriptions, modality="text")[2:3]
+    shuffled = adapter.adapt(torch.cat([unit(4, 8, seed=73), queries[2:3]]),
+                             torch.cat([unit(4, 3, 8, seed=74), descriptions[2:3]]), modality="text")[4:5]
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone, shuffled, rtol=0, atol=1e-6)
+    for kind in ("image", "text"):  # the image and text sides are not the same function
+        assert adapter.adapt(queries, modality=kind).shape == (6, 10)
+    assert not torch.allclose(adapter.adapt(queries, modality="image"), adapter.adapt(queries, modality="text"))

@@ -1,0 +1,1014 @@
+"""LLM caption augmentation through Ollama: K descriptions per caption, cached.
+
+OS-HGAdapter widens what a caption can mean by asking an LLM for extra
+descriptions of the same picture; the paper gives neither its prompt nor its
+model, so everything below is our design:
+
+* **Prompt** (``osgha_lite/prompts/descriptions_v1.txt``): a system line, one
+  worked example on a neutral caption ("A red car is parked next to a
+  tree."), then the caption; it asks for exactly ``k`` one-sentence
+  descriptions that use synonyms and other wording and may add plausible
+  visual details without contradicting the caption. Nothing in it is
+  specific to a dataset's domain. Its version string goes into every cache
+  key and every record.
+* **Parsing** (:func:`parse_descriptions`): numbered lists (``1.``, ``2)``,
+  ``(3)``), bullets (``-``, ``*``, ``•``) or, when the reply has no list
+  marker at all, one item per non-empty line. Text before the list (``Here
+  are three descriptions:``) is ignored.
+* **Validation** (:func:`check_description`): an item is rejected when it is
+  empty, shorter than ``min_words`` or longer than ``max_words`` words, equal
+  to the caption after normalisation (lower case, letters and digits only),
+  a duplicate of an item already accepted, chatter (``Sure, here are``, ``As
+  an AI``, ``I cannot``...), talk about the task (``caption``,
+  ``description``, ``rephrase``...), shares fewer than ``min_shared_words``
+  content words with the caption (crude stemming; a cheap off-topic check),
+  or is the last item of a reply cut off by ``num_predict``.
+* **Retries**: valid items accumulate over up to ``max_attempts`` requests,
+  each with a different seed. A caption still short of ``k`` valid items is
+  written as a ``failed`` record holding every rejection reason; it is
+  counted and reported, never passed on as a success.
+* **Client**: the official ``ollama`` package against ``OLLAMA_HOST``
+  (default ``127.0.0.1:11434``); ``concurrency`` requests in flight, a
+  timeout per request, retries with exponential backoff on transport errors
+  and 5xx answers. An unreachable server or a missing model stops the run
+  before the cache is touched, with a message saying what to run.
+
+Cache
+-----
+``data/augmentations/<dataset>.jsonl`` is append-only; each line is one
+finished caption, written with a single ``write`` + ``flush`` + ``fsync``,
+so killing the process at any moment loses at most the requests in flight.
+The key of a caption is ``sha256`` of the canonical JSON of (model name,
+model digest from ``/api/show``, template version and file hash, ``k``,
+generation options, base seed, attempt limit, validation rules, caption
+text): a rerun skips every
+key already present, and changing any of these makes new keys instead of
+mixing results. A partial last line (a write cut by a crash) is reported
+and ignored by readers; the next run drops it before appending. Next to the
+cache, ``<dataset>.meta.json`` summarises it (configurations, counts,
+failure reasons, runs).
+
+Later stages only read the cache, through :func:`load_augmentations` (no LLM
+needed).
+
+Command line::
+
+    python -m osgha_lite.augment --dataset flickr8k --split test [--limit N] [--per-image 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .atomic import atomic_write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+DEFAULT_TEMPLATE = "descriptions_v1"
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_HOST = "127.0.0.1:11434"
+DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "augmentations"
+
+START_SERVER_HELP = (
+    "Start a server first, one of:\n"
+    "  * a real Ollama:  ollama serve   (then `ollama pull MODEL`, or for the project's SmolLM2:\n"
+    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
+    "      ollama create smollm2-135m -f data/ollama/Modelfile.smollm2)\n"
+    "  * the stand-in server of this repository (no Ollama needed):\n"
+    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
+    "      python -m tools.ollama_standin --model smollm2-135m=data/ollama/Modelfile.smollm2\n"
+    "and point OLLAMA_HOST (or --host) at it."
+)
+
+
+# --------------------------------------------------------------------------- errors
+class AugmentError(RuntimeError):
+    """The augmentation cannot go on; the message says what to do."""
+
+
+class OllamaUnavailable(AugmentError):
+    """No Ollama server answers at the configured host."""
+
+
+class ModelNotFound(AugmentError):
+    """The server answers but does not have the requested model."""
+
+
+# --------------------------------------------------------------------------- prompt
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A chat prompt read from ``prompts/<name>.txt`` (see the file's header).
+
+    ``sections`` is a tuple of ``(role, text)``; ``version`` comes from the
+    ``# version:`` header line and ``sha256`` hashes the whole file.
+    """
+
+    name: str
+    version: str
+    sha256: str
+    sections: tuple[tuple[str, str], ...]
+
+    def messages(self, caption: str, k: int) -> list[dict[str, str]]:
+        """Chat messages asking for ``k`` descriptions of ``caption``."""
+        out = []
+        for role, text in self.sections:
+            if role == "assistant":
+                text = _first_items(text, k, self.name)
+            text = text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption))
+            out.append({"role": role, "content": text})
+        return out
+
+
+def _first_items(text: str, k: int, name: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < k:
+        raise AugmentError(f"prompt template {name}: its example answer has {len(lines)} items, fewer than k={k}")
+    return "\n".join(lines[:k])
+
+
+def load_template(name_or_path: str = DEFAULT_TEMPLATE) -> PromptTemplate:
+    """Read a prompt template by name (``descriptions_v1``) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROMPTS_DIR / f"{name_or_path}.txt"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.txt")))
+        raise AugmentError(f"prompt template {name_or_path!r} not found ({path}); available: {available}")
+    raw = path.read_text(encoding="utf-8")
+    version = None
+    sections: list[tuple[str, list[str]]] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        header = re.match(r"^###\s*(system|user|assistant)\s*$", line.strip(), re.IGNORECASE)
+        if header:
+            sections.append((header.group(1).lower(), []))
+        elif sections:
+            sections[-1][1].append(line)
+        elif line.startswith("#"):
+            found = re.match(r"^#\s*version:\s*(\S+)", line)
+            if found:
+                version = found.group(1)
+        elif line.strip():
+            raise AugmentError(f"{path}:{number}: text before the first '### system|user|assistant' section")
+    if not version:
+        raise AugmentError(f"{path}: missing the '# version: NAME' header line")
+    if not sections or sections[-1][0] != "user":
+        raise AugmentError(f"{path}: the last section must be '### user' (the one holding {{caption}})")
+    if "{caption}" not in "\n".join(sections[-1][1]):
+        raise AugmentError(f"{path}: the last '### user' section must contain {{caption}}")
+    return PromptTemplate(
+        name=path.stem,
+        version=version,
+        sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
+        sections=tuple((role, "\n".join(lines).strip()) for role, lines in sections),
+    )
+
+
+def tidy_caption(caption: str) -> str:
+    """The caption as shown to the LLM: single spaces, no space before punctuation,
+    first letter upper case (``"a dog runs ."`` -> ``"A dog runs."``). Keys and
+    records keep the caption exactly as given."""
+    text = re.sub(r"\s+", " ", caption).strip()
+    text = re.sub(r"\s+([.,!?;:])", r"\1", text)
+    return text[:1].upper() + text[1:]
+
+
+# --------------------------------------------------------------------------- parsing
+_ITEM = re.compile(r"^(?:\(?\d{1,2}\s*[.):]|[-*•·–]|#{1,3}\s*\d{1,2}[.):]?)\s*(?P<body>.*\S)?\s*$")
+_LABEL = re.compile(r"^(?:description|caption|option|version|sentence|alternative)\s*\d*\s*[:.\-–]\s*", re.IGNORECASE)
+_QUOTED = re.compile(r"^[\"“‘'«`](.*?)[\"”’'»`]([.!?]?)$")
+
+
+def _clean_item(text: str) -> str:
+    text = text.replace("**", "").replace("__", "").strip()
+    text = _LABEL.sub("", text).strip()
+    quoted = _QUOTED.match(text)
+    if quoted:
+        text = quoted.group(1).strip() + quoted.group(2)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse_descriptions(reply: str) -> list[str]:
+    """Split an LLM reply into items.
+
+    * Lines starting with a list marker (``1.``, ``2)``, ``(3)``, ``4:``, ``-``,
+      ``*``, ``•``) start an item; a following line without a marker continues
+      that item when the item does not yet end a sentence.
+    * Lines before the first marker, and separate lines after the list, are
+      not items (preambles such as ``Here are three descriptions:``).
+    * A reply without any marker gives one item per non-empty line.
+
+    Items are cleaned of Markdown emphasis, surrounding quotes and labels such as
+    ``Description 2:``.
+    """
+    items: list[str] = []
+    loose: list[str] = []
+    current: int | None = None
+    for line in reply.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            current = None
+            continue
+        marker = _ITEM.match(stripped)
+        if marker:
+            items.append(marker.group("body") or "")
+            current = len(items) - 1
+        elif current is not None and not re.search(r"[.!?][\"')\]]*$", items[current]):
+            items[current] = f"{items[current]} {stripped}"
+        else:
+            current = None
+            loose.append(stripped)
+    if not items:
+        items = loose
+    return [_clean_item(item) for item in items]
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class ValidationRules:
+    """Bounds an LLM description must satisfy (part of the cache key)."""
+
+    min_words: int = 4
+    max_words: int = 40
+    min_shared_words: int = 1
+    """Content words (stemmed, stop words removed) shared with the caption; 0 disables the check."""
+
+
+_CHATTER = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|i (?:can|cannot|can't|will|would|am|'m|have|hope))\b"
+    r"|\bas an ai\b|\blanguage model\b|\bi'm sorry\b|\bi am sorry\b|\bi cannot\b|\bi can't\b|\bhope this helps\b"
+    r"|\blet me know\b|\bfeel free\b",
+    re.IGNORECASE,
+)
+_TASK_TALK = re.compile(
+    r"\b(?:captions?|descriptions?|describ(?:e|es|ed|ing)\s+(?:the|this)\s+(?:image|picture|scene)|rewrit\w*|rephras\w*"
+    r"|paraphras\w*|synonyms?|sentences?|the prompt|the original)\b",
+    re.IGNORECASE,
+)
+_STOP_WORDS = frozenset(
+    """a an the and or but if of at by for with about against between into through during before after above below
+    to from up down in out on off over under again further then once here there when where why how all any both each
+    few more most other some such no nor not only own same so than too very s t can will just don should now is are
+    was were be been being have has had having do does did doing it its it's this that these those i me my we our you
+    your he him his she her they them their what which who whom while as until one two three four five six seven eight
+    nine ten near next side front back top very also just there's is being""".split()
+)
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, letters and digits only, single spaces (for copy/duplicate checks)."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ers", "er", "ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Stemmed words of ``text`` minus English stop words."""
+    return {_stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP_WORDS and len(w) > 1}
+
+
+def check_description(
+    text: str,
+    caption: str,
+    rules: ValidationRules = ValidationRules(),
+    accepted: Sequence[str] = (),
+    cut_off: bool = False,
+) -> str | None:
+    """``None`` when ``text`` is a valid description of ``caption``, else the reason it is not.
+
+    ``accepted`` are the descriptions already kept for this caption (duplicates are
+    rejected); ``cut_off`` marks the last item of a reply stopped by ``num_predict``.
+    """
+    if not text.strip():
+        return "empty"
+    if cut_off:
+        return "cut off by num_predict"
+    if _CHATTER.search(text):
+        return "chatter"
+    if _TASK_TALK.search(text):
+        return "talks about the task instead of the picture"
+    n_words = len(text.split())
+    if n_words < rules.min_words:
+        return f"too short ({n_words} words < {rules.min_words})"
+    if n_words > rules.max_words:
+        return f"too long ({n_words} words > {rules.max_words})"
+    normalized = normalize_text(text)
+    if normalized == normalize_text(caption):
+        return "copy of the caption"
+    if any(normalized == normalize_text(other) for other in accepted):
+        return "duplicate"
+    if rules.min_shared_words:
+        anchor = content_words(caption)
+        if anchor and len(anchor & content_words(text)) < rules.min_shared_words:
+            return "off-topic (shares no content word with the caption)"
+    return None
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class AugmentConfig:
+    """Everything that decides what the LLM is asked and what is accepted."""
+
+    model: str = DEFAULT_MODEL
+    host: str | None = None
+    """``None``: ``$OLLAMA_HOST``, else ``127.0.0.1:11434``."""
+    k: int = 3
+    template: str = DEFAULT_TEMPLATE
+    temperature: float = 0.4
+    """0.4 kept colors and counts of the caption more often than 0.7 with SmolLM2-135M."""
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    num_predict: int | None = None
+    """Token budget of one reply; ``None``: ``40 * k + 40``."""
+    num_ctx: int = 2048
+    seed: int = 0
+    """Base seed; attempt ``a`` of a caption uses a seed derived from (key, a)."""
+    max_attempts: int = 3
+    rules: ValidationRules = field(default_factory=ValidationRules)
+    concurrency: int = 16
+    timeout: float = 600.0
+    """Seconds to wait for one reply."""
+    transport_retries: int = 4
+    backoff: float = 1.0
+    """First retry delay in seconds; doubles each retry (capped at 30 s)."""
+
+    @property
+    def resolved_host(self) -> str:
+        return self.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+
+    def options(self) -> dict[str, Any]:
+        """Ollama ``options`` of every request (the seed is added per attempt)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+            "num_predict": self.num_predict if self.num_predict is not None else 40 * self.k + 40,
+            "num_ctx": self.num_ctx,
+            "stop": [f"\n{self.k + 1}."],
+        }
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The model as the server reports it: name and digest (sha256 of its GGUF weights)."""
+
+    name: str
+    digest: str
+    host: str
+
+
+def cache_key(caption: str, identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> str:
+    """sha256 of the canonical JSON of everything that determines the record of ``caption``."""
+    material = {
+        "model": identity.name,
+        "digest": identity.digest,
+        "template": template.version,
+        "template_sha256": template.sha256,
+        "k": config.k,
+        "options": config.options(),
+        "seed": config.seed,
+        "max_attempts": config.max_attempts,
+        "rules": asdict(config.rules),
+        "caption": caption,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def attempt_seed(key: str, attempt: int) -> int:
+    """A 31-bit seed for ``attempt`` of the caption with cache key ``key``."""
+    return int.from_bytes(hashlib.sha256(f"{key}:{attempt}".encode()).digest()[:4], "big") >> 1
+
+
+# --------------------------------------------------------------------------- client
+def _is_transport_error(exc: BaseException) -> bool:
+    import httpx
+    import ollama
+
+    if isinstance(exc, (ConnectionError, httpx.TransportError)):
+        return True
+    return isinstance(exc, ollama.ResponseError) and (exc.status_code >= 500 or exc.status_code in (408, 429))
+
+
+def make_client(config: AugmentConfig):
+    import httpx
+    import ollama
+
+    return ollama.Client(host=config.resolved_host, timeout=httpx.Timeout(config.timeout, connect=10.0))
+
+
+_DIGEST = re.compile(r"sha256[-:]([0-9a-f]{64})")
+
+
+def connect(config: AugmentConfig) -> tuple[Any, ModelIdentity]:
+    """Check the server and the model; return the client and the model's identity.
+
+    Raises :class:`OllamaUnavailable` or :class:`ModelNotFound` with instructions.
+    The digest is the ``sha256-<hex>`` blob name of the weights in ``/api/show``'s
+    modelfile (Ollama's name for the GGUF), else the model's ``digest`` in ``/api/tags``.
+    """
+    import ollama
+
+    host = config.resolved_host
+    client = make_client(config)
+    last: BaseException | None = None
+    for attempt in range(2):
+        try:
+            shown = client.show(config.model)
+            break
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise ModelNotFound(
+                    f"the Ollama server at {host} has no model {config.model!r} ({exc.error}).\n"
+                    f"  * real Ollama: `ollama pull {config.model}` (registry models, e.g. llama3.2:3b), or for the "
+                    "project's SmolLM2:\n"
+                    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
+                    "      ollama create smollm2-135m -f data/ollama/Modelfile.smollm2\n"
+                    "  * stand-in server: models are registered when it starts, e.g.\n"
+                    "      python -m tools.ollama_standin --model smollm2-135m=data/ollama/Modelfile.smollm2\n"
+                    "  * or choose a model the server has with --model NAME (see `ollama list`)."
+                ) from None
+            last = exc
+            if not _is_transport_error(exc):
+                raise AugmentError(f"the Ollama server at {host} refused /api/show: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not _is_transport_error(exc):
+                raise
+            last = exc
+        time.sleep(config.backoff)
+    else:
+        raise OllamaUnavailable(f"cannot reach an Ollama server at {host} ({_describe(last)}).\n{START_SERVER_HELP}")
+    found = _DIGEST.search(shown.modelfile or "")
+    digest = f"sha256:{found.group(1)}" if found else None
+    if digest is None:
+        wanted = config.model if ":" in config.model else f"{config.model}:latest"
+        for entry in client.list().models:
+            if entry.model in (config.model, wanted) and entry.digest:
+                digest = entry.digest if entry.digest.startswith("sha256:") else f"sha256:{entry.digest}"
+    if digest is None:
+        raise AugmentError(f"the Ollama server at {host} reports no digest for model {config.model!r}")
+    return client, ModelIdentity(name=config.model, digest=digest, host=host)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no answer"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _chat_with_retries(client, config: AugmentConfig, messages, options) -> Any:
+    delay = config.backoff
+    for attempt in range(config.transport_retries + 1):
+        try:
+            return client.chat(model=config.model, messages=messages, options=options, stream=False)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            import ollama
+
+            if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
+                raise ModelNotFound(f"model {config.model!r} disappeared from {config.resolved_host}: {exc.error}") from None
+            if not _is_transport_error(exc):
+                raise AugmentError(f"{config.resolved_host} refused a chat request: {_describe(exc)}") from None
+            if attempt == config.transport_retries:
+                raise OllamaUnavailable(
+                    f"lost the Ollama server at {config.resolved_host} after {attempt + 1} tries "
+                    f"({_describe(exc)}).\n{START_SERVER_HELP}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def augment_caption(
+    client, caption: str, key: str, config: AugmentConfig, template: PromptTemplate, identity: ModelIdentity
+) -> dict[str, Any]:
+    """Ask for ``config.k`` descriptions of ``caption``; return its cache record.
+
+    Valid items accumulate over at most ``config.max_attempts`` replies. The record
+    has ``status`` ``"ok"`` (exactly ``k`` descriptions) or ``"failed"`` (fewer;
+    ``reason`` says why and ``rejected`` lists every rejected item).
+    """
+    messages = template.messages(caption, config.k)
+    base_options = config.options()
+    accepted: list[str] = []
+    rejected: list[dict[str, Any]] = []
+    seeds: list[int] = []
+    eval_tokens = 0
+    attempt = 0
+    for attempt in range(config.max_attempts):
+        seed = attempt_seed(key, attempt)
+        seeds.append(seed)
+        reply = _chat_with_retries(client, config, messages, {**base_options, "seed": seed})
+        content = reply.message.content or ""
+        eval_tokens += int(reply.eval_count or 0)
+        items = parse_descriptions(content)
+        if not items:
+            rejected.append({"attempt": attempt, "reason": "no items in the reply", "text": content[:300]})
+        cut = reply.done_reason == "length"
+        for position, item in enumerate(items):
+            if len(accepted) == config.k:
+                break
+            reason = check_description(
+                item, caption, config.rules, accepted, cut_off=cut and position == len(items) - 1
+            )
+            if reason is None:
+                accepted.append(item)
+            else:
+                rejected.append({"attempt": attempt, "reason": reason, "text": item[:300]})
+        if len(accepted) == config.k:
+            break
+    record: dict[str, Any] = {
+        "key": key,
+        "caption": caption,
+        "status": "ok" if len(accepted) == config.k else "failed",
+        "descriptions": accepted,
+        "model": identity.name,
+        "digest": identity.digest,
+        "template": template.version,
+        "k": config.k,
+        "attempts": attempt + 1,
+        "seeds": seeds,
+        "eval_tokens": eval_tokens,
+        "rejected": rejected,
+    }
+    if record["status"] == "failed":
+        record["reason"] = f"{len(accepted)} of {config.k} valid descriptions after {attempt + 1} attempts"
+    return record
+
+
+# --------------------------------------------------------------------------- cache
+@dataclass
+class CacheReport:
+    """What reading a cache file found."""
+
+    path: Path
+    lines: int = 0
+    records: int = 0
+    partial_tail: int = 0
+    """Bytes of an unfinished last line (a write cut by a crash); 0 if none."""
+    bad_lines: list[int] = field(default_factory=list)
+    """Line numbers (1-based) of complete lines that are not valid records."""
+    duplicates: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.partial_tail:
+            out.append(
+                f"{self.path}: the last line is unfinished ({self.partial_tail} bytes, line {self.lines + 1}); "
+                "it is ignored and the next augmentation run drops it"
+            )
+        if self.bad_lines:
+            out.append(f"{self.path}: lines {self.bad_lines[:10]} are not valid JSON records and are ignored")
+        return out
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheReport]:
+    """All records of a cache file (later records with the same key replace earlier ones)."""
+    path = Path(path)
+    report = CacheReport(path=path)
+    if not path.exists():
+        return [], report
+    data = path.read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    if not data.endswith(b"\n"):
+        report.partial_tail = len(tail)
+        body = complete
+    else:
+        body = data[:-1]
+    by_key: dict[str, dict[str, Any]] = {}
+    if body:
+        for number, raw in enumerate(body.split(b"\n"), start=1):
+            report.lines += 1
+            try:
+                record = json.loads(raw)
+                key = record["key"]
+                record["caption"], record["status"], record["descriptions"]  # noqa: B018 - required fields
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                report.bad_lines.append(number)
+                continue
+            if key in by_key:
+                report.duplicates += 1
+            by_key[key] = record
+    report.records = len(by_key)
+    return list(by_key.values()), report
+
+
+class AugmentationCache:
+    """Append-only JSONL of finished captions (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.meta_path = self.path.with_name(self.path.name.removesuffix(".jsonl") + ".meta.json")
+        self._lock = threading.Lock()
+        records, self.report = read_records(self.path)
+        self.records = {r["key"]: r for r in records}
+
+    def repair(self) -> int:
+        """Drop an unfinished last line (in place, one ``truncate``); returns the bytes dropped."""
+        if not self.report.partial_tail:
+            return 0
+        size = self.path.stat().st_size
+        with open(self.path, "r+b") as handle:
+            handle.truncate(size - self.report.partial_tail)
+            handle.flush()
+            os.fsync(handle.fileno())
+        dropped, self.report.partial_tail = self.report.partial_tail, 0
+        return dropped
+
+    def done_keys(self, include_failed: bool = True) -> set[str]:
+        return {k for k, r in self.records.items() if include_failed or r["status"] == "ok"}
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line: a single ``write``, then ``flush`` and ``fsync``."""
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):  # pragma: no cover - regular files write fully
+                    raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.records[record["key"]] = record
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per configuration (model, digest, template, k) and failure reasons."""
+        configs: dict[tuple, dict[str, Any]] = {}
+        for record in self.records.values():
+            ident = (record.get("model"), record.get("digest"), record.get("template"), record.get("k"))
+            entry = configs.setdefault(
+                ident,
+                {"model": ident[0], "digest": ident[1], "template": ident[2], "k": ident[3],
+                 "records": 0, "ok": 0, "failed": 0, "failure_reasons": Counter(), "rejection_reasons": Counter()},
+            )
+            entry["records"] += 1
+            entry["ok" if record["status"] == "ok" else "failed"] += 1
+            if record["status"] != "ok":
+                entry["failure_reasons"][record.get("reason", "unknown")] += 1
+            for rejection in record.get("rejected", []):  # "too long (44 words > 40)" -> "too long"
+                entry["rejection_reasons"][rejection["reason"].split(" (")[0]] += 1
+        out = []
+        for entry in configs.values():
+            entry["failure_reasons"] = dict(entry["failure_reasons"].most_common())
+            entry["rejection_reasons"] = dict(entry["rejection_reasons"].most_common())
+            out.append(entry)
+        return {
+            "cache": self.path.name,
+            "records": len(self.records),
+            "ok": sum(e["ok"] for e in out),
+            "failed": sum(e["failed"] for e in out),
+            "configs": out,
+        }
+
+    def write_meta(self, run: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Path:
+        """Rewrite ``<name>.meta.json`` (atomically) with the summary, settings and run history."""
+        runs: list[dict[str, Any]] = []
+        if self.meta_path.exists():
+            try:
+                runs = json.loads(self.meta_path.read_text(encoding="utf-8")).get("runs", [])
+            except (json.JSONDecodeError, OSError, AttributeError):
+                runs = []
+        if run is not None:
+            runs.append(run)
+        meta = self.summary()
+        if settings is not None:
+            meta["settings"] = settings
+        elif self.meta_path.exists():
+            try:
+                meta["settings"] = json.loads(self.meta_path.read_text(encoding="utf-8")).get("settings")
+            except (json.JSONDecodeError, OSError, AttributeError):
+                pass
+        meta["runs"] = runs
+        return atomic_write_json(self.meta_path, meta)
+
+
+def load_augmentations(
+    path: str | os.PathLike,
+    *,
+    model: str | None = None,
+    template: str | None = None,
+    k: int | None = None,
+    include_failed: bool = False,
+) -> dict[str, list[str]]:
+    """Caption text -> its LLM descriptions, read from a cache file (no LLM needed).
+
+    Args:
+        path: the ``.jsonl`` cache (e.g. ``data/augmentations/flickr8k.jsonl``).
+        model, template, k: keep only records of this model name / template version / k.
+            When the file mixes configurations and no filter picks one, a
+            ``ValueError`` lists them.
+        include_failed: also return the valid descriptions of failed captions
+            (fewer than ``k``); by default failed captions are left out.
+
+    An unfinished last line or invalid lines are reported with a warning and ignored.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no augmentation cache; create it with `python -m osgha_lite.augment`")
+    records, report = read_records(path)
+    for problem in report.problems():
+        warnings.warn(problem, stacklevel=2)
+    chosen = [
+        r for r in records
+        if (model is None or r.get("model") == model)
+        and (template is None or r.get("template") == template)
+        and (k is None or r.get("k") == k)
+    ]
+    configs = Counter((r.get("model"), r.get("digest"), r.get("template"), r.get("k")) for r in chosen)
+    if len(configs) > 1:
+        listed = "; ".join(f"model={m} digest={d[:19] if d else d} template={t} k={kk}: {n} records"
+                           for (m, d, t, kk), n in configs.items())
+        raise ValueError(f"{path} mixes configurations ({listed}); pass model=, template= or k= to pick one")
+    out: dict[str, list[str]] = {}
+    for record in chosen:
+        if record["status"] == "ok" or (include_failed and record["descriptions"]):
+            out[record["caption"]] = list(record["descriptions"])
+    return out
+
+
+# --------------------------------------------------------------------------- runner
+@dataclass
+class RunSummary:
+    requested: int = 0
+    """Unique captions asked for."""
+    cached: int = 0
+    """Already in the cache (skipped)."""
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    eval_tokens: int = 0
+    repaired_bytes: int = 0
+    status: str = "completed"
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def captions_per_second(self) -> float:
+        done = self.ok + self.failed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+PROGRESS_LINE_SECONDS = 60.0
+"""Without a terminal (e.g. output to a log file), one progress line this often."""
+
+
+def _progress_line(summary: RunSummary, total: int, elapsed: float) -> str:
+    done = summary.ok + summary.failed
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    eta_text = f"{int(eta // 3600)}h{int(eta % 3600 // 60):02d}m" if eta == eta else "?"
+    return (
+        f"{datetime.now().strftime('%H:%M:%S')} augment: {done}/{total} (ok {summary.ok}, failed {summary.failed}), "
+        f"{rate:.2f} captions/s, {summary.eval_tokens / elapsed if elapsed > 0 else 0:.0f} tokens/s, ETA {eta_text}"
+    )
+
+
+def augment_captions(
+    captions: Iterable[str],
+    cache_path: str | os.PathLike,
+    config: AugmentConfig | None = None,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    run_info: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Augment every caption not yet in the cache at ``cache_path``; append the results.
+
+    Unique captions only (identical texts share one record). Raises
+    :class:`OllamaUnavailable` / :class:`ModelNotFound` before touching the cache when
+    the server or model is missing, and :class:`AugmentError` when the server is lost
+    mid-run (every finished caption is already on disk).
+    """
+    from tqdm.auto import tqdm
+
+    config = config or AugmentConfig()
+    if config.max_attempts < 1 or config.k < 1:
+        raise AugmentError(f"k and max_attempts must be at least 1 (got k={config.k}, max_attempts={config.max_attempts})")
+    template = load_template(config.template)
+    template.messages("x", config.k)  # fails early when the template cannot serve this k
+    client, identity = connect(config)  # before any change to the cache
+    cache = AugmentationCache(cache_path)
+    summary = RunSummary()
+    for problem in cache.report.problems():
+        print(f"warning: {problem}", file=sys.stderr)
+    summary.repaired_bytes = cache.repair()
+    unique = list(dict.fromkeys(captions))
+    summary.requested = len(unique)
+    skip = cache.done_keys(include_failed=not retry_failed)
+    todo = []
+    for caption in unique:
+        key = cache_key(caption, identity, template, config)
+        if key in skip:
+            summary.cached += 1
+        else:
+            todo.append((caption, key))
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    reasons: Counter = Counter()
+    fatal: BaseException | None = None
+    pool = ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="augment")
+    inflight: dict[Future, tuple[str, str]] = {}
+    pending = iter(todo)
+    interactive = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(todo), desc=f"augment ({identity.name})", unit="caption", disable=not interactive)
+    last_line = time.perf_counter()
+
+    def fill() -> None:
+        while len(inflight) < max(1, config.concurrency):
+            item = next(pending, None)
+            if item is None:
+                return
+            future = pool.submit(augment_caption, client, item[0], item[1], config, template, identity)
+            inflight[future] = item
+
+    try:
+        fill()
+        while inflight:
+            finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            for future in finished:
+                inflight.pop(future)
+                try:
+                    record = future.result()
+                except AugmentError as exc:
+                    fatal = fatal or exc
+                    continue
+                cache.append(record)
+                summary.eval_tokens += record["eval_tokens"]
+                if record["status"] == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    reasons[record["reason"]] += 1
+                bar.update(1)
+                bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
+                if progress and not interactive and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
+                    last_line = time.perf_counter()
+                    print(_progress_line(summary, len(todo), last_line - started), file=sys.stderr, flush=True)
+            if fatal is None:
+                fill()
+    except KeyboardInterrupt:
+        summary.status = "interrupted"
+        raise
+    except BaseException:
+        summary.status = "crashed"
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=fatal is not None, cancel_futures=True)
+        summary.seconds = time.perf_counter() - started
+        summary.failure_reasons = dict(reasons.most_common())
+        if fatal is not None:
+            summary.status = "aborted"
+        run = {
+            **(run_info or {}),
+            "started_at": started_at,
+            "seconds": round(summary.seconds, 1),
+            "requested": summary.requested,
+            "cached": summary.cached,
+            "new_ok": summary.ok,
+            "new_failed": summary.failed,
+            "eval_tokens": summary.eval_tokens,
+            "captions_per_second": round(summary.captions_per_second, 3),
+            "status": summary.status,
+        }
+        settings = {
+            "model": identity.name,
+            "digest": identity.digest,
+            "template": template.version,
+            "template_sha256": template.sha256,
+            "k": config.k,
+            "options": config.options(),
+            "seed": config.seed,
+            "max_attempts": config.max_attempts,
+            "rules": asdict(config.rules),
+        }
+        if todo or summary.repaired_bytes or not cache.meta_path.exists():
+            cache.write_meta(run, settings)
+    if fatal is not None:
+        raise AugmentError(f"{fatal}\n(stopped; {summary.ok + summary.failed} captions were saved to {cache.path})")
+    return summary
+
+
+# --------------------------------------------------------------------------- command line
+def select_captions(dataset: str, split: str, per_image: int | None = None, limit: int | None = None) -> list[str]:
+    """Captions of a split in dataset order: the first ``per_image`` of each image
+    (all when ``None``), then the first ``limit`` of those. Images listed by the split
+    file but absent from the data (no file or no caption) are skipped."""
+    from .data import load_dataset
+
+    data = load_dataset(dataset, split, skip_missing=True)
+    chosen: list[str] = []
+    seen: Counter = Counter()
+    for caption, image in zip(data.captions, data.text_to_image.tolist()):
+        if per_image is not None and seen[image] >= per_image:
+            continue
+        seen[image] += 1
+        chosen.append(caption)
+    return chosen[:limit] if limit is not None else chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = AugmentConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m osgha_lite.augment",
+        description="Ask an Ollama model for K descriptions of every caption of a dataset split; "
+        "results go to an append-only cache (data/augmentations/<dataset>.jsonl).",
+    )
+    add = parser.add_argument
+    add("--dataset", required=True, help="registered dataset name (osgha_lite.data), e.g. flickr8k")
+    add("--split", required=True, choices=("train", "dev", "test"))
+    add("--per-image", type=int, default=None, help="only the first N captions of each image (default: all)")
+    add("--limit", type=int, default=None, help="only the first N selected captions (default: all)")
+    add("--model", default=d.model, help=f"Ollama model name (default: {d.model})")
+    add("--host", default=None, help=f"Ollama server (default: $OLLAMA_HOST, else {DEFAULT_HOST})")
+    add("--k", type=int, default=d.k, help=f"descriptions per caption (default: {d.k})")
+    add("--template", default=d.template, help=f"prompt template name or path (default: {d.template})")
+    add("--out", default=None, help="cache file (default: data/augmentations/<dataset>.jsonl)")
+    add("--concurrency", type=int, default=d.concurrency, help=f"requests in flight (default: {d.concurrency})")
+    add("--timeout", type=float, default=d.timeout, help=f"seconds to wait for one reply (default: {d.timeout:.0f})")
+    add("--max-attempts", type=int, default=d.max_attempts, help=f"replies per caption at most (default: {d.max_attempts})")
+    add("--temperature", type=float, default=d.temperature, help=f"(default: {d.temperature})")
+    add("--num-predict", type=int, default=None, help="token budget of one reply (default: 40*k+40)")
+    add("--seed", type=int, default=d.seed, help=f"base seed (default: {d.seed})")
+    add("--min-words", type=int, default=d.rules.min_words, help=f"(default: {d.rules.min_words})")
+    add("--max-words", type=int, default=d.rules.max_words, help=f"(default: {d.rules.max_words})")
+    add("--min-shared-words", type=int, default=d.rules.min_shared_words,
+        help=f"content words a description must share with its caption, 0 = no check (default: {d.rules.min_shared_words})")
+    add("--retry-failed", action="store_true", help="ask again for captions recorded as failed")
+    add("--no-progress", action="store_true", help="no progress bar or progress lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = AugmentConfig(
+        model=args.model,
+        host=args.host,
+        k=args.k,
+        template=args.template,
+        temperature=args.temperature,
+        num_predict=args.num_predict,
+        seed=args.seed,
+        max_attempts=args.max_attempts,
+        rules=ValidationRules(args.min_words, args.max_words, args.min_shared_words),
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+    cache_path = Path(args.out) if args.out else DEFAULT_CACHE_DIR / f"{args.dataset}.jsonl"
+    try:
+        from .data import DataError
+
+        try:
+            captions = select_captions(args.dataset, args.split, args.per_image, args.limit)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        run_info = {"dataset": args.dataset, "split": args.split, "per_image": args.per_image, "limit": args.limit}
+        summary = augment_captions(
+            captions, cache_path, config, retry_failed=args.retry_failed,
+            progress=not args.no_progress, run_info=run_info,
+        )
+    except (OllamaUnavailable, ModelNotFound) as exc:
+        print(f"error: {exc}\nThe cache {cache_path} was not changed.", file=sys.stderr)
+        return 2
+    except AugmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished captions are saved in {cache_path}", file=sys.stderr)
+        return 130
+    done = summary.ok + summary.failed
+    print(
+        f"{args.dataset}/{args.split}: {summary.requested} unique captions, {summary.cached} already cached, "
+        f"{summary.ok} augmented, {summary.failed} failed "
+        f"({summary.seconds:.0f} s, {summary.captions_per_second:.2f} captions/s, "
+        f"{summary.eval_tokens / summary.seconds if summary.seconds and done else 0:.0f} tokens/s) -> {cache_path}"
+    )
+    if summary.repaired_bytes:
+        print(f"repaired: dropped an unfinished last line ({summary.repaired_bytes} bytes) before appending")
+    for reason, count in summary.failure_reasons.items():
+        print(f"  failed: {count} x {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Train and evaluate one adapter method on a backbone's cached embeddings.
+
+A *method* is a named entry of a profile's ``"methods"`` (or of a sweep)::
+
+    {"adapter": "hypergraph", "options": {"k": 5, "reduced_dim": 128},
+     "descriptions": 3, "train": {"lr": 1e-4}}
+
+``adapter`` is a name of :data:`osgha_lite.adapters.ADAPTERS`; ``options``
+go to its constructor; ``descriptions`` is how many LLM descriptions per
+caption the method may use (0 = none); ``train`` overrides the profile's
+adapter training settings (``profile["adapter_training"]["train"]``, a
+:class:`osgha_lite.training.TrainConfig`).
+
+* :func:`load_profile_augmentations` reads the profile's LLM descriptions
+  (``{}`` when its cache file does not exist);
+  :func:`embed_with_descriptions` embeds a split and those descriptions.
+* :func:`prepare_method` builds the adapter, gives it the training-split
+  memory bank when it uses one, and precomputes every row's memory links
+  (the neighbour searches are shared between the methods of a process by
+  :func:`cached_neighbour_table`).
+* :func:`run_method` trains the prepared adapter with
+  :func:`osgha_lite.training.fit` (early stopping on dev rSum, checkpointed
+  in ``.cache/adapters/``, so reruns load it), evaluates it on dev and on
+  the test split with bootstrap intervals, and writes
+  ``results/<profile>/<method>.test.json`` with the method's options, its
+  dev metrics, its training history, its timings and whether the test
+  gallery was used (``transductive``).
+* :func:`sweep_methods` lists one-at-a-time variations of a base method.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osgha_lite.adapters import AdapterContext, RetrievalAdapter, build_adapter
+from osgha_lite.config import merge
+from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.evaluation import evaluate_similarity
+from osgha_lite.features import cache_root
+from osgha_lite.hypergraph import MemoryBank, NeighbourTable, neighbour_table
+from osgha_lite.results import write_result
+from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, encode_split, evaluate, fit, to_tensor
+
+
+@dataclass
+class Embedded:
+    """Backbone embeddings of one split, plus description embeddings per caption.
+
+    ``descriptions`` is ``[n_texts, K, d]`` (zeros where missing) and
+    ``description_mask`` ``[n_texts, K]`` says which slots hold a description.
+    """
+
+    images: np.ndarray
+    texts: np.ndarray
+    text_to_image: np.ndarray
+    descriptions: np.ndarray
+    description_mask: np.ndarray
+
+    @property
+    def description_coverage(self) -> float:
+        """Fraction of captions with at least one description."""
+        return float(self.description_mask.any(axis=1).mean()) if len(self.texts) else 0.0
+
+
+def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
+    """The profile's LLM descriptions, caption text -> list of descriptions; {} when there are none.
+
+    Reads ``profile["augmentation"]["cache"]`` (a path relative to the
+    repository root, or absolute) with :func:`osgha_lite.augment.load_augmentations`.
+    When the profile names no cache or the file does not exist, returns an
+    empty dict: every method then runs without descriptions (the notebooks
+    report the coverage, so a missing cache is visible).
+    """
+    relative = profile.get("augmentation", {}).get("cache")
+    if not relative:
+        return {}
+    path = Path(relative)
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    if not path.is_file():
+        return {}
+    from osgha_lite.augment import load_augmentations  # the reader of the augmentation cache
+
+    return load_augmentations(path)
+
+
+def embed_with_descriptions(backbone, data, augmentations: dict[str, list[str]], max_descriptions: int,
+                            progress: bool = True) -> Embedded:
+    """Embed a split and the LLM descriptions of its captions (from the augmentation cache).
+
+    ``augmentations`` maps caption text -> list of descriptions; captions
+    missing from it get an all-False mask row.
+    """
+    images, texts = backbone.embed(data, progress=progress)
+    k = max_descriptions
+    flat, slots = [], []
+    for row, caption in enumerate(data.captions):
+        for slot, text in enumerate(augmentations.get(caption, [])[:k]):
+            flat.append(text)
+            slots.append((row, slot))
+    descriptions = np.zeros((len(texts), k, texts.shape[1]), dtype=np.float32)
+    mask = np.zeros((len(texts), k), dtype=bool)
+    if flat:
+        encoded = backbone.encode_texts(flat, f"{data.name}-descriptions", data.split, progress=progress)
+        rows, cols = np.array(slots).T
+        descriptions[rows, cols] = encoded
+        mask[rows, cols] = True
+    return Embedded(images, texts, data.text_to_image, descriptions, mask)
+
+
+def _split_features(embedded: Embedded, n_descriptions: int, training: bool) -> SplitFeatures:
+    """Features and adapter contexts; ``group_ids`` only for training rows (see the hypergraph docs)."""
+    n_images = embedded.images.shape[0]
+    text_to_image = torch.as_tensor(embedded.text_to_image)
+    text_context = AdapterContext(group_ids=text_to_image if training else None)
+    if n_descriptions:
+        text_context.description_features = to_tensor(embedded.descriptions[:, :n_descriptions])
+        text_context.description_mask = torch.as_tensor(embedded.description_mask[:, :n_descriptions])
+    image_context = AdapterContext(group_ids=torch.arange(n_images) if training else None)
+    return SplitFeatures(to_tensor(embedded.images), to_tensor(embedded.texts), text_to_image,
+                         text_context, image_context)
+
+
+#: Smallest widths (same modality, other modality) of a cached :class:`NeighbourTable`: wide enough
+#: for every k and hubness_k of the profiles, so that one search per split serves all methods.
+TABLE_MIN_WIDTHS = (10, 200)
+_TABLE_CACHE: dict[str, NeighbourTable] = {}
+
+
+def cached_neighbour_table(adapter, split_name: str, features: torch.Tensor, modality: str,
+                           group_ids: torch.Tensor | None) -> NeighbourTable:
+    """The :class:`~osgha_lite.hypergraph.NeighbourTable` of a split's rows against the adapter's memory.
+
+    Kept in memory for the process, keyed by a digest of the rows, the
+    groups and the memory bank, so the methods and sweeps of a notebook
+    search the bank once per split and modality (the search, not the
+    training, dominates their run time). Widths are at least
+    :data:`TABLE_MIN_WIDTHS`.
+    """
+    memory = adapter.memory
+    key = config_digest(split_name, modality, list(features.shape), float(features.double().sum()),
+                        None if group_ids is None else float(group_ids.double().sum()),
+                        len(memory), float(memory.features.double().sum()))
+    same, other = (max(a, b) for a, b in zip(adapter.table_widths, TABLE_MIN_WIDTHS))
+    table = _TABLE_CACHE.get(key)
+    if table is None or table.widths[0] < same or table.widths[1] < other:
+        table = NeighbourTable.cat([
+            neighbour_table(features[rows], memory, modality, same, other,
+                            None if group_ids is None else group_ids[rows])
+            for rows in (slice(start, start + 4096) for start in range(0, features.shape[0], 4096))
+        ])
+        _TABLE_CACHE[key] = table
+    return table
+
+
+@dataclass
+class PreparedMethod:
+    """A method ready to train: its adapter (memory set), split features with contexts, settings.
+
+    ``seconds`` is the time the preparation took (memory bank, neighbour
+    searches and memory links).
+    """
+
+    adapter: RetrievalAdapter
+    train: SplitFeatures
+    dev: SplitFeatures
+    test: SplitFeatures
+    train_config: TrainConfig
+    n_descriptions: int
+    seconds: float
+
+
+def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, test: Embedded) -> PreparedMethod:
+    """Build the method's adapter, give it the train memory bank, and precompute every row's memory links.
+
+    Inputs and memory are frozen, so each row's links are found once:
+    training rows without their own image group, dev and test queries
+    against the memory only (inductive). Neighbour searches are shared
+    between methods through :func:`cached_neighbour_table`.
+    """
+    started = time.perf_counter()
+    seed = profile.get("seed", 0)
+    n_descriptions = int(method.get("descriptions", 0))
+    torch.manual_seed(seed)
+    adapter = build_adapter(method["adapter"], train.images.shape[1], **method.get("options", {}))
+    if adapter.uses_memory:
+        memory_options = profile.get("adapter_training", {}).get("memory", {})
+        adapter.set_memory(MemoryBank.from_train_split(
+            to_tensor(train.images), to_tensor(train.texts), torch.as_tensor(train.text_to_image),
+            max_nodes=memory_options.get("max_nodes"), seed=seed))
+    splits = {"train": _split_features(train, n_descriptions, training=True),
+              "dev": _split_features(dev, n_descriptions, training=False),
+              "test": _split_features(test, n_descriptions, training=False)}
+    if adapter.uses_memory and hasattr(adapter, "precompute_links"):
+        for split_name, split in splits.items():
+            for context, features, modality in ((split.text_context, split.texts, "text"),
+                                                (split.image_context, split.images, "image")):
+                table = cached_neighbour_table(adapter, split_name, features, modality, context.group_ids)
+                context.links = adapter.precompute_links(features, modality, context.group_ids, table=table)
+    train_config = TrainConfig.from_dict({"seed": seed, **merge(
+        profile.get("adapter_training", {}).get("train", {}), method.get("train", {}))})
+    return PreparedMethod(adapter, splits["train"], splits["dev"], splits["test"], train_config, n_descriptions,
+                          time.perf_counter() - started)
+
+
+def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
+               train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> dict:
+    """Train (or load) and evaluate one method; write and return its result record.
+
+    Returns ``{"path", "sims" (test image x caption scores), "metrics"
+    (test, per protocol), "dev_metrics", "history" (None when nothing is
+    trained), "seconds" (total)}``. The result file also holds the dev
+    metrics, the training history and the preparation time.
+    """
+    started = time.perf_counter()
+    seed = profile.get("seed", 0)
+    prepared = prepare_method(method, profile, train, dev, test)
+    adapter, train_split, dev_split, test_split = prepared.adapter, prepared.train, prepared.dev, prepared.test
+    train_config, n_descriptions = prepared.train_config, prepared.n_descriptions
+
+    history = None
+    if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
+        digest = config_digest(name, method, adapter.config(), train_config.__dict__, backbone_identity,
+                               float(train.texts.sum()), float(train.descriptions.sum()))
+        checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
+        history = fit(adapter, train_split, dev_split, train_config, checkpoint=checkpoint,
+                      progress=progress, desc=name)
+    adapter.eval()
+    dev_metrics = evaluate(adapter, dev_split)
+    images, texts = encode_split(adapter, test_split)
+    sims = (images @ texts.T).numpy()
+    protocols = profile["eval"]["protocols"]
+    metrics, intervals = evaluate_similarity(sims, test.text_to_image, protocols,
+                                             n_boot=profile["eval"]["bootstrap"], seed=seed)
+    record = dict(
+        profile=profile["name"], method=name, dataset=profile["dataset"], split="test",
+        backbone=backbone_identity, metrics=metrics, config={"profile": profile, "method": method,
+                                                             "adapter": adapter.config(),
+                                                             "train": train_config.__dict__},
+        intervals=intervals, transductive=bool(adapter.uses_test_gallery),
+        n_images=int(test.images.shape[0]), n_texts=int(test.texts.shape[0]),
+        dev_metrics={"all": {k: float(v) for k, v in dev_metrics.items()}},
+        description_coverage={"train": train.description_coverage, "dev": dev.description_coverage,
+                              "test": test.description_coverage} if n_descriptions else None,
+        training=history.as_dict() if history is not None else None,
+        prepare_seconds=round(prepared.seconds, 1),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    record_seconds = record["seconds"]
+    path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
+                        record.pop("split"), record.pop("backbone"), record.pop("metrics"),
+                        record.pop("config"), **record)
+    return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": dev_metrics, "history": history,
+            "seconds": record_seconds}
+
+
+def sweep_methods(profile: dict) -> dict[str, dict]:
+    """One-at-a-time variations of the profile's ``sweeps["base"]`` method.
+
+    ``profile["sweeps"]`` maps an option (``k``, ``reduced_dim``, ``alpha``,
+    or ``descriptions`` for the number of LLM descriptions per caption) to
+    the values to try; each value gives a method named ``sweep-<option>=<value>``.
+    Values equal to the base setting are skipped (the base run covers them).
+    """
+    sweeps = dict(profile.get("sweeps", {}))
+    if not sweeps:
+        return {}
+    base_name = sweeps.pop("base")
+    base = profile["methods"][base_name]
+    methods = {}
+    for option, values in sweeps.items():
+        for value in values:
+            if option == "descriptions":
+                if value == base.get("descriptions", 0):
+                    continue
+                method = merge(base, {"descriptions": value})
+            else:
+                if base.get("options", {}).get(option) == value:
+                    continue
+                method = merge(base, {"options": {option: value}})
+            methods[f"sweep-{option}={value}"] = method
+    return methods

@@ -1,0 +1,177 @@
+"""Tests for osgha_lite.experiment: run_method end to end on tiny synthetic embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from osgha_lite import experiment
+from osgha_lite.experiment import (
+    Embedded,
+    cached_neighbour_table,
+    load_profile_augmentations,
+    run_method,
+    sweep_methods,
+)
+from osgha_lite.hypergraph import HypergraphAdapter, MemoryBank
+from osgha_lite.metrics import retrieval_metrics
+from osgha_lite.results import read_result
+
+DIM = 16
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Cache and results in a temporary folder, two threads at most, an empty neighbour-table cache."""
+    monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OSGHA_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(experiment, "_TABLE_CACHE", {})
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(previous)
+
+
+def toy_split(n_images: int, seed: int, captions_per_image: int = 2, n_descriptions: int = 2) -> Embedded:
+    """Captions are noisy copies of their image's vector; the first caption of each image has descriptions."""
+    rng = np.random.default_rng(seed)
+    unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
+    images = unit(rng.normal(size=(n_images, DIM)))
+    text_to_image = np.repeat(np.arange(n_images), captions_per_image)
+    texts = unit(images[text_to_image] + 0.8 * rng.normal(size=(len(text_to_image), DIM)))
+    descriptions = unit(texts[:, None, :] + 0.5 * rng.normal(size=(len(texts), n_descriptions, DIM)))
+    mask = np.zeros((len(texts), n_descriptions), dtype=bool)
+    mask[::captions_per_image] = True
+    descriptions[~mask] = 0.0
+    return Embedded(images, texts, text_to_image, descriptions, mask)
+
+
+PROFILE = {
+    "name": "tiny",
+    "dataset": "toy",
+    "seed": 0,
+    "eval": {"protocols": ["all"], "bootstrap": 20},
+    "augmentation": {"cache": "does/not/exist.jsonl", "descriptions": 2},
+    "adapter_training": {
+        "train": {"epochs": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01, "patience": 1},
+        "memory": {"max_nodes": None},
+    },
+    "methods": {
+        "frozen-backbone": {"adapter": "identity"},
+        "clip-adapter": {"adapter": "bottleneck", "options": {"reduction": 4, "alpha": 0.2}},
+        "os-hgadapter": {
+            "adapter": "hypergraph",
+            "options": {"k": 2, "reduced_dim": 8, "alpha": 0.2, "hyperedges": ["semantic", "pair"],
+                        "hubness_weight": 1.0, "hubness_k": 4},
+            "descriptions": 2,
+            "train": {"lr": 1e-4},
+        },
+    },
+    "sweeps": {"base": "os-hgadapter", "k": [1, 2], "alpha": [0.5], "descriptions": [0, 1]},
+}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return toy_split(10, seed=0), toy_split(5, seed=1), toy_split(6, seed=2)
+
+
+def run(name, splits, method=None):
+    train, dev, test = splits
+    return run_method(name, method or PROFILE["methods"][name], PROFILE, "toy-backbone", train, dev, test,
+                      progress=False)
+
+
+def test_frozen_backbone_is_the_raw_similarity_and_writes_its_result(splits):
+    _, _, test = splits
+    result = run("frozen-backbone", splits)
+    np.testing.assert_allclose(result["sims"], test.images @ test.texts.T, rtol=0, atol=1e-6)
+    assert result["history"] is None
+    expected = retrieval_metrics(test.images @ test.texts.T, test.text_to_image)
+    assert result["metrics"]["all"]["rsum"] == pytest.approx(expected["rsum"])
+    record = read_result(result["path"])
+    assert record["method"] == "frozen-backbone" and record["split"] == "test" and record["transductive"] is False
+    assert record["n_images"] == 6 and record["n_texts"] == 12
+    assert record["dev_metrics"]["all"]["rsum"] == pytest.approx(result["dev_metrics"]["rsum"])
+    low, high = record["intervals"]["all"]["rsum"]
+    assert low <= record["metrics"]["all"]["rsum"] <= high
+
+
+def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolated):
+    first = run("os-hgadapter", splits)
+    record = read_result(first["path"])
+    assert record["config"]["adapter"]["hyperedges"] == ["semantic", "pair"]
+    assert record["config"]["adapter"]["out_dim"] == DIM + 2  # the hubness phase
+    assert record["config"]["train"]["lr"] == 1e-4  # the method's override of the profile's settings
+    assert record["transductive"] is False
+    assert record["description_coverage"] == {"train": 0.5, "dev": 0.5, "test": 0.5}
+    history = record["training"]
+    assert 1 <= len(history["epochs"]) <= 3 and history["finished"]
+    assert first["sims"].shape == (6, 12)
+    assert first["metrics"]["all"]["rsum"] == pytest.approx(
+        retrieval_metrics(first["sims"], splits[2].text_to_image)["rsum"])
+    assert first["dev_metrics"]["rsum"] == pytest.approx(history["best_rsum"])
+    checkpoints = list((isolated / "cache" / "adapters").glob("tiny-os-hgadapter-*.pt"))
+    assert len(checkpoints) == 1
+    # A rerun loads the finished checkpoint: same history, same similarities.
+    again = run("os-hgadapter", splits)
+    assert again["history"].as_dict() == first["history"].as_dict()
+    np.testing.assert_array_equal(again["sims"], first["sims"])
+
+
+def test_test_queries_are_adapted_inductively(splits):
+    """Changing one test caption changes its own column of similarities only."""
+    train, dev, test = splits
+    method = PROFILE["methods"]["os-hgadapter"]
+    base = run_method("os-hgadapter", method, PROFILE, "toy-backbone", train, dev, test, progress=False)
+    texts = test.texts.copy()
+    texts[3] = texts[7]
+    changed = Embedded(test.images, texts, test.text_to_image, test.descriptions, test.description_mask)
+    other = run_method("os-hgadapter", method, PROFILE, "toy-backbone", train, dev, changed, progress=False)
+    untouched = [j for j in range(texts.shape[0]) if j != 3]
+    np.testing.assert_allclose(other["sims"][:, untouched], base["sims"][:, untouched], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(other["sims"][:, 3], base["sims"][:, 7], rtol=0, atol=1e-6)
+
+
+def test_baseline_and_hypergraph_share_one_neighbour_search(splits):
+    train, _, _ = splits
+    run("clip-adapter", splits)
+    assert experiment._TABLE_CACHE == {}  # no memory, no search
+    run("os-hgadapter", splits)
+    n_tables = len(experiment._TABLE_CACHE)
+    assert n_tables == 6  # train, dev, test x images, texts
+    sweep = sweep_methods(PROFILE)["sweep-k=1"]
+    run_method("sweep-k=1", sweep, PROFILE, "toy-backbone", *splits, progress=False)
+    assert len(experiment._TABLE_CACHE) == n_tables  # reused, not searched again
+    adapter = HypergraphAdapter(DIM, k=2, hubness_weight=1.0, hubness_k=4)
+    adapter.set_memory(MemoryBank.from_train_split(torch.as_tensor(train.images), torch.as_tensor(train.texts),
+                                                   torch.as_tensor(train.text_to_image)))
+    texts = torch.as_tensor(train.texts)
+    table = cached_neighbour_table(adapter, "train", texts, "text", torch.as_tensor(train.text_to_image))
+    assert table is cached_neighbour_table(adapter, "train", texts, "text", torch.as_tensor(train.text_to_image))
+    assert table.widths == experiment.TABLE_MIN_WIDTHS  # padded with -1 beyond the 20 captions / 10 images
+    assert int((table.other_rows >= 0).sum(dim=1).max()) == 9  # every image but the caption's own
+
+
+def test_sweep_methods_vary_one_option_at_a_time():
+    methods = sweep_methods(PROFILE)
+    assert sorted(methods) == ["sweep-alpha=0.5", "sweep-descriptions=0", "sweep-descriptions=1", "sweep-k=1"]
+    assert methods["sweep-k=1"]["options"]["k"] == 1 and methods["sweep-k=1"]["options"]["alpha"] == 0.2
+    assert methods["sweep-descriptions=0"]["descriptions"] == 0
+    assert methods["sweep-alpha=0.5"]["train"] == {"lr": 1e-4}
+    assert PROFILE["methods"]["os-hgadapter"]["options"]["k"] == 2  # the base is not modified
+
+
+def test_load_profile_augmentations_reads_the_cache_or_returns_nothing(tmp_path):
+    assert load_profile_augmentations(PROFILE) == {}
+    assert load_profile_augmentations({"name": "x"}) == {}
+    cache = tmp_path / "augment.jsonl"
+    record = {"key": "k1", "caption": "a dog runs .", "status": "ok", "k": 2, "model": "m", "template": "t",
+              "descriptions": ["A dog is running.", "The dog moves fast."]}
+    failed = {**record, "key": "k2", "caption": "a cat .", "status": "failed", "descriptions": ["A cat."]}
+    cache.write_text(json.dumps(record) + "\n" + json.dumps(failed) + "\n")
+    profile = {**PROFILE, "augmentation": {"cache": str(cache), "descriptions": 2}}
+    assert load_profile_augmentations(profile) == {"a dog runs .": ["A dog is running.", "The dog moves fast."]}

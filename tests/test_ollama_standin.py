@@ -1,0 +1,243 @@
+"""The stand-in Ollama server, driven through the official ``ollama`` client.
+
+Everything runs the real SmolLM2-135M-Instruct GGUF. The engine itself is
+checked against transformers' own ``generate`` (greedy, float32): batching,
+left padding, the shared-prefix cache and position handling must not change
+a single token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import httpx
+import ollama
+import pytest
+import torch
+from standin_server import MODEL, PROJECT_MODELFILE, standin  # noqa: F401 - fixture
+from tools.ollama_standin.engine import Engine, Generation, SamplingParams, sample_next_token
+from tools.ollama_standin.gguf_path import GGUF_NAME, smollm2_gguf_path
+from tools.ollama_standin.modelfile import ModelfileError, parse_modelfile
+
+
+@pytest.fixture(scope="module")
+def client(standin):  # noqa: F811 - pytest fixture injection
+    return ollama.Client(host=standin.host, timeout=300)
+
+
+def _chat(client, content: str, **options):
+    return client.chat(model=MODEL, messages=[{"role": "user", "content": content}], options=options)
+
+
+# --------------------------------------------------------------------------- metadata endpoints
+def test_version_tags_show_report_the_gguf(client, standin):  # noqa: F811
+    assert httpx.get(f"http://{standin.host}/api/version").json()["version"]
+    assert httpx.get(f"http://{standin.host}/").text == "Ollama is running"
+    sha = hashlib.sha256(smollm2_gguf_path().read_bytes()).hexdigest()
+
+    (entry,) = client.list().models
+    assert entry.model == f"{MODEL}:latest"
+    assert entry.digest == sha
+    assert entry.size == smollm2_gguf_path().stat().st_size
+    assert (entry.details.family, entry.details.quantization_level, entry.details.format) == ("llama", "Q4_1", "gguf")
+
+    shown = client.show(MODEL)
+    assert f"sha256-{sha}" in shown.modelfile  # Ollama's blob name of the weights
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert shown.modelinfo["llama.block_count"] == 30
+    assert "<|im_start|>" in shown.template  # the GGUF's own chat template
+    assert "num_ctx" in shown.parameters and '"<|im_end|>"' in shown.parameters
+
+
+def test_unknown_model_is_an_ollama_404(client):
+    for call in (
+        lambda: client.show("no-such-model"),
+        lambda: client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}]),
+        lambda: client.generate(model="no-such-model", prompt="hi"),
+    ):
+        with pytest.raises(ollama.ResponseError) as raised:
+            call()
+        assert raised.value.status_code == 404
+        assert raised.value.error == "model 'no-such-model' not found"
+
+
+def test_unsupported_request_features_are_refused(client):
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], format="json")
+    assert raised.value.status_code == 400 and "format" in raised.value.error
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                    tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    assert raised.value.status_code == 400 and "tools" in raised.value.error
+
+
+def test_empty_chat_only_loads_the_model(client):
+    reply = client.chat(model=MODEL, messages=[])
+    assert reply.done and reply.done_reason == "load" and reply.message.content == ""
+
+
+# --------------------------------------------------------------------------- generation
+def test_num_predict_and_greedy_repeatability(client):
+    first = _chat(client, "Name three fruits.", temperature=0, num_predict=12)
+    again = _chat(client, "Name three fruits.", temperature=0, num_predict=12)
+    assert first.eval_count == 12 and first.done_reason == "length"
+    assert first.prompt_eval_count > 10
+    assert first.message.role == "assistant" and first.message.content.strip()
+    assert again.message.content == first.message.content
+
+
+def test_stream_yields_the_same_text_as_one_reply(client):
+    whole = _chat(client, "Describe a sunny beach.", temperature=0, num_predict=20)
+    parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Describe a sunny beach."}],
+                             options={"temperature": 0, "num_predict": 20}, stream=True))
+    assert len(parts) >= 3
+    assert all(not p.done for p in parts[:-1]) and parts[-1].done
+    assert parts[-1].eval_count == 20 and parts[-1].done_reason == "length"
+    assert "".join(p.message.content for p in parts) == whole.message.content
+
+
+def test_seeded_sampling_is_repeatable_and_seed_dependent(client):
+    a = _chat(client, "Write a short poem about rain.", temperature=1.0, seed=7, num_predict=24)
+    b = _chat(client, "Write a short poem about rain.", temperature=1.0, seed=7, num_predict=24)
+    c = _chat(client, "Write a short poem about rain.", temperature=1.0, seed=8, num_predict=24)
+    assert a.message.content == b.message.content
+    assert c.message.content != a.message.content
+
+
+def test_stop_string_cuts_the_reply(client):
+    free = _chat(client, "List the days of the week.", temperature=0, num_predict=40).message.content
+    words = free.split()
+    assert len(words) > 6
+    stop = words[5]  # a word from the middle of the greedy reply
+    cut = _chat(client, "List the days of the week.", temperature=0, num_predict=40, stop=[stop])
+    assert cut.done_reason == "stop"
+    assert cut.message.content == free[: free.index(stop)]
+
+
+def test_generate_endpoint_and_context(client):
+    reply = client.generate(model=MODEL, prompt="The capital of France is", options={"temperature": 0, "num_predict": 8})
+    assert reply.done and reply.response.strip() and reply.eval_count == 8
+    assert len(reply.context) == reply.prompt_eval_count + reply.eval_count
+    raw = client.generate(model=MODEL, prompt="1, 2, 3, 4,", raw=True, options={"temperature": 0, "num_predict": 4})
+    assert raw.response.strip()
+
+
+def test_concurrent_requests_share_decode_steps(client, standin):  # noqa: F811
+    before = httpx.get(f"http://{standin.host}/standin/stats").json()[f"{MODEL}:latest"]
+    results: list = [None] * 6
+    barrier = threading.Barrier(6)
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        results[i] = _chat(client, f"Tell me a fact about the number {i + 1}.", temperature=0, num_predict=16)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = httpx.get(f"http://{standin.host}/standin/stats").json()[f"{MODEL}:latest"]
+    assert all(r is not None and r.eval_count == 16 for r in results)
+    assert after["max_rows"] >= 2  # requests were decoded together
+    steps = after["steps"] - before["steps"]
+    assert steps < 6 * 16  # fewer forward passes than one request at a time would need
+
+
+# --------------------------------------------------------------------------- engine vs transformers
+@pytest.fixture(scope="module")
+def fp32_engine():
+    engine = Engine(smollm2_gguf_path(), dtype="float32", max_batch=4, batch_window_ms=200)
+    yield engine
+    engine.close()
+
+
+def test_engine_batch_matches_transformers_generate(fp32_engine):
+    """Three prompts of different lengths with a shared system prompt, decoded in one
+    batch (left padding + shared-prefix cache), give exactly transformers' greedy tokens."""
+    system = {"role": "system", "content": "You are a concise assistant. Answer in one sentence."}
+    prompts = [
+        [system, {"role": "user", "content": "What is a cat?"}],
+        [system, {"role": "user", "content": "Why do leaves change color in the autumn?"}],
+        [system, {"role": "user", "content": "Give me one tip for learning to play the guitar quickly."}],
+    ]
+    params = SamplingParams(temperature=0, repeat_penalty=1.0, num_predict=16)
+    ids = [fp32_engine.render_chat(p) for p in prompts]
+    gens = [fp32_engine.submit(Generation(prompt_ids=i, params=params)) for i in ids]
+    outputs = []
+    for gen in gens:
+        kind, info = gen.events.get(timeout=300)
+        assert kind == "done", info
+        outputs.append(info["output_ids"])
+    assert fp32_engine.stats["max_rows"] >= 2
+    with torch.inference_mode():
+        for prompt_ids, got in zip(ids, outputs):
+            reference = fp32_engine.model.generate(
+                torch.tensor([prompt_ids]), max_new_tokens=16, do_sample=False,
+                pad_token_id=fp32_engine.pad_id,
+            )[0, len(prompt_ids):].tolist()
+            if any(t in fp32_engine.eos_ids for t in reference):  # cut at the end-of-turn token
+                reference = reference[: min(i for i, t in enumerate(reference) if t in fp32_engine.eos_ids)]
+            assert got == reference
+
+
+def test_sampler_follows_ollama_options():
+    logits = torch.tensor([5.0, 4.0, 3.0, -1.0, -2.0])
+    rng = torch.Generator().manual_seed(0)
+    greedy = SamplingParams(temperature=0, repeat_penalty=1.0)
+    assert sample_next_token(logits, greedy, [], rng) == 0
+    # repeat penalty divides positive logits of recent tokens: 5/2 = 2.5 < 4
+    penalized = SamplingParams(temperature=0, repeat_penalty=2.0, repeat_last_n=4)
+    assert sample_next_token(logits, penalized, [0], rng) == 1
+    # top_k=2 never draws outside the two best tokens
+    top2 = SamplingParams(temperature=5.0, top_k=2, top_p=1.0, repeat_penalty=1.0)
+    assert {sample_next_token(logits, top2, [], rng) for _ in range(200)} == {0, 1}
+    # top_p keeps the smallest set whose mass reaches p: here only the best token
+    nucleus = SamplingParams(temperature=1.0, top_k=0, top_p=0.5, repeat_penalty=1.0)
+    assert {sample_next_token(logits, nucleus, [], rng) for _ in range(100)} == {0}
+    # the same seed gives the same draws
+    draws = [
+        [sample_next_token(logits, SamplingParams(temperature=2.0, top_k=0, top_p=1.0), [], g) for _ in range(20)]
+        for g in (torch.Generator().manual_seed(3), torch.Generator().manual_seed(3))
+    ]
+    assert draws[0] == draws[1]
+
+
+# --------------------------------------------------------------------------- Modelfile
+def test_project_modelfile_parses(tmp_path):
+    (tmp_path / GGUF_NAME).symlink_to(smollm2_gguf_path())
+    copy = tmp_path / "Modelfile"
+    copy.write_text(PROJECT_MODELFILE.read_text())
+    parsed = parse_modelfile(copy)
+    assert parsed.gguf == (tmp_path / GGUF_NAME).resolve()
+    assert parsed.parameters["num_ctx"] == 2048
+    assert parsed.parameters["stop"] == ["<|im_start|>", "<|im_end|>"]
+    assert parsed.template is None
+
+
+def test_modelfile_syntax(tmp_path):
+    (tmp_path / "w.gguf").write_bytes(b"GGUF")
+    path = tmp_path / "Modelfile"
+    path.write_text(
+        '# comment\nfrom ./w.gguf\nPARAMETER temperature 0.2\nPARAMETER seed 42\nPARAMETER stop "A B"\n'
+        'TEMPLATE """{{ .System }}\n{{ .Prompt }}"""\nSYSTEM You are terse.\nMESSAGE user Hi\n'
+        'MESSAGE assistant Hello.\n'
+    )
+    parsed = parse_modelfile(path)
+    assert parsed.parameters == {"temperature": 0.2, "seed": 42, "stop": ["A B"]}
+    assert parsed.template == "{{ .System }}\n{{ .Prompt }}"
+    assert parsed.system == "You are terse."
+    assert parsed.messages == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+
+
+def test_modelfile_errors_name_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "Modelfile"
+    path.write_text("PARAMETER num_ctx 2048\nFROM ./missing.gguf\n")
+    with pytest.raises(ModelfileError, match=r"Modelfile:2: FROM './missing.gguf'.*gguf_path --link"):
+        parse_modelfile(path)
+    path.write_text("FROM ./missing.gguf\n".replace("./missing.gguf", str(smollm2_gguf_path())) + "PARAMETER top_k many\n")
+    with pytest.raises(ModelfileError, match=r"Modelfile:2: PARAMETER top_k: 'many' is not a number"):
+        parse_modelfile(path)
+    path.write_text(f"FROM {smollm2_gguf_path()}\nADAPTER ./lora.gguf\n")
+    with pytest.raises(ModelfileError, match="ADAPTER is not supported"):
+        parse_modelfile(path)

@@ -1,0 +1,129 @@
+"""Command line: ``python -m tools.ollama_standin --model NAME=MODELFILE [...]``.
+
+Prints ``listening on http://HOST:PORT`` on stdout once every model is loaded
+(``--port 0`` picks a free port), then serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def _default_host_port() -> tuple[str, int]:
+    """Honour ``OLLAMA_HOST`` like ``ollama serve`` does; default 127.0.0.1:11434."""
+    value = os.environ.get("OLLAMA_HOST", "").strip()
+    value = value.split("://", 1)[-1].rstrip("/")
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    return (host or "127.0.0.1"), int(port or 11434)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU advertises native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def limit_heap_growth() -> None:
+    """glibc only: allocate blocks of 128 KiB or more with ``mmap``, returned to the OS when freed.
+
+    glibc raises this threshold dynamically after big frees, after which the
+    ever-changing batch tensors fragment the heap and the process grows for
+    hours; fixing it kept a long run about 250 MB smaller at the same speed.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    host, port = _default_host_port()
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.ollama_standin",
+        description="Serve local GGUF models through Ollama's HTTP API (a stand-in for `ollama serve`).",
+    )
+    parser.add_argument(
+        "--model", action="append", required=True, metavar="NAME=MODELFILE",
+        help="register MODELFILE (an Ollama Modelfile whose FROM is a local GGUF) as NAME; repeatable",
+    )
+    parser.add_argument("--host", default=host, help=f"address to bind (default from OLLAMA_HOST, else {host})")
+    parser.add_argument("--port", type=int, default=port, help=f"port (0 = any free port; default {port})")
+    parser.add_argument("--max-batch", type=int, default=16, help="most requests decoded together (default 16)")
+    parser.add_argument(
+        "--batch-window-ms", type=float, default=20.0,
+        help="when idle, wait this long after a request for others to batch with it (default 20)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=int(os.environ.get("OSGHA_STANDIN_THREADS", "1")),
+        help="torch CPU threads (default 1: on a shared 2-core machine 1 thread is faster than 2)",
+    )
+    parser.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+        help="weights/activations dtype; auto = bfloat16 if the CPU has native bf16, else float32",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF de-quantization bar
+    limit_heap_growth()
+
+    import torch
+
+    from .modelfile import ModelfileError, parse_modelfile
+    from .server import Registry, make_server
+
+    torch.set_num_threads(max(1, args.threads))
+    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    registry = Registry(dtype=dtype, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms)
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--model {spec!r}: expected NAME=MODELFILE")
+        try:
+            modelfile = parse_modelfile(path)
+        except ModelfileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        model = registry.register(name, modelfile)
+        print(
+            f"model {model.name}: {modelfile.gguf} sha256:{model.digest[:12]} "
+            f"({dtype}, {args.threads} thread(s), loaded in {model.engine.load_seconds:.1f}s)",
+            flush=True,
+        )
+    try:
+        server = make_server(registry, args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    bound_host, bound_port = server.server_address[:2]
+    print(f"listening on http://{bound_host}:{bound_port}", flush=True)
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        registry.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

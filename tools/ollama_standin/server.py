@@ -1,0 +1,522 @@
+"""The HTTP side: the part of Ollama's REST API that the project uses.
+
+Endpoints (request and response fields as documented in Ollama's
+``docs/api.md``; anything not listed answers an Ollama-style error):
+
+====================  ========================================================
+``GET  /``            ``Ollama is running``
+``GET  /api/version`` ``{"version": ...}``
+``GET  /api/tags``    registered models with ``digest`` (sha256 of the GGUF),
+                      size, details
+``GET  /api/ps``      the same models, as loaded
+``POST /api/show``    modelfile, parameters, template, details, model_info,
+                      capabilities; ``modelfile`` names the weights' digest as
+                      ``sha256-<hex>`` (Ollama's blob name of the GGUF) on the
+                      line before ``FROM <path of the GGUF>``
+``POST /api/chat``    messages -> one assistant message; ``stream`` true
+                      (default, NDJSON chunks) or false; ``options``
+``POST /api/generate`` prompt (+ ``system``, ``raw``, ``context``) -> response
+``POST /api/pull``    succeeds for a registered model (nothing to download)
+``GET /standin/stats`` not Ollama's: engine counters (requests, decode steps,
+                      tokens, largest batch) per model
+====================  ========================================================
+
+``options`` understood: temperature, seed, num_predict, top_k, top_p, min_p,
+repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, stop,
+num_ctx; others are ignored with a log line (as Ollama does). Unsupported
+request features (``format``, ``tools``, ``images``, ``think``, ``suffix``,
+``template``) are refused with HTTP 400 and an explanation rather than
+silently ignored. An unknown model answers HTTP 404
+``{"error": "model 'x' not found"}``, so the ``ollama`` client raises
+``ResponseError`` with ``status_code == 404`` exactly as with a real server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import select
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine, Generation, SamplingParams
+from .modelfile import Modelfile
+
+log = logging.getLogger("ollama_standin.server")
+
+VERSION = "0.0.0-standin"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def normalize_name(name: str) -> str:
+    """``smollm2-135m`` -> ``smollm2-135m:latest`` (Ollama's default tag)."""
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """Scalar GGUF header fields (what ``/api/show`` reports as ``model_info``)."""
+    from gguf import GGUFReader, GGUFValueType
+
+    reader = GGUFReader(str(path))
+    info: dict[str, Any] = {}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or not fld.types:
+            continue
+        if fld.types[0] == GGUFValueType.ARRAY:
+            info[key] = None  # Ollama leaves large arrays (vocabulary, merges) out too
+            continue
+        if key == "tokenizer.chat_template":
+            continue
+        try:
+            info[key] = fld.contents()
+        except Exception:  # pragma: no cover - exotic value types
+            continue
+    return info
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    modelfile: Modelfile
+    engine: Engine
+    digest: str
+    size: int
+    modified_at: str
+    model_info: dict[str, Any]
+
+    @property
+    def details(self) -> dict[str, Any]:
+        from gguf import LlamaFileType
+
+        arch = self.model_info.get("general.architecture", "")
+        file_type = self.model_info.get("general.file_type")
+        try:
+            quant = LlamaFileType(int(file_type)).name.replace("MOSTLY_", "") if file_type is not None else ""
+        except ValueError:
+            quant = str(file_type)
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": arch,
+            "families": [arch] if arch else None,
+            "parameter_size": self.model_info.get("general.size_label", ""),
+            "quantization_level": quant,
+        }
+
+
+class Registry:
+    """Model name -> loaded model. Models sharing one GGUF share one engine."""
+
+    def __init__(self, *, dtype: str = "float32", max_batch: int = 16, batch_window_ms: float = 20.0) -> None:
+        self.models: dict[str, RegisteredModel] = {}
+        self._engines: dict[str, Engine] = {}
+        self._options = {"dtype": dtype, "max_batch": max_batch, "batch_window_ms": batch_window_ms}
+
+    def register(self, name: str, modelfile: Modelfile) -> RegisteredModel:
+        digest = file_sha256(modelfile.gguf)
+        engine = self._engines.get(digest)
+        if engine is None:
+            engine = Engine(modelfile.gguf, **self._options)
+            self._engines[digest] = engine
+        stat = modelfile.gguf.stat()
+        model = RegisteredModel(
+            name=normalize_name(name),
+            modelfile=modelfile,
+            engine=engine,
+            digest=digest,
+            size=stat.st_size,
+            modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z"),
+            model_info=gguf_metadata(modelfile.gguf),
+        )
+        self.models[model.name] = model
+        return model
+
+    def get(self, name: str) -> RegisteredModel | None:
+        return self.models.get(normalize_name(name)) if name else None
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ollama-standin"
+    registry: Registry  # set by make_server
+
+    # ------------------------------------------------------------ plumbing
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send_json(self, status: int, obj: Any) -> None:
+        body = json.dumps(obj).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_text(self, status: int, text: str) -> None:
+        body = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _read_json(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _HTTPError(400, f"invalid JSON body: {exc}") from None
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    def _model(self, body: dict[str, Any]) -> RegisteredModel:
+        name = body.get("model") or body.get("name") or ""
+        if not name:
+            raise _HTTPError(400, "model is required")
+        model = self.registry.get(name)
+        if model is None:
+            raise _HTTPError(404, f"model '{name}' not found")
+        return model
+
+    def _client_gone(self) -> bool:
+        """True when the client closed its connection (e.g. its timeout fired)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+        return False
+
+    def _dispatch(self, routes: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        handler = routes.get(path)
+        status = 200
+        try:
+            if handler is None:
+                status = 404
+                self._send_text(404, "404 page not found")
+            else:
+                handler()
+        except _HTTPError as exc:
+            status = exc.status
+            self._send_json(exc.status, {"error": exc.message})
+        except (BrokenPipeError, ConnectionResetError):
+            status = 499
+        except Exception as exc:  # keep serving; report like Ollama does
+            log.exception("request failed")
+            status = 500
+            try:
+                self._send_json(500, {"error": str(exc)})
+            except OSError:
+                pass
+        log.info("%s %-16s %d %.3fs", self.command, path, status, time.perf_counter() - started)
+
+    # -------------------------------------------------------------- routes
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+        self._dispatch({"/": lambda: self._send_text(200, "Ollama is running")})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch(
+            {
+                "/": lambda: self._send_text(200, "Ollama is running"),
+                "/api/version": lambda: self._send_json(200, {"version": VERSION}),
+                "/api/tags": self._tags,
+                "/api/ps": self._ps,
+                "/standin/stats": self._stats,
+            }
+        )
+
+    def do_POST(self) -> None:  # noqa: N802
+        unsupported = {
+            p: (lambda p=p: self._unsupported(p))
+            for p in ("/api/create", "/api/push", "/api/delete", "/api/copy", "/api/embed", "/api/embeddings")
+        }
+        self._dispatch(
+            {
+                "/api/show": self._show,
+                "/api/chat": self._chat,
+                "/api/generate": self._generate,
+                "/api/pull": self._pull,
+                **unsupported,
+            }
+        )
+
+    def _unsupported(self, path: str) -> None:
+        self._read_json()
+        raise _HTTPError(
+            501, f"{path} is not implemented by this stand-in server; register models with --model NAME=MODELFILE"
+        )
+
+    def _model_entry(self, m: RegisteredModel) -> dict[str, Any]:
+        return {
+            "name": m.name,
+            "model": m.name,
+            "modified_at": m.modified_at,
+            "size": m.size,
+            "digest": m.digest,
+            "details": m.details,
+        }
+
+    def _tags(self) -> None:
+        self._send_json(200, {"models": [self._model_entry(m) for m in self.registry.models.values()]})
+
+    def _ps(self) -> None:
+        models = []
+        for m in self.registry.models.values():
+            entry = self._model_entry(m)
+            entry.update({"expires_at": "2999-01-01T00:00:00Z", "size_vram": 0, "context_length": int(m.modelfile.parameters.get("num_ctx", 2048))})
+            models.append(entry)
+        self._send_json(200, {"models": models})
+
+    def _stats(self) -> None:
+        """Not part of Ollama's API: the engine counters of each model (for tests and benchmarks)."""
+        self._send_json(200, {m.name: dict(m.engine.stats) for m in self.registry.models.values()})
+
+    def _show(self) -> None:
+        m = self._model(self._read_json())
+        mf = m.modelfile
+        lines = [
+            '# Modelfile generated by "ollama show"',
+            "# To build a new Modelfile based on this, replace FROM with:",
+            f"# FROM {m.name}",
+            "",
+            # Ollama's FROM names the blob sha256-<hex of the GGUF>; this server has no blob store,
+            # so it names the file and gives the blob name on the line above.
+            f"# blob sha256-{m.digest}",
+            f"FROM {mf.gguf}",
+        ]
+        template = mf.template or m.engine.chat_template or ""
+        lines.append(f'TEMPLATE """{template}"""')
+        if mf.system:
+            lines.append(f'SYSTEM """{mf.system}"""')
+        for name, value in mf.parameters.items():
+            for item in value if isinstance(value, list) else [value]:
+                lines.append(f"PARAMETER {name} {json.dumps(item) if isinstance(item, str) else item}")
+        self._send_json(
+            200,
+            {
+                "modelfile": "\n".join(lines) + "\n",
+                "parameters": mf.parameters_text(),
+                "template": template,
+                "system": mf.system,
+                "license": mf.license or m.model_info.get("general.license", ""),
+                "details": m.details,
+                "model_info": m.model_info,
+                "capabilities": ["completion"],
+                "modified_at": m.modified_at,
+            },
+        )
+
+    def _pull(self) -> None:
+        body = self._read_json()
+        name = body.get("model") or body.get("name") or ""
+        if self.registry.get(name) is None:
+            raise _HTTPError(404, f"model '{name}' not found (this stand-in cannot download models)")
+        if body.get("stream", True):
+            self._start_stream()
+            self._chunk({"status": "success"})
+            self._end_stream()
+        else:
+            self._send_json(200, {"status": "success"})
+
+    # ----------------------------------------------------- generation
+    @staticmethod
+    def _refuse_unsupported(body: dict[str, Any], model: RegisteredModel, fields: tuple[str, ...]) -> None:
+        if body.get("format") not in (None, ""):
+            raise _HTTPError(400, "format (JSON mode / structured outputs) is not supported by this stand-in server")
+        if body.get("tools"):
+            raise _HTTPError(400, f"{model.name} does not support tools")
+        if body.get("think"):
+            raise _HTTPError(400, f'"{model.name}" does not support thinking')
+        for name in fields:
+            if body.get(name):
+                raise _HTTPError(400, f"{name} is not supported by this stand-in server")
+
+    def _params(self, model: RegisteredModel, body: dict[str, Any]) -> SamplingParams:
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise _HTTPError(400, "options must be a JSON object")
+        try:
+            params, ignored = SamplingParams.from_options(model.modelfile.parameters, options)
+        except (TypeError, ValueError) as exc:
+            raise _HTTPError(400, f"invalid option value: {exc}") from None
+        if ignored:
+            log.info("ignoring options not used by this server: %s", ", ".join(sorted(set(ignored))))
+        return params
+
+    def _load_response(self, model: RegisteredModel, chat: bool) -> None:
+        out = {"model": model.name, "created_at": _now(), "done_reason": "load", "done": True}
+        out.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
+        self._send_json(200, out)
+
+    def _chat(self) -> None:
+        body = self._read_json()
+        model = self._model(body)
+        self._refuse_unsupported(body, model, ())
+        messages = body.get("messages") or []
+        if not isinstance(messages, list):
+            raise _HTTPError(400, "messages must be a list")
+        clean = []
+        for i, msg in enumerate(messages):
+            if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+                raise _HTTPError(400, f"messages[{i}] needs a role")
+            if msg.get("images"):
+                raise _HTTPError(400, f"{model.name} does not support images")
+            clean.append({"role": msg["role"], "content": msg.get("content") or ""})
+        if not clean:
+            self._load_response(model, chat=True)
+            return
+        prefix = list(model.modelfile.messages)
+        if model.modelfile.system and not any(m["role"] == "system" for m in clean):
+            prefix.insert(0, {"role": "system", "content": model.modelfile.system})
+        prompt_ids = model.engine.render_chat(prefix + clean)
+        self._run(model, body, prompt_ids, chat=True)
+
+    def _generate(self) -> None:
+        body = self._read_json()
+        model = self._model(body)
+        self._refuse_unsupported(body, model, ("images", "suffix", "template"))
+        prompt = body.get("prompt") or ""
+        if not prompt:
+            self._load_response(model, chat=False)
+            return
+        if body.get("raw"):
+            prompt_ids = model.engine.encode(prompt)
+        else:
+            messages = list(model.modelfile.messages)
+            system = body.get("system") or model.modelfile.system
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            messages.append({"role": "user", "content": prompt})
+            prompt_ids = model.engine.render_chat(messages)
+        context = body.get("context") or []
+        prompt_ids = [int(t) for t in context] + prompt_ids
+        self._run(model, body, prompt_ids, chat=False)
+
+    def _run(self, model: RegisteredModel, body: dict[str, Any], prompt_ids: list[int], chat: bool) -> None:
+        started = time.perf_counter()
+        params = self._params(model, body)
+        if len(prompt_ids) >= params.num_ctx:
+            raise _HTTPError(
+                400, f"the prompt is {len(prompt_ids)} tokens, not less than num_ctx={params.num_ctx}; raise num_ctx"
+            )
+        stream = bool(body.get("stream", True))
+        gen = model.engine.submit(Generation(prompt_ids=prompt_ids, params=params, stream=stream))
+
+        def piece(text: str) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": model.name, "created_at": _now()}
+            out.update({"message": {"role": "assistant", "content": text}} if chat else {"response": text})
+            return out
+
+        def final(info: dict[str, Any], text: str) -> dict[str, Any]:
+            out = piece(text)
+            out.update(
+                {
+                    "done": True,
+                    "done_reason": info["done_reason"],
+                    "total_duration": int((time.perf_counter() - started) * 1e9),
+                    "load_duration": 0,
+                    "prompt_eval_count": info["prompt_eval_count"],
+                    "prompt_eval_duration": info["prompt_eval_duration"],
+                    "eval_count": info["eval_count"],
+                    "eval_duration": info["eval_duration"],
+                }
+            )
+            if not chat:
+                out["context"] = prompt_ids + info["output_ids"]
+            return out
+
+        if stream:
+            self._start_stream()
+        try:
+            while True:
+                try:
+                    kind, payload = gen.events.get(timeout=0.5)
+                except Exception:  # queue.Empty: check whether anyone is still listening
+                    if self._client_gone():
+                        gen.cancelled.set()
+                        raise BrokenPipeError("client went away") from None
+                    continue
+                if kind == "delta":
+                    out = piece(payload)
+                    out["done"] = False
+                    self._chunk(out)
+                elif kind == "error":
+                    if stream:
+                        self._chunk({"error": payload})
+                        break
+                    raise _HTTPError(500, payload)
+                else:
+                    if stream:
+                        self._chunk(final(payload, ""))
+                    else:
+                        self._send_json(200, final(payload, payload["text"]))
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            gen.cancelled.set()
+            raise
+        if stream:
+            self._end_stream()
+
+    # ------------------------------------------------------ NDJSON stream
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, obj: dict[str, Any]) -> None:
+        data = (json.dumps(obj) + "\n").encode("utf-8")
+        self.wfile.write(f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n")
+        self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class StandInServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def make_server(registry: Registry, host: str = "127.0.0.1", port: int = 11434) -> StandInServer:
+    """Bind the HTTP server (``port=0`` picks a free port: read ``server.server_address``)."""
+    handler = type("BoundHandler", (Handler,), {"registry": registry})
+    return StandInServer((host, port), handler)
