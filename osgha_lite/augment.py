@@ -377,9 +377,10 @@ class ModelIdentity:
     host: str
 
 
-def cache_key(caption: str, identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> str:
-    """sha256 of the canonical JSON of everything that determines the record of ``caption``."""
-    material = {
+def generation_settings(identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> dict[str, Any]:
+    """Everything besides the caption that determines a record (the cache key's material,
+    and the ``settings`` of ``<dataset>.meta.json``)."""
+    return {
         "model": identity.name,
         "digest": identity.digest,
         "template": template.version,
@@ -389,8 +390,12 @@ def cache_key(caption: str, identity: ModelIdentity, template: PromptTemplate, c
         "seed": config.seed,
         "max_attempts": config.max_attempts,
         "rules": asdict(config.rules),
-        "caption": caption,
     }
+
+
+def cache_key(caption: str, identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> str:
+    """sha256 of the canonical JSON of everything that determines the record of ``caption``."""
+    material = {**generation_settings(identity, template, config), "caption": caption}
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -890,17 +895,7 @@ def augment_captions(
             "captions_per_second": round(summary.captions_per_second, 3),
             "status": summary.status,
         }
-        settings = {
-            "model": identity.name,
-            "digest": identity.digest,
-            "template": template.version,
-            "template_sha256": template.sha256,
-            "k": config.k,
-            "options": config.options(),
-            "seed": config.seed,
-            "max_attempts": config.max_attempts,
-            "rules": asdict(config.rules),
-        }
+        settings = generation_settings(identity, template, config)
         if todo or summary.repaired_bytes or not cache.meta_path.exists():
             cache.write_meta(run, settings)
     if fatal is not None:
