@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field")
 CAPTIONS = {
@@ -69,3 +70,12 @@ def data_env(tiny_root, monkeypatch, tmp_path):
     monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OSGHA_RESULTS_DIR", str(tmp_path / "results"))
     return tiny_root
+
+
+@pytest.fixture()
+def single_thread():
+    """One torch thread for tests on tiny tensors: avoids OpenMP spin-waits on a busy shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

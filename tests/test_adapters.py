@@ -23,13 +23,7 @@ from osgha_lite.losses import CombinedLoss
 
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared CPU (and is faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 DIM = 16
 
 

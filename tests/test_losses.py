@@ -22,13 +22,7 @@ from osgha_lite.losses import (
 
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared CPU (and is faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # Image features = identity, so the score matrix S = I T^T equals SCORES exactly.
 SCORES = [[0.5, 0.6], [0.1, 0.4]]
