@@ -33,7 +33,6 @@ silently ignored. An unknown model answers HTTP 404
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import select
@@ -44,6 +43,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from osgha_lite.encoders import file_digest
 
 from .engine import Engine, Generation, SamplingParams
 from .modelfile import Modelfile
@@ -61,14 +62,6 @@ def normalize_name(name: str) -> str:
     """``smollm2-135m`` -> ``smollm2-135m:latest`` (Ollama's default tag)."""
     name = name.strip()
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -131,7 +124,7 @@ class Registry:
         self._options = {"dtype": dtype, "max_batch": max_batch, "batch_window_ms": batch_window_ms}
 
     def register(self, name: str, modelfile: Modelfile) -> RegisteredModel:
-        digest = file_sha256(modelfile.gguf)
+        digest = file_digest(str(modelfile.gguf))
         engine = self._engines.get(digest)
         if engine is None:
             engine = Engine(modelfile.gguf, **self._options)
