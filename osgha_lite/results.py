@@ -10,8 +10,9 @@ Each file ``results/<profile>/<method>.<split>.json`` holds
 * ``config``: the full profile and the method's own options,
 * anything else the producer adds (training history, timings).
 
-Files are written atomically with sorted keys and no timestamps, so a rerun
-that gives the same numbers gives the same bytes. The folder is
+Files are written atomically with sorted keys and no timestamps; apart from
+the recorded timings (``seconds`` fields), a rerun that gives the same
+numbers gives the same bytes. The folder is
 ``$OSGHA_RESULTS_DIR`` or the repository's ``results/``.
 """
 
