@@ -18,9 +18,10 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
 
+REGENERATED := build/regenerated
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
-.PHONY: env check-env reproduce test smoke augment clean-cache
+.PHONY: env check-env reproduce test figures smoke augment clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +41,21 @@ reproduce: $(STAMP)
 	$(PY) -m osgha_lite.envcheck
 	$(PY) -m osgha_lite.runner --profile lite
 
+# `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/
+# stay untouched), the manifest check compares what was regenerated with what is committed, then
+# the unit tests run.
 test: $(STAMP)
 	$(PY) -m osgha_lite.envcheck
-	$(PY) -m pytest $(NBVAL) notebooks tests
+	rm -rf $(REGENERATED)
+	OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures \
+	  $(PY) -m pytest $(NBVAL) notebooks
+	$(PY) -m osgha_lite.manifest check --profile lite --regenerated $(REGENERATED)
+	$(PY) -m pytest tests
+
+# Redraw every figure and table of notebook 05 from results/, then check the manifest.
+figures: $(STAMP)
+	$(PY) -m osgha_lite.runner --profile lite --only 05
+	$(PY) -m osgha_lite.manifest check --profile lite
 
 smoke: $(STAMP)
 	$(PY) -m osgha_lite.runner --profile lite --smoke

@@ -7,7 +7,9 @@ A *method* is a named entry of a profile's ``"methods"`` (or of a sweep)::
 
 ``adapter`` is a name of :data:`osgha_lite.adapters.ADAPTERS`; ``options``
 go to its constructor; ``descriptions`` is how many LLM descriptions per
-caption the method may use (0 = none); ``train`` overrides the profile's
+caption the method may use (0 = none); ``memory_descriptions`` (default
+false) also puts the training captions' descriptions into the memory bank
+(:func:`description_memory`); ``train`` overrides the profile's
 adapter training settings (``profile["adapter_training"]["train"]``, a
 :class:`osgha_lite.training.TrainConfig`).
 
@@ -18,10 +20,10 @@ adapter training settings (``profile["adapter_training"]["train"]``, a
   memory bank when it uses one, and precomputes every row's memory links
   (the neighbour searches are shared between the methods of a process by
   :func:`cached_neighbour_table`).
-* :func:`run_method` trains the prepared adapter with
+* :func:`score_method` trains the prepared adapter with
   :func:`osgha_lite.training.fit` (early stopping on dev rSum, checkpointed
-  in ``.cache/adapters/``, so reruns load it), evaluates it on dev and on
-  the test split with bootstrap intervals, and writes
+  in ``.cache/adapters/``, so reruns load it) and encodes dev and test;
+  :func:`run_method` adds the test metrics with bootstrap intervals and writes
   ``results/<profile>/<method>.test.json`` with the method's options, its
   dev metrics, its training history, its timings and whether the test
   gallery was used (``transductive``).
@@ -42,7 +44,7 @@ from osgha_lite.config import merge
 from osgha_lite.data import PROJECT_ROOT
 from osgha_lite.evaluation import evaluate_similarity
 from osgha_lite.features import cache_root
-from osgha_lite.hypergraph import MemoryBank, NeighbourTable, neighbour_table
+from osgha_lite.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
 from osgha_lite.results import write_result
 from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, encode_split, evaluate, fit, to_tensor
 
@@ -175,6 +177,20 @@ class PreparedMethod:
     seconds: float
 
 
+def description_memory(train: Embedded, n_descriptions: int) -> MemoryBank:
+    """Text memory nodes for the training captions' LLM descriptions (the first ``n_descriptions`` of each).
+
+    Each description joins its caption's image group, so a query that finds
+    it reaches that training image through the pair hyperedges, as it would
+    through the caption itself; a training query never links to its own
+    group, so a caption does not see its own descriptions in the memory.
+    """
+    rows, slots = np.nonzero(train.description_mask[:, :n_descriptions])
+    features = to_tensor(train.descriptions[rows, slots])
+    return MemoryBank.from_features(features, torch.full((len(rows),), TEXT, dtype=torch.long),
+                                    torch.as_tensor(train.text_to_image[rows], dtype=torch.long))
+
+
 def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, test: Embedded) -> PreparedMethod:
     """Build the method's adapter, give it the train memory bank, and precompute every row's memory links.
 
@@ -190,9 +206,12 @@ def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, 
     adapter = build_adapter(method["adapter"], train.images.shape[1], **method.get("options", {}))
     if adapter.uses_memory:
         memory_options = profile.get("adapter_training", {}).get("memory", {})
-        adapter.set_memory(MemoryBank.from_train_split(
+        bank = MemoryBank.from_train_split(
             to_tensor(train.images), to_tensor(train.texts), torch.as_tensor(train.text_to_image),
-            max_nodes=memory_options.get("max_nodes"), seed=seed))
+            max_nodes=memory_options.get("max_nodes"), seed=seed)
+        if method.get("memory_descriptions") and n_descriptions:
+            bank = bank.concat(description_memory(train, n_descriptions))
+        adapter.set_memory(bank)
     splits = {"train": _split_features(train, n_descriptions, training=True),
               "dev": _split_features(dev, n_descriptions, training=False),
               "test": _split_features(test, n_descriptions, training=False)}
@@ -208,6 +227,64 @@ def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, 
                           time.perf_counter() - started)
 
 
+@dataclass
+class ScoredMethod:
+    """A trained (or loaded) method and its test scores; see :func:`score_method`."""
+
+    prepared: PreparedMethod
+    history: object | None
+    dev_metrics: dict[str, float]
+    test_images: torch.Tensor
+    test_texts: torch.Tensor
+    seconds: float
+
+    @property
+    def adapter(self) -> RetrievalAdapter:
+        return self.prepared.adapter
+
+    @property
+    def sims(self) -> np.ndarray:
+        """Test image x caption scores."""
+        return (self.test_images @ self.test_texts.T).numpy()
+
+    def encode_texts(self, features: np.ndarray) -> np.ndarray:
+        """Adapt extra text rows (such as LLM descriptions) as test queries: inductive, no descriptions."""
+        adapter = self.adapter
+        rows = to_tensor(features)
+        context = AdapterContext()
+        if adapter.uses_memory and hasattr(adapter, "precompute_links"):
+            context.links = adapter.precompute_links(rows, "text")
+        adapter.eval()
+        with torch.no_grad():
+            return adapter.encode_texts(rows, context).float().numpy()
+
+
+def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
+                 train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> ScoredMethod:
+    """Prepare a method, train it (or load its checkpoint), and encode dev and test.
+
+    Trainable adapters are fitted with :func:`osgha_lite.training.fit`,
+    checkpointed in ``.cache/adapters/<profile>-<name>-<digest>.pt`` where
+    the digest covers the method, the adapter, the training settings, the
+    backbone and the training features; a second call with the same inputs
+    loads the checkpoint instead of training.
+    """
+    started = time.perf_counter()
+    prepared = prepare_method(method, profile, train, dev, test)
+    adapter = prepared.adapter
+    history = None
+    if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
+        digest = config_digest(name, method, adapter.config(), prepared.train_config.__dict__, backbone_identity,
+                               float(train.texts.sum()), float(train.descriptions.sum()))
+        checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
+        history = fit(adapter, prepared.train, prepared.dev, prepared.train_config, checkpoint=checkpoint,
+                      progress=progress, desc=name)
+    adapter.eval()
+    dev_metrics = evaluate(adapter, prepared.dev)
+    images, texts = encode_split(adapter, prepared.test)
+    return ScoredMethod(prepared, history, dev_metrics, images, texts, time.perf_counter() - started)
+
+
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
@@ -219,34 +296,21 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
-    prepared = prepare_method(method, profile, train, dev, test)
-    adapter, train_split, dev_split, test_split = prepared.adapter, prepared.train, prepared.dev, prepared.test
-    train_config, n_descriptions = prepared.train_config, prepared.n_descriptions
-
-    history = None
-    if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
-        digest = config_digest(name, method, adapter.config(), train_config.__dict__, backbone_identity,
-                               float(train.texts.sum()), float(train.descriptions.sum()))
-        checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
-        history = fit(adapter, train_split, dev_split, train_config, checkpoint=checkpoint,
-                      progress=progress, desc=name)
-    adapter.eval()
-    dev_metrics = evaluate(adapter, dev_split)
-    images, texts = encode_split(adapter, test_split)
-    sims = (images @ texts.T).numpy()
+    scored = score_method(name, method, profile, backbone_identity, train, dev, test, progress=progress)
+    prepared, history, sims = scored.prepared, scored.history, scored.sims
     protocols = profile["eval"]["protocols"]
     metrics, intervals = evaluate_similarity(sims, test.text_to_image, protocols,
                                              n_boot=profile["eval"]["bootstrap"], seed=seed)
     record = dict(
         profile=profile["name"], method=name, dataset=profile["dataset"], split="test",
         backbone=backbone_identity, metrics=metrics, config={"profile": profile, "method": method,
-                                                             "adapter": adapter.config(),
-                                                             "train": train_config.__dict__},
-        intervals=intervals, transductive=bool(adapter.uses_test_gallery),
+                                                             "adapter": prepared.adapter.config(),
+                                                             "train": prepared.train_config.__dict__},
+        intervals=intervals, transductive=bool(prepared.adapter.uses_test_gallery),
         n_images=int(test.images.shape[0]), n_texts=int(test.texts.shape[0]),
-        dev_metrics={"all": {k: float(v) for k, v in dev_metrics.items()}},
+        dev_metrics={"all": {k: float(v) for k, v in scored.dev_metrics.items()}},
         description_coverage={"train": train.description_coverage, "dev": dev.description_coverage,
-                              "test": test.description_coverage} if n_descriptions else None,
+                              "test": test.description_coverage} if prepared.n_descriptions else None,
         training=history.as_dict() if history is not None else None,
         prepare_seconds=round(prepared.seconds, 1),
         seconds=round(time.perf_counter() - started, 1),
@@ -255,7 +319,7 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
                         record.pop("config"), **record)
-    return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": dev_metrics, "history": history,
+    return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": scored.dev_metrics, "history": history,
             "seconds": record_seconds}
 
 

@@ -59,6 +59,12 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in only)]
         if not notebooks:
             raise SystemExit(f"no notebook in {NOTEBOOKS_DIR} starts with {only}")
+    else:
+        # A full run rewrites every artifact, so the manifest starts empty and keeps no stale entries.
+        from osgha_lite.config import notebook_profile
+        from osgha_lite.manifest import Roots
+
+        Roots.current().manifest_path(notebook_profile(profile, smoke=smoke)["name"]).unlink(missing_ok=True)
     written = []
     for notebook in notebooks:
         target = output_dir / profile / notebook.name

@@ -12,11 +12,14 @@ from osgha_lite import experiment
 from osgha_lite.experiment import (
     Embedded,
     cached_neighbour_table,
+    description_memory,
     load_profile_augmentations,
+    prepare_method,
     run_method,
+    score_method,
     sweep_methods,
 )
-from osgha_lite.hypergraph import HypergraphAdapter, MemoryBank
+from osgha_lite.hypergraph import TEXT, HypergraphAdapter, MemoryBank
 from osgha_lite.metrics import retrieval_metrics
 from osgha_lite.results import read_result
 
@@ -175,3 +178,38 @@ def test_load_profile_augmentations_reads_the_cache_or_returns_nothing(tmp_path)
     cache.write_text(json.dumps(record) + "\n" + json.dumps(failed) + "\n")
     profile = {**PROFILE, "augmentation": {"cache": str(cache), "descriptions": 2}}
     assert load_profile_augmentations(profile) == {"a dog runs .": ["A dog is running.", "The dog moves fast."]}
+
+
+def test_description_memory_adds_each_description_to_its_captions_image_group(splits):
+    train, dev, test = splits
+    bank = description_memory(train, 2)
+    rows, slots = np.nonzero(train.description_mask)
+    assert len(bank) == len(rows) == 10 * 2  # first caption of each of 10 images, 2 descriptions each
+    np.testing.assert_array_equal(bank.group_ids.numpy(), train.text_to_image[rows])
+    assert bool((bank.modality == TEXT).all())
+    np.testing.assert_array_equal(bank.features.numpy(), train.descriptions[rows, slots])
+    assert len(description_memory(train, 1)) == 10
+
+    method = dict(PROFILE["methods"]["os-hgadapter"], memory_descriptions=True)
+    with_descriptions = prepare_method(method, PROFILE, train, dev, test)
+    without = prepare_method(PROFILE["methods"]["os-hgadapter"], PROFILE, train, dev, test)
+    assert len(with_descriptions.adapter.memory) == len(without.adapter.memory) + 20
+    no_descriptions = prepare_method(dict(method, descriptions=0), PROFILE, train, dev, test)
+    assert len(no_descriptions.adapter.memory) == len(without.adapter.memory)
+
+
+def test_score_method_matches_run_method_and_adapts_extra_text_queries(splits):
+    train, dev, test = splits
+    method = PROFILE["methods"]["os-hgadapter"]
+    scored = score_method("os-hgadapter", method, PROFILE, "toy-backbone", train, dev, test, progress=False)
+    result = run("os-hgadapter", splits)
+    np.testing.assert_allclose(scored.sims, result["sims"], rtol=0, atol=1e-6)
+    # A test caption given as an extra query (without its descriptions) is adapted like a caption
+    # whose descriptions are absent; the outputs are unit vectors in the adapter's output space.
+    extra = scored.encode_texts(test.texts[:3])
+    assert extra.shape == (3, scored.test_texts.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(extra, axis=1), 1.0, atol=1e-5)
+    bare = Embedded(test.images, test.texts, test.text_to_image, test.descriptions,
+                    np.zeros_like(test.description_mask))
+    plain = score_method("os-hgadapter", method, PROFILE, "toy-backbone", train, dev, bare, progress=False)
+    np.testing.assert_allclose(extra, plain.test_texts.numpy()[:3], rtol=0, atol=1e-5)

@@ -1,0 +1,152 @@
+"""The artifact manifest: recording, the disk check, the regeneration check, and hand edits."""
+
+from __future__ import annotations
+
+import shutil
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from osgha_lite import manifest
+from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.figures import latex_table, save_figure, save_table
+from osgha_lite.manifest import Roots, check_disk, check_regenerated, compare_tables, read_manifest
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """Empty figures/ and results/ folders that the package writes to."""
+    roots = Roots.under(tmp_path / "repo")
+    monkeypatch.setenv("OSGHA_FIGURES_DIR", str(roots.figures))
+    monkeypatch.setenv("OSGHA_RESULTS_DIR", str(roots.results))
+    return roots
+
+
+def _table():
+    return pd.DataFrame({"method": ["frozen", "adapter_x"], "rsum": [261.2, 284.94], "seconds": [1.0, 2.0]})
+
+
+def _figure():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [1, 3, 2], marker="o", label="a")
+    ax.legend()
+    return fig
+
+
+def _save_both(profile="toy"):
+    save_table(_table(), profile, "t", digits=1, notebook="05_figures", sources=["results/toy/*.json"],
+               volatile=["seconds"])
+    fig = _figure()
+    save_figure(fig, profile, "f", notebook="05_figures", sources=["results/toy/*.json"])
+    plt.close(fig)
+
+
+def test_save_records_every_format_with_notebook_sources_and_hash(tree):
+    _save_both()
+    artifacts = read_manifest("toy", tree)
+    assert sorted(artifacts) == ["figures/toy/f.pdf", "figures/toy/f.png", "results/toy/tables/t.csv",
+                                 "results/toy/tables/t.md", "results/toy/tables/t.tex"]
+    csv_entry = artifacts["results/toy/tables/t.csv"]
+    assert csv_entry["notebook"] == "05_figures" and csv_entry["sources"] == ["results/toy/*.json"]
+    assert csv_entry["digits"] == 1 and csv_entry["volatile"] == ["seconds"]
+    assert csv_entry["sha256"] == manifest.sha256_file(tree.results / "toy" / "tables" / "t.csv")
+    assert artifacts["figures/toy/f.png"]["kind"] == "figure"
+    assert check_disk("toy", tree) == []
+
+
+def test_saving_the_same_figure_twice_gives_identical_bytes(tree):
+    first = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n")}
+    second = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n")}
+    assert first == second
+    assert b"CreationDate" not in first[".pdf"]
+
+
+def test_unknown_volatile_column_is_refused(tree):
+    with pytest.raises(ValueError, match="volatile columns \\['nope'\\]"):
+        save_table(_table(), "toy", "t", notebook="n", volatile=["nope"])
+
+
+def test_disk_check_catches_a_hand_edit_a_missing_file_and_an_unlisted_file(tree):
+    _save_both()
+    csv_path = tree.results / "toy" / "tables" / "t.csv"
+    csv_path.write_text(csv_path.read_text().replace("284.94", "300.00"))
+    (tree.figures / "toy" / "f.pdf").unlink()
+    (tree.figures / "toy" / "extra.png").write_bytes(b"not made by a notebook")
+    problems = "\n".join(check_disk("toy", tree))
+    assert "results/toy/tables/t.csv: its bytes differ from the manifest's sha256" in problems
+    assert "figures/toy/f.pdf: listed in manifest.json but missing on disk" in problems
+    assert "figures/toy/extra.png: on disk but not in manifest.json" in problems
+
+
+def test_disk_check_without_a_manifest_says_what_to_run(tmp_path):
+    assert "make figures" in check_disk("toy", Roots.under(tmp_path))[0]
+
+
+def test_compare_tables_tolerance_is_half_a_shown_digit(tmp_path):
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text("method,rsum,seconds\nfrozen,261.2000,1.0\n")
+    new.write_text("method,rsum,seconds\nfrozen,261.2400,9.0\n")
+    assert compare_tables("t.csv", old, new, digits=1, volatile=["seconds"]) == []
+    new.write_text("method,rsum,seconds\nfrozen,261.2600,1.0\n")
+    assert compare_tables("t.csv", old, new, digits=1) == [
+        "t.csv, line 2, column 'rsum': committed 261.2000, regenerated 261.2600 (tolerance 0.05)"]
+    new.write_text("method,rsum,seconds\nlinear,261.2000,1.0\n")
+    assert "column 'method': committed 'frozen', regenerated 'linear'" in compare_tables("t.csv", old, new, 1)[0]
+    new.write_text("method,rsum\nfrozen,261.2\n")
+    assert "columns differ" in compare_tables("t.csv", old, new, 1)[0]
+
+
+def test_regeneration_check_passes_on_a_rerun_and_fails_on_changed_numbers(tmp_path, monkeypatch):
+    committed, regenerated = Roots.under(tmp_path / "a"), Roots.under(tmp_path / "b")
+    for roots in (committed, regenerated):
+        monkeypatch.setenv("OSGHA_FIGURES_DIR", str(roots.figures))
+        monkeypatch.setenv("OSGHA_RESULTS_DIR", str(roots.results))
+        _save_both()
+    assert check_regenerated("toy", committed, regenerated) == ([], [])
+
+    frame = _table()
+    frame.loc[1, "rsum"] = 285.5
+    frame.loc[0, "seconds"] = 99.0
+    save_table(frame, "toy", "t", digits=1, notebook="05_figures", volatile=["seconds"])
+    problems, notes = check_regenerated("toy", committed, regenerated)
+    assert problems == ["results/toy/tables/t.csv, line 3, column 'rsum': committed 284.940, "
+                        "regenerated 285.500 (tolerance 0.05)"]
+    save_table(_table(), "toy", "u", notebook="05_figures")
+    problems, _ = check_regenerated("toy", committed, regenerated)
+    assert any("results/toy/tables/u.csv: regenerated but not committed" in p for p in problems)
+
+
+def test_latex_table_escapes_and_rounds():
+    text = latex_table(pd.DataFrame({"method": ["a_b & c%"], "R@1": [25.84]}), digits=1)
+    assert r"a\_b \& c\%" in text and "25.8" in text and r"\toprule" in text and "lr" in text
+
+
+def test_committed_artifacts_match_their_manifest():
+    """The repository's figures and tables are exactly the ones the manifest records."""
+    assert check_disk("lite", Roots.under(PROJECT_ROOT)) == []
+
+
+def test_a_hand_edited_committed_table_fails_the_check(tmp_path, capsys):
+    """Edit one number of the committed main results table by hand: `make test`'s check must fail."""
+    copy = tmp_path / "repo"
+    for top in ("figures", "results"):
+        shutil.copytree(PROJECT_ROOT / top / "lite", copy / top / "lite")
+    assert manifest.main(["check", "--profile", "lite", "--root", str(copy)]) == 0
+    edited = copy / "results" / "lite" / "tables" / "05_main_results.csv"
+    lines = edited.read_text().splitlines()
+    cells = lines[1].split(",")
+    column = lines[0].split(",").index("rsum")
+    cells[column] = f"{float(cells[column]) + 1:.4f}"
+    lines[1] = ",".join(cells)
+    edited.write_text("\n".join(lines) + "\n")
+
+    assert manifest.main(["check", "--profile", "lite", "--root", str(copy)]) == 1
+    assert "05_main_results.csv: its bytes differ from the manifest's sha256" in capsys.readouterr().err
+    # Compared with a regeneration (here the unedited repository), the changed number itself is named.
+    problems, _ = check_regenerated("lite", Roots.under(copy), Roots.under(PROJECT_ROOT))
+    assert len(problems) == 1 and problems[0].startswith("results/lite/tables/05_main_results.csv, line 2, "
+                                                         "column 'rsum'")
