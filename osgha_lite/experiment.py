@@ -46,7 +46,16 @@ from osgha_lite.evaluation import evaluate_similarity
 from osgha_lite.features import cache_root
 from osgha_lite.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
 from osgha_lite.results import write_result
-from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, encode_split, evaluate, fit, to_tensor
+from osgha_lite.training import (
+    SplitFeatures,
+    TrainConfig,
+    checkpoint_finished,
+    config_digest,
+    encode_split,
+    evaluate,
+    fit,
+    to_tensor,
+)
 
 
 @dataclass
@@ -191,13 +200,26 @@ def description_memory(train: Embedded, n_descriptions: int) -> MemoryBank:
                                     torch.as_tensor(train.text_to_image[rows], dtype=torch.long))
 
 
-def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, test: Embedded) -> PreparedMethod:
+def attach_links(adapter, split_name: str, split: SplitFeatures) -> None:
+    """Precompute the memory links of a split's texts and images into its contexts (memory adapters only)."""
+    if not (adapter.uses_memory and hasattr(adapter, "precompute_links")):
+        return
+    for context, features, modality in ((split.text_context, split.texts, "text"),
+                                        (split.image_context, split.images, "image")):
+        table = cached_neighbour_table(adapter, split_name, features, modality, context.group_ids)
+        context.links = adapter.precompute_links(features, modality, context.group_ids, table=table)
+
+
+def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, test: Embedded,
+                   train_links: bool = True) -> PreparedMethod:
     """Build the method's adapter, give it the train memory bank, and precompute every row's memory links.
 
     Inputs and memory are frozen, so each row's links are found once:
     training rows without their own image group, dev and test queries
     against the memory only (inductive). Neighbour searches are shared
-    between methods through :func:`cached_neighbour_table`.
+    between methods through :func:`cached_neighbour_table`. With
+    ``train_links=False`` the training rows' links are left for later
+    (:func:`attach_links`): they are needed only to train.
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
@@ -215,12 +237,9 @@ def prepare_method(method: dict, profile: dict, train: Embedded, dev: Embedded, 
     splits = {"train": _split_features(train, n_descriptions, training=True),
               "dev": _split_features(dev, n_descriptions, training=False),
               "test": _split_features(test, n_descriptions, training=False)}
-    if adapter.uses_memory and hasattr(adapter, "precompute_links"):
-        for split_name, split in splits.items():
-            for context, features, modality in ((split.text_context, split.texts, "text"),
-                                                (split.image_context, split.images, "image")):
-                table = cached_neighbour_table(adapter, split_name, features, modality, context.group_ids)
-                context.links = adapter.precompute_links(features, modality, context.group_ids, table=table)
+    for split_name, split in splits.items():
+        if split_name != "train" or train_links:
+            attach_links(adapter, split_name, split)
     train_config = TrainConfig.from_dict({"seed": seed, **merge(
         profile.get("adapter_training", {}).get("train", {}), method.get("train", {}))})
     return PreparedMethod(adapter, splits["train"], splits["dev"], splits["test"], train_config, n_descriptions,
@@ -270,13 +289,15 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
     loads the checkpoint instead of training.
     """
     started = time.perf_counter()
-    prepared = prepare_method(method, profile, train, dev, test)
+    prepared = prepare_method(method, profile, train, dev, test, train_links=False)
     adapter = prepared.adapter
     history = None
     if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
         digest = config_digest(name, method, adapter.config(), prepared.train_config.__dict__, backbone_identity,
                                float(train.texts.sum()), float(train.descriptions.sum()))
         checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
+        if not checkpoint_finished(checkpoint):
+            attach_links(adapter, "train", prepared.train)
         history = fit(adapter, prepared.train, prepared.dev, prepared.train_config, checkpoint=checkpoint,
                       progress=progress, desc=name)
     adapter.eval()

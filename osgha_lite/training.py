@@ -138,6 +138,15 @@ def _save(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def checkpoint_finished(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` holds a finished run, which :func:`fit` loads without training."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        return False
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return bool(state.get("history", {}).get("finished"))
+
+
 def fit(
     model: torch.nn.Module,
     train: SplitFeatures,
