@@ -771,6 +771,18 @@ class RunSummary:
         done = self.ok + self.failed
         return done / self.seconds if self.seconds > 0 else 0.0
 
+    def merged(self, later: "RunSummary", new_requested: int) -> "RunSummary":
+        """This run followed by ``later``, which asked for ``new_requested`` captions not asked before."""
+        reasons = Counter(self.failure_reasons)
+        reasons.update(later.failure_reasons)
+        return RunSummary(
+            requested=self.requested + new_requested, cached=self.cached, ok=self.ok + later.ok,
+            failed=self.failed + later.failed, seconds=self.seconds + later.seconds,
+            eval_tokens=self.eval_tokens + later.eval_tokens,
+            repaired_bytes=self.repaired_bytes + later.repaired_bytes, status=later.status,
+            failure_reasons=dict(reasons),
+        )
+
 
 PROGRESS_LINE_SECONDS = 60.0
 """Without a terminal (e.g. output to a log file), one progress line this often."""
@@ -904,21 +916,33 @@ def augment_captions(
 
 
 # --------------------------------------------------------------------------- command line
-def select_captions(dataset: str, split: str, per_image: int | None = None, limit: int | None = None) -> list[str]:
+def select_captions(dataset: str, split: str, per_image: int | None = None, limit: int | None = None,
+                    failed: set[str] = frozenset()) -> list[str]:
     """Captions of a split in dataset order: the first ``per_image`` of each image
-    (all when ``None``), then the first ``limit`` of those. Images listed by the split
-    file but absent from the data (no file or no caption) are skipped."""
+    (all when ``None``), then the first ``limit`` of those. A caption in ``failed``
+    (recorded as failed) does not count towards ``per_image``: the image's next
+    caption is taken as well. Images listed by the split file but absent from the
+    data (no file or no caption) are skipped."""
     from .data import load_dataset
 
     data = load_dataset(dataset, split, skip_missing=True)
     chosen: list[str] = []
-    seen: Counter = Counter()
+    counted: Counter = Counter()
     for caption, image in zip(data.captions, data.text_to_image.tolist()):
-        if per_image is not None and seen[image] >= per_image:
+        if per_image is not None and counted[image] >= per_image:
             continue
-        seen[image] += 1
+        counted[image] += caption not in failed
         chosen.append(caption)
     return chosen[:limit] if limit is not None else chosen
+
+
+def failed_captions(cache_path: str | os.PathLike, config: AugmentConfig) -> set[str]:
+    """Captions the cache records as failed for ``config``'s model and k (empty without a cache)."""
+    if not Path(cache_path).exists():
+        return set()
+    records, _ = read_records(cache_path)
+    return {r["caption"] for r in records
+            if r.get("status") != "ok" and r.get("model") == config.model and r.get("k") == config.k}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -931,7 +955,9 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--dataset", required=True, help="registered dataset name (osgha_lite.data), e.g. flickr8k")
     add("--split", required=True, choices=("train", "dev", "test"))
-    add("--per-image", type=int, default=None, help="only the first N captions of each image (default: all)")
+    add("--per-image", type=int, default=None,
+        help="only the first N captions of each image; when one fails, the image's next caption is "
+             "tried too (default: all)")
     add("--limit", type=int, default=None, help="only the first N selected captions (default: all)")
     add("--model", default=d.model, help=f"Ollama model name (default: {d.model})")
     add("--host", default=None, help=f"Ollama server (default: $OLLAMA_HOST, else {DEFAULT_HOST})")
@@ -972,16 +998,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .data import DataError
 
-        try:
-            captions = select_captions(args.dataset, args.split, args.per_image, args.limit)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
         run_info = {"dataset": args.dataset, "split": args.split, "per_image": args.per_image, "limit": args.limit}
-        summary = augment_captions(
-            captions, cache_path, config, retry_failed=args.retry_failed,
-            progress=not args.no_progress, run_info=run_info,
-        )
+        tried: set[str] = set()
+        while True:  # with --per-image, captions that failed are replaced by the image's next ones
+            failed = failed_captions(cache_path, config) if args.per_image and not args.retry_failed else set()
+            try:
+                captions = select_captions(args.dataset, args.split, args.per_image, args.limit, failed)
+            except DataError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            if tried and set(captions) <= tried:
+                break
+            pass_summary = augment_captions(
+                captions, cache_path, config, retry_failed=args.retry_failed,
+                progress=not args.no_progress, run_info=run_info,
+            )
+            summary = pass_summary if not tried else summary.merged(pass_summary, len(set(captions) - tried))
+            tried |= set(captions)
+            if not args.per_image or args.retry_failed:
+                break
     except (OllamaUnavailable, ModelNotFound) as exc:
         print(f"error: {exc}\nThe cache {cache_path} was not changed.", file=sys.stderr)
         return 2

@@ -375,3 +375,45 @@ def test_cli_reports_failures(data_env, standin, tmp_path):  # noqa: F811
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "0 augmented, 2 failed" in out and "failed: 2 x 0 of 3 valid descriptions after 2 attempts" in out
+
+
+def test_per_image_replaces_failed_captions_with_the_images_next_ones(data_env, tmp_path, monkeypatch):
+    """`--per-image 1`: when an image's first caption fails, its second is asked for, and so on."""
+    from osgha_lite import augment
+    from osgha_lite.augment import AugmentConfig, RunSummary, failed_captions, select_captions
+    from osgha_lite.data import load_dataset
+
+    data = load_dataset("flickr8k", "train", skip_missing=True)
+    by_image = {}
+    for caption, image in zip(data.captions, data.text_to_image.tolist()):
+        by_image.setdefault(image, []).append(caption)
+    first = [captions[0] for captions in by_image.values()]
+    assert select_captions("flickr8k", "train", per_image=1) == first
+    failing = {first[0], by_image[0][1]} if len(by_image[0]) > 2 else {first[0]}
+    chosen = select_captions("flickr8k", "train", per_image=1, failed=failing)
+    assert chosen[:len(failing) + 1] == by_image[0][:len(failing) + 1]
+    assert chosen[len(failing) + 1:] == first[1:]
+
+    path = tmp_path / "flickr8k.jsonl"
+    config = AugmentConfig()
+    asked = []
+
+    def fake_augment(captions, cache_path, config, **kwargs):
+        """Record every caption as failed when it is the first or second of image 0, else as ok."""
+        new = [c for c in dict.fromkeys(captions) if c not in asked]
+        asked.extend(new)
+        with open(cache_path, "a", encoding="utf-8") as handle:
+            for caption in new:
+                status = "failed" if caption in failing else "ok"
+                handle.write(json.dumps({"key": caption, "caption": caption, "status": status, "descriptions": [],
+                                         "model": config.model, "k": config.k}) + "\n")
+        return RunSummary(requested=len(set(captions)), ok=sum(c not in failing for c in new),
+                          failed=sum(c in failing for c in new), seconds=1.0)
+
+    monkeypatch.setattr(augment, "augment_captions", fake_augment)
+    assert augment.main(["--dataset", "flickr8k", "--split", "train", "--per-image", "1", "--out", str(path)]) == 0
+    assert failed_captions(path, config) == failing
+    assert set(asked) == set(first) | set(by_image[0][:len(failing) + 1])
+    # Image 0 ends with one covered caption, like every other image.
+    ok = {c for c in asked if c not in failing}
+    assert all(any(c in ok for c in captions) for captions in by_image.values())
