@@ -150,3 +150,14 @@ def test_a_hand_edited_committed_table_fails_the_check(tmp_path, capsys):
     problems, _ = check_regenerated("lite", Roots.under(copy), Roots.under(PROJECT_ROOT))
     assert len(problems) == 1 and problems[0].startswith("results/lite/tables/05_main_results.csv, line 2, "
                                                          "column 'rsum'")
+
+
+def test_readme_shows_the_generated_headline_table_and_existing_figures():
+    """The README's results table is the generated one, verbatim, and every figure it links exists."""
+    import re
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    table = (PROJECT_ROOT / "results" / "lite" / "tables" / "05_main_results.md").read_text(encoding="utf-8")
+    assert table.strip() in readme, "README.md: paste results/lite/tables/05_main_results.md after `make reproduce`"
+    linked = re.findall(r"\((figures/lite/[^)]+|results/lite/tables/[^)]+)\)", readme)
+    assert linked and all((PROJECT_ROOT / path).is_file() for path in linked), linked
