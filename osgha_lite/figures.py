@@ -66,6 +66,17 @@ def save_figure(fig, profile: str, name: str, *, notebook: str, sources: Iterabl
     return paths
 
 
+def markdown_table(frame: pd.DataFrame, digits: int) -> str:
+    """A Markdown table of ``frame``: floats to ``digits`` decimals, text cells verbatim (``"0.05"`` stays)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: "nan" if pd.isna(v) else f"{v:.{digits}f}")
+    align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+             else "left" for c in frame.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align) + "\n"
+
+
 def latex_table(frame: pd.DataFrame, digits: int) -> str:
     """A ``booktabs`` LaTeX tabular of ``frame`` with floats rounded to ``digits``."""
     def cell(value) -> str:
@@ -102,7 +113,7 @@ def save_table(frame: pd.DataFrame, profile: str, name: str, digits: int = 2, *,
     folder = results_root() / profile / "tables"
     paths = [
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False, float_format=f"%.{digits + 2}f")),
-        atomic_write_text(folder / f"{name}.md", frame.to_markdown(index=False, floatfmt=f".{digits}f") + "\n"),
+        atomic_write_text(folder / f"{name}.md", markdown_table(frame, digits)),
         atomic_write_text(folder / f"{name}.tex", latex_table(frame, digits)),
     ]
     register_artifacts(profile, paths, kind="table", notebook=notebook, sources=sources,

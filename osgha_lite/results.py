@@ -84,12 +84,3 @@ def load_results(profile: str, pattern: str = "*.json", protocol: str | None = N
                 row[f"{key}_low"], row[f"{key}_high"] = low, high
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def markdown_table(frame: pd.DataFrame, columns=("method",) + METRIC_KEYS, digits: int = 1) -> str:
-    """A Markdown table of ``columns`` with numbers rounded to ``digits``."""
-    shown = frame[[c for c in columns if c in frame.columns]].copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: f"{v:.{digits}f}")
-    return shown.to_markdown(index=False)

@@ -161,3 +161,10 @@ def test_readme_shows_the_generated_headline_table_and_existing_figures():
     assert table.strip() in readme, "README.md: paste results/lite/tables/05_main_results.md after `make reproduce`"
     linked = re.findall(r"\((figures/lite/[^)]+|results/lite/tables/[^)]+)\)", readme)
     assert linked and all((PROJECT_ROOT / path).is_file() for path in linked), linked
+
+
+def test_markdown_table_rounds_floats_and_keeps_text_cells_verbatim():
+    from osgha_lite.figures import markdown_table
+
+    text = markdown_table(pd.DataFrame({"value": ["0.05", "0.15"], "rsum": [284.73, float("nan")]}), digits=1)
+    assert "| 0.05    |  284.7 |" in text and "| 0.15    |    nan |" in text
