@@ -1000,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_info = {"dataset": args.dataset, "split": args.split, "per_image": args.per_image, "limit": args.limit}
         tried: set[str] = set()
+        summary: RunSummary | None = None
         while True:  # with --per-image, captions that failed are replaced by the image's next ones
             failed = failed_captions(cache_path, config) if args.per_image and not args.retry_failed else set()
             try:
@@ -1013,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
                 captions, cache_path, config, retry_failed=args.retry_failed,
                 progress=not args.no_progress, run_info=run_info,
             )
-            summary = pass_summary if not tried else summary.merged(pass_summary, len(set(captions) - tried))
+            summary = pass_summary if summary is None else summary.merged(pass_summary, len(set(captions) - tried))
             tried |= set(captions)
             if not args.per_image or args.retry_failed:
                 break
