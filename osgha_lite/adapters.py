@@ -10,7 +10,11 @@ evaluation loop handle all of them):
     (or None) carrying what some adapters need besides the features:
 
     * ``description_features`` ``[B, K, dim]`` and ``description_mask``
-      ``[B, K]`` - the LLM descriptions of each caption (texts only);
+      ``[B, K]`` - LLM texts about each row: a caption's descriptions (or
+      EntityCLIP's explanation), an image's perspective texts (APSE-IPIK);
+    * ``local_features`` ``[B, L, dim]`` and ``local_mask`` ``[B, L]`` - the
+      row's local features in the backbone's space: image regions or caption
+      tokens (HGAN);
     * ``group_ids`` ``[B]`` - during training, the train-split image index of
       each row (an image's own index, a caption's ``text_to_image``); memory
       nodes of the same image are then hidden from that row, as they are at
@@ -41,6 +45,9 @@ Adapters here:
 * ``bottleneck`` - :class:`BottleneckAdapter`, CLIP-Adapter (Gao et al. 2021).
 * ``hypergraph`` - :class:`~osgha_lite.hypergraph.HypergraphAdapter`, the
   OS-HGAdapter reading of this project.
+* ``entityclip`` - :class:`~osgha_lite.entityclip.EntityCLIPAdapter`.
+* ``apse-ipik`` - :class:`~osgha_lite.apse_ipik.APSEIPIKAdapter`.
+* ``hgan`` - :class:`~osgha_lite.hgan.HGANAdapter`.
 
 Build any of them by name with :func:`build_adapter` (a dict registry,
 :data:`ADAPTERS`).
@@ -91,8 +98,10 @@ class AdapterContext:
     memory: MemoryBank | None = None
     gallery: MemoryBank | None = None
     links: MemoryLinks | None = None
+    local_features: Tensor | None = None
+    local_mask: Tensor | None = None
 
-    _PER_ROW = ("description_features", "description_mask", "group_ids", "links")
+    _PER_ROW = ("description_features", "description_mask", "group_ids", "links", "local_features", "local_mask")
 
     def select(self, rows: Tensor | slice) -> AdapterContext:
         """The context of rows ``rows`` (index tensor or slice); memory and gallery are shared.
@@ -283,11 +292,16 @@ class BottleneckAdapter(RetrievalAdapter):
         }
 
 
-def _build_hypergraph(dim: int, **options: Any) -> RetrievalAdapter:
-    # Imported here because osgha_lite.hypergraph builds on this module's base class.
-    from osgha_lite.hypergraph import HypergraphAdapter
+def _lazy(module: str, class_name: str) -> Callable[..., RetrievalAdapter]:
+    """A builder importing ``osgha_lite.<module>.<class_name>`` on first use (those modules
+    build on this one's base class, so they cannot be imported here at load time)."""
 
-    return HypergraphAdapter(dim, **options)
+    def build(dim: int, **options: Any) -> RetrievalAdapter:
+        import importlib
+
+        return getattr(importlib.import_module(f"osgha_lite.{module}"), class_name)(dim, **options)
+
+    return build
 
 
 #: Adapter builders by name: ``ADAPTERS[name](dim, **options)``.
@@ -295,7 +309,10 @@ ADAPTERS: dict[str, Callable[..., RetrievalAdapter]] = {
     "identity": IdentityAdapter,
     "linear": LinearHead,
     "bottleneck": BottleneckAdapter,
-    "hypergraph": _build_hypergraph,
+    "hypergraph": _lazy("hypergraph", "HypergraphAdapter"),
+    "entityclip": _lazy("entityclip", "EntityCLIPAdapter"),
+    "apse-ipik": _lazy("apse_ipik", "APSEIPIKAdapter"),
+    "hgan": _lazy("hgan", "HGANAdapter"),
 }
 
 

@@ -122,14 +122,24 @@ class PromptTemplate:
     sha256: str
     sections: tuple[tuple[str, str], ...]
 
-    def messages(self, caption: str, k: int) -> list[dict[str, str]]:
-        """Chat messages asking for ``k`` descriptions of ``caption``."""
-        out = []
+    @property
+    def vision(self) -> bool:
+        """True when the template asks about an attached image (``{image}``) instead of a caption."""
+        return "{image}" in self.sections[-1][1]
+
+    def messages(self, caption: str, k: int, image: str | None = None) -> list[dict[str, Any]]:
+        """Chat messages asking for ``k`` descriptions of ``caption`` (or, for a vision template,
+        of the picture at ``image``, attached to the last message through Ollama's ``images`` field)."""
+        out: list[dict[str, Any]] = []
         for role, text in self.sections:
             if role == "assistant":
                 text = _first_items(text, k, self.name)
-            text = text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption))
-            out.append({"role": role, "content": text})
+            text = text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption)).replace("{image}", "")
+            out.append({"role": role, "content": text.strip()})
+        if self.vision:
+            if image is None:
+                raise AugmentError(f"prompt template {self.name} asks about an image; pass image=PATH")
+            out[-1]["images"] = [str(image)]
         return out
 
 
@@ -167,8 +177,10 @@ def load_template(name_or_path: str = DEFAULT_TEMPLATE) -> PromptTemplate:
         raise AugmentError(f"{path}: missing the '# version: NAME' header line")
     if not sections or sections[-1][0] != "user":
         raise AugmentError(f"{path}: the last section must be '### user' (the one holding {{caption}})")
-    if "{caption}" not in "\n".join(sections[-1][1]):
-        raise AugmentError(f"{path}: the last '### user' section must contain {{caption}}")
+    last = "\n".join(sections[-1][1])
+    if "{caption}" not in last and "{image}" not in last:
+        raise AugmentError(f"{path}: the last '### user' section must contain {{caption}} (or {{image}} for a "
+                           f"vision template)")
     return PromptTemplate(
         name=path.stem,
         version=version,
@@ -512,7 +524,13 @@ def augment_caption(
     has ``status`` ``"ok"`` (exactly ``k`` descriptions) or ``"failed"`` (fewer;
     ``reason`` says why and ``rejected`` lists every rejected item).
     """
-    messages = template.messages(caption, config.k)
+    if template.vision:  # ``caption`` is the image's path relative to the data root
+        from .data import data_root
+
+        messages = template.messages("", config.k, image=data_root() / caption)
+        anchor = ""  # nothing to compare content words with
+    else:
+        messages, anchor = template.messages(caption, config.k), caption
     base_options = config.options()
     accepted: list[str] = []
     rejected: list[dict[str, Any]] = []
@@ -533,7 +551,7 @@ def augment_caption(
             if len(accepted) == config.k:
                 break
             reason = check_description(
-                item, caption, config.rules, accepted, cut_off=cut and position == len(items) - 1
+                item, anchor, config.rules, accepted, cut_off=cut and position == len(items) - 1
             )
             if reason is None:
                 accepted.append(item)
@@ -936,6 +954,41 @@ def select_captions(dataset: str, split: str, per_image: int | None = None, limi
     return chosen[:limit] if limit is not None else chosen
 
 
+IMAGE_GROUP_SEPARATOR = " | "
+
+
+def join_image_captions(captions: Sequence[str], n: int) -> str:
+    """The first ``n`` captions of one image, tidied and joined with ``" | "``: the input
+    text of a per-image prompt such as ``perspectives_v1`` (and the cache key's caption)."""
+    return IMAGE_GROUP_SEPARATOR.join(tidy_caption(c) for c in list(captions)[:n])
+
+
+def image_caption_groups(data, n: int) -> list[str]:
+    """One :func:`join_image_captions` text per image of a loaded split, in image order."""
+    per_image: list[list[str]] = [[] for _ in range(len(data.image_paths))]
+    for caption, image in zip(data.captions, data.text_to_image.tolist()):
+        per_image[image].append(caption)
+    return [join_image_captions(captions, n) for captions in per_image]
+
+
+def select_image_groups(dataset: str, split: str, n: int, limit: int | None = None) -> list[str]:
+    """:func:`image_caption_groups` of a split by name, the first ``limit`` of them."""
+    from .data import load_dataset
+
+    groups = image_caption_groups(load_dataset(dataset, split, skip_missing=True), n)
+    return groups[:limit] if limit is not None else groups
+
+
+def select_image_files(dataset: str, split: str, limit: int | None = None) -> list[str]:
+    """The images of a split as paths relative to the data root (the inputs of a vision template)."""
+    from .data import data_root, load_dataset
+
+    root = data_root()
+    paths = [Path(p).resolve().relative_to(root.resolve()).as_posix()
+             for p in load_dataset(dataset, split, skip_missing=True).image_paths]
+    return paths[:limit] if limit is not None else paths
+
+
 def failed_captions(cache_path: str | os.PathLike, config: AugmentConfig) -> set[str]:
     """Captions the cache records as failed for ``config``'s model and k (empty without a cache)."""
     if not Path(cache_path).exists():
@@ -959,6 +1012,12 @@ def _parser() -> argparse.ArgumentParser:
         help="only the first N captions of each image; when one fails, the image's next caption is "
              "tried too (default: all)")
     add("--limit", type=int, default=None, help="only the first N selected captions (default: all)")
+    add("--join-per-image", type=int, default=None, metavar="N",
+        help="one request per image whose input is its first N captions joined with ' | ' "
+             "(for per-image templates such as perspectives_v1); excludes --per-image")
+    add("--vision", action="store_true",
+        help="one request per image with the image attached (Ollama's `images` field) for a vision model; "
+             "needs a vision template such as perspectives_vlm_v1 and a vision model (e.g. llava)")
     add("--model", default=d.model, help=f"Ollama model name (default: {d.model})")
     add("--host", default=None, help=f"Ollama server (default: $OLLAMA_HOST, else {DEFAULT_HOST})")
     add("--k", type=int, default=d.k, help=f"descriptions per caption (default: {d.k})")
@@ -999,12 +1058,26 @@ def main(argv: list[str] | None = None) -> int:
         from .data import DataError
 
         run_info = {"dataset": args.dataset, "split": args.split, "per_image": args.per_image, "limit": args.limit}
+        if args.vision and not load_template(args.template).vision:
+            print(f"error: --vision needs a template that asks about an image ({{image}}), such as "
+                  f"perspectives_vlm_v1; {args.template} does not", file=sys.stderr)
+            return 1
+        if args.join_per_image is not None:
+            if args.per_image is not None:
+                print("error: --join-per-image and --per-image exclude each other", file=sys.stderr)
+                return 1
+            run_info["join_per_image"] = args.join_per_image
         tried: set[str] = set()
         summary: RunSummary | None = None
         while True:  # with --per-image, captions that failed are replaced by the image's next ones
             failed = failed_captions(cache_path, config) if args.per_image and not args.retry_failed else set()
             try:
-                captions = select_captions(args.dataset, args.split, args.per_image, args.limit, failed)
+                if args.vision:
+                    captions = select_image_files(args.dataset, args.split, args.limit)
+                elif args.join_per_image is not None:
+                    captions = select_image_groups(args.dataset, args.split, args.join_per_image, args.limit)
+                else:
+                    captions = select_captions(args.dataset, args.split, args.per_image, args.limit, failed)
             except DataError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

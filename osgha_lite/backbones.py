@@ -22,6 +22,17 @@ Two kinds (:data:`BACKBONES`):
     here so that every stage of the method can be run and checked without a
     GPU or the internet.
 
+Local features (:meth:`Backbone.embed_local`, used by HGAN): image regions
+and caption tokens in the backbone's space. ``lite`` passes EfficientNet-Lite0's
+final feature map pooled to a ``local.image_grid`` square grid and MiniLM's
+token states (first ``local.text_tokens``) through the same trained linear
+maps as the global vectors, without the final normalization, so a caption's
+tokens average exactly to its pre-normalization sentence embedding.
+``openclip`` uses ViT patch tokens (pooled to the grid) and text token
+states, through the towers' own projections. With ``local`` set in the
+profile's backbone, the local features are extracted in the same pass as the
+global ones.
+
 Lite head, per modality :math:`m`:
 
 .. math:: z = \\operatorname{normalize}\\big(W_m\\, \\operatorname{dropout}_p((x - \\mu_m) / \\sigma_m) + b_m\\big)
@@ -32,6 +43,7 @@ deviation (fixed buffers) and dropout only while training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +53,7 @@ from torch import nn
 
 from osgha_lite.data import CaptionDataset, load_profile_split
 from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
-from osgha_lite.features import cache_root, cached_features
+from osgha_lite.features import cache_root, cached_features, cached_local_features
 from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, to_tensor
 
 
@@ -51,11 +63,38 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
+DEFAULT_LOCAL = {"image_grid": 4, "text_tokens": 24}
+
+
+@dataclass
+class LocalFeatures:
+    """Local features of one split in the backbone's space (float32, not normalized).
+
+    ``images`` ``[n_images, R, dim]`` (R grid cells) with ``image_mask``
+    ``[n_images, R]``; ``texts`` ``[n_texts, T, dim]`` (first T tokens) with
+    ``text_mask`` ``[n_texts, T]`` (False on padding).
+    """
+
+    images: np.ndarray
+    image_mask: np.ndarray
+    texts: np.ndarray
+    text_mask: np.ndarray
+
+
+def _local_options(options: dict | None) -> dict:
+    merged = {**DEFAULT_LOCAL, **(options or {})}
+    unknown = sorted(set(merged) - set(DEFAULT_LOCAL))
+    if unknown:
+        raise ValueError(f"backbone.local: unknown fields {unknown}; known: {sorted(DEFAULT_LOCAL)}")
+    return merged
+
+
 class Backbone:
-    """Interface: identity, dim, encode_images, encode_texts (unit rows), embed(dataset)."""
+    """Interface: identity, dim, encode_images, encode_texts (unit rows), embed(dataset), embed_local(dataset)."""
 
     identity: str
     dim: int
+    local: dict | None = None
 
     def encode_images(self, paths: Sequence, dataset: str = "adhoc", split: str = "adhoc",
                       progress: bool = True) -> np.ndarray:
@@ -67,26 +106,47 @@ class Backbone:
 
     def embed(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Unit-norm image and caption vectors of a dataset split."""
+        if self.local is not None:
+            self.raw_local(data, progress)  # one pass fills the global cache as well
         images = self.encode_images(data.image_paths, data.name, data.split, progress)
         texts = self.encode_texts(data.captions, data.name, data.split, progress)
         return images, texts
+
+    def raw_local(self, data: CaptionDataset, progress: bool = True):
+        """Cached encoder-level local features: ``((regions, mask), (tokens, mask))`` (float16, bool)."""
+        options = _local_options(self.local)
+        return (cached_local_features(self.image_encoder, data.image_paths, data.name, data.split,
+                                      options["image_grid"], progress=progress),
+                cached_local_features(self.text_encoder, data.captions, data.name, data.split,
+                                      options["text_tokens"], progress=progress))
+
+    def project_local(self, x: np.ndarray, modality: str) -> np.ndarray:
+        """Encoder-level local features ``[N, L, D]`` into the backbone's space (float32)."""
+        return np.asarray(x, dtype=np.float32)
+
+    def embed_local(self, data: CaptionDataset, progress: bool = True) -> LocalFeatures:
+        """Image regions and caption tokens of a split in the backbone's space (see the module docstring)."""
+        (regions, region_mask), (tokens, token_mask) = self.raw_local(data, progress)
+        return LocalFeatures(self.project_local(regions, "image"), region_mask,
+                             self.project_local(tokens, "text"), token_mask)
 
 
 class OpenClipBackbone(Backbone):
     """Frozen open_clip model; ``pretrained=None`` gives seeded random weights (offline tests)."""
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str | None = None,
-                 seed: int = 0, batch_size: int = 128):
+                 seed: int = 0, batch_size: int = 128, local: dict | None = None):
         shared = OpenClipModel(model, pretrained, device=device, seed=seed)
         self.image_encoder = OpenClipEncoder(shared, "image")
         self.text_encoder = OpenClipEncoder(shared, "text")
         self.identity, self.dim, self.batch_size = shared.identity, shared.dim, batch_size
+        self.local = None if local is None else _local_options(local)
 
     @classmethod
     def from_profile(cls, profile: dict, **kwargs) -> "OpenClipBackbone":
         options = profile["backbone"]
         return cls(options.get("model", "ViT-B-32"), options.get("pretrained", "openai"),
-                   device=options.get("device"), seed=profile.get("seed", 0))
+                   device=options.get("device"), seed=profile.get("seed", 0), local=options.get("local"))
 
     def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
         return l2_normalize(cached_features(self.image_encoder, list(paths), dataset, split,
@@ -123,6 +183,13 @@ class LiteHeads(nn.Module):
         x = self.dropout((x - self.text_mean) / self.text_std)
         return nn.functional.normalize(self.text_proj(x), dim=-1)
 
+    @torch.no_grad()
+    def project(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """:math:`W_m (x - \\mu_m) / \\sigma_m + b_m` without dropout or normalization (local features)."""
+        if modality == "image":
+            return self.image_proj((x - self.image_mean) / self.image_std)
+        return self.text_proj((x - self.text_mean) / self.text_std)
+
 
 class LiteBackbone(Backbone):
     """Frozen EfficientNet-Lite0 + MiniLM features joined by trained linear heads.
@@ -133,7 +200,7 @@ class LiteBackbone(Backbone):
 
     def __init__(self, image_encoder: str = "efficientnet-lite0", text_encoder: str = "minilm-l6-v2",
                  embed_dim: int = 256, input_dropout: float = 0.5, train: dict | None = None,
-                 device: str | None = None, seed: int = 0):
+                 device: str | None = None, seed: int = 0, local: dict | None = None):
         self.image_encoder = build_encoder(image_encoder, device=device)
         self.text_encoder = build_encoder(text_encoder, device=device)
         self.embed_dim, self.dim = embed_dim, embed_dim
@@ -141,6 +208,7 @@ class LiteBackbone(Backbone):
         self.heads = LiteHeads(self.image_encoder.dim, self.text_encoder.dim, embed_dim, input_dropout)
         self.history = None
         self.heads_digest = None
+        self.local = None if local is None else _local_options(local)
         self._options = {"image_encoder": image_encoder, "text_encoder": text_encoder,
                          "embed_dim": embed_dim, "input_dropout": input_dropout}
 
@@ -157,6 +225,8 @@ class LiteBackbone(Backbone):
 
     def raw_features(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Cached frozen encoder outputs (before the heads) of a dataset split."""
+        if self.local is not None:
+            self.raw_local(data, progress)  # one pass fills the global cache as well
         images = cached_features(self.image_encoder, data.image_paths, data.name, data.split, progress=progress)
         texts = cached_features(self.text_encoder, data.captions, data.name, data.split, progress=progress)
         return images, texts
@@ -183,6 +253,15 @@ class LiteBackbone(Backbone):
         if self.heads_digest is None:
             raise RuntimeError("LiteBackbone: the projection heads are not trained; call prepare(train, dev) "
                                "or use build_backbone(profile), which does it")
+
+    def project_local(self, x: np.ndarray, modality: str, chunk: int = 2048) -> np.ndarray:
+        """Local features through the trained linear maps (see the module docstring), in chunks."""
+        self._check_ready()
+        out = np.empty((*x.shape[:2], self.dim), np.float32)
+        for start in range(0, len(x), chunk):
+            block = torch.as_tensor(np.asarray(x[start:start + chunk], dtype=np.float32))
+            out[start:start + chunk] = self.heads.project(block, modality).numpy()
+        return out
 
     @torch.no_grad()
     def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):

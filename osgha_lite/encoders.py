@@ -119,15 +119,42 @@ class EfficientNetLite0Encoder:
         array = np.asarray(image, dtype=np.float32) / 255.0
         return torch.from_numpy(array).permute(2, 0, 1)
 
+    def _feature_maps(self, chunk) -> torch.Tensor:
+        batch = torch.stack([self.preprocess(p) for p in chunk])
+        return self.model.extract_features(((batch - self.mean) / self.std).to(self.device))
+
     @torch.inference_mode()
     def encode(self, items: Sequence, batch_size: int = 64, progress: bool = True) -> np.ndarray:
         out = []
         for chunk in _batched(items, batch_size, "images", progress):
-            batch = torch.stack([self.preprocess(p) for p in chunk])
-            batch = ((batch - self.mean) / self.std).to(self.device)
-            features = self.model.extract_features(batch).mean(dim=(2, 3))
-            out.append(features.float().cpu().numpy())
+            out.append(self._feature_maps(chunk).mean(dim=(2, 3)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def local_identity(self, size: int) -> str:
+        return f"{self.identity}:grid{size}"
+
+    @torch.inference_mode()
+    def encode_local(self, items: Sequence, size: int = 4, batch_size: int = 64,
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Global features and a ``size x size`` grid of region features, from one forward pass.
+
+        The final feature map (7x7 at 224 px) is average-pooled to
+        ``size x size`` cells (``adaptive_avg_pool2d``; cells overlap when 7 is
+        not a multiple of ``size``). Returns ``(global [N, 1280] float32,
+        regions [N, size*size, 1280] float16, mask [N, size*size] bool)``;
+        the global part equals :meth:`encode`.
+        """
+        pooled, regions = [], []
+        for chunk in _batched(items, batch_size, "images", progress):
+            maps = self._feature_maps(chunk)
+            pooled.append(maps.mean(dim=(2, 3)).float().cpu().numpy())
+            grid = torch.nn.functional.adaptive_avg_pool2d(maps, size).flatten(2).transpose(1, 2)
+            regions.append(grid.cpu().numpy().astype(np.float16))
+        if not pooled:
+            return (np.zeros((0, self.dim), np.float32), np.zeros((0, size * size, self.dim), np.float16),
+                    np.zeros((0, size * size), bool))
+        regions_array = np.concatenate(regions)
+        return np.concatenate(pooled), regions_array, np.ones(regions_array.shape[:2], bool)
 
 
 class MiniLMEncoder:
@@ -161,6 +188,44 @@ class MiniLMEncoder:
             out.append(self.model.encode(list(chunk), batch_size=len(chunk), convert_to_numpy=True,
                                          show_progress_bar=False).astype(np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def local_identity(self, size: int) -> str:
+        return f"{self.identity}:tokens{size}"
+
+    @torch.inference_mode()
+    def encode_local(self, items: Sequence[str], size: int = 24, batch_size: int = 256,
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sentence vectors and token states, from one forward pass.
+
+        The sentence vector is :math:`s = m / \\lVert m \\rVert` with :math:`m` the
+        mean of the token states :math:`h_i` (MiniLM's own pooling). Tokens are
+        returned as :math:`h_i / \\lVert m \\rVert`, so their mean over the real
+        tokens is exactly :math:`s`: a linear head applied to every token then
+        averages to the head applied to the sentence. Returns ``(sentences
+        [N, 384] float32, tokens [N, size, 384] float16, mask [N, size] bool)``;
+        captions longer than ``size`` tokens keep their first ``size``.
+        """
+        sentences, tokens, masks = [], [], []
+        for chunk in _batched(list(items), batch_size, "texts", progress):
+            tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+            features = tokenize(list(chunk))
+            features = {k: v.to(self.device) for k, v in features.items() if torch.is_tensor(v)}
+            out = self.model.forward(features)
+            states, mask = out["token_embeddings"].float(), features["attention_mask"].bool()
+            mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+            scaled = states / mean.norm(dim=1).clamp_min(1e-12)[:, None, None]
+            padded = torch.zeros(len(chunk), size, states.shape[-1])
+            keep = min(size, states.shape[1])
+            padded[:, :keep] = (scaled * mask[..., None])[:, :keep].cpu()
+            row_mask = torch.zeros(len(chunk), size, dtype=torch.bool)
+            row_mask[:, :keep] = mask[:, :keep].cpu()
+            sentences.append(out["sentence_embedding"].float().cpu().numpy())
+            tokens.append(padded.numpy().astype(np.float16))
+            masks.append(row_mask.numpy())
+        if not sentences:
+            return (np.zeros((0, self.dim), np.float32), np.zeros((0, size, self.dim), np.float16),
+                    np.zeros((0, size), bool))
+        return np.concatenate(sentences), np.concatenate(tokens), np.concatenate(masks)
 
 
 class OpenClipModel:
@@ -201,6 +266,66 @@ class OpenClipModel:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
+    @torch.inference_mode()
+    def encode_local_images(self, items, size: int = 7, batch_size: int = 128, progress: bool = True):
+        """Global image vectors and ViT patch tokens (after ``ln_post``, through ``proj``) pooled to a
+        ``size x size`` grid; returns ``(global, tokens float16 [N, size*size, dim], mask)``."""
+        visual = self.model.visual
+        if not hasattr(visual, "output_tokens"):
+            raise ValueError(f"{self.identity}: local image features need a ViT image tower (patch tokens)")
+        pooled_out, token_out = [], []
+        visual.output_tokens = True
+        try:
+            for chunk in _batched(items, batch_size, "images", progress):
+                batch = torch.stack([self.preprocess(load_rgb(p)) for p in chunk]).to(self.device)
+                with torch.autocast(self.device.type, enabled=self.amp):
+                    pooled, tokens = visual(batch)
+                    if visual.proj is not None:
+                        tokens = tokens @ visual.proj
+                side = int(round(tokens.shape[1] ** 0.5))
+                grid = tokens.float().transpose(1, 2).reshape(len(chunk), -1, side, side)
+                grid = torch.nn.functional.adaptive_avg_pool2d(grid, size).flatten(2).transpose(1, 2)
+                pooled_out.append(pooled.float().cpu().numpy())
+                token_out.append(grid.cpu().numpy().astype(np.float16))
+        finally:
+            visual.output_tokens = False
+        tokens = np.concatenate(token_out)
+        return np.concatenate(pooled_out), tokens, np.ones(tokens.shape[:2], bool)
+
+    @torch.inference_mode()
+    def encode_local_texts(self, items, size: int = 24, batch_size: int = 256, progress: bool = True):
+        """Global text vectors and token states (after ``ln_final``, through ``text_projection``) up
+        to the end-of-text token, first ``size`` kept; returns ``(global, tokens float16, mask)``."""
+        import open_clip
+
+        model = self.model
+        if not hasattr(model, "token_embedding"):
+            raise ValueError(f"{self.identity}: local text features need open_clip's built-in text transformer")
+        pooled_out, token_out, mask_out = [], [], []
+        for chunk in _batched(list(items), batch_size, "texts", progress):
+            text = self.tokenizer(list(chunk)).to(self.device)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                cast = model.transformer.get_cast_dtype()
+                x = model.token_embedding(text).to(cast) + model.positional_embedding.to(cast)
+                x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+                pooled = open_clip.transformer.text_global_pool(x, text, model.text_pool_type,
+                                                                eos_token_id=getattr(model, "text_eos_id", None))
+                project = (model.text_projection if isinstance(model.text_projection, torch.nn.Linear)
+                           else (lambda v: v @ model.text_projection))
+                pooled, x = project(pooled), project(x)
+            end = text.argmax(dim=-1)  # the end-of-text token has the largest id
+            mask = torch.arange(text.shape[1], device=text.device)[None] <= end[:, None]
+            keep = min(size, x.shape[1])
+            tokens = torch.zeros(len(chunk), size, x.shape[-1])
+            tokens[:, :keep] = (x.float() * mask[..., None])[:, :keep].cpu()
+            row_mask = torch.zeros(len(chunk), size, dtype=torch.bool)
+            row_mask[:, :keep] = mask[:, :keep].cpu()
+            pooled_out.append(pooled.float().cpu().numpy())
+            token_out.append(tokens.numpy().astype(np.float16))
+            mask_out.append(row_mask.numpy())
+        return np.concatenate(pooled_out), np.concatenate(token_out), np.concatenate(mask_out)
+
+
 class OpenClipEncoder:
     """The image or the text tower of an :class:`OpenClipModel`."""
 
@@ -212,6 +337,15 @@ class OpenClipEncoder:
     def encode(self, items, batch_size: int = 128, progress: bool = True) -> np.ndarray:
         method = self.shared.encode_images if self.modality == "image" else self.shared.encode_texts
         return method(items, batch_size=batch_size, progress=progress)
+
+    def local_identity(self, size: int) -> str:
+        return f"{self.identity}:{'grid' if self.modality == 'image' else 'tokens'}{size}"
+
+    def encode_local(self, items, size: int, batch_size: int = 128, progress: bool = True):
+        """Global and local features from one pass (see :meth:`OpenClipModel.encode_local_images`
+        and :meth:`OpenClipModel.encode_local_texts`)."""
+        method = self.shared.encode_local_images if self.modality == "image" else self.shared.encode_local_texts
+        return method(items, size=size, batch_size=batch_size, progress=progress)
 
 
 ENCODERS: dict[str, Callable[..., object]] = {

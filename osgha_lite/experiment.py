@@ -33,7 +33,7 @@ adapter training settings (``profile["adapter_training"]["train"]``, a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ import torch
 
 from osgha_lite.adapters import AdapterContext, RetrievalAdapter, build_adapter
 from osgha_lite.config import merge
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.data import PROJECT_ROOT, data_root
 from osgha_lite.evaluation import evaluate_similarity
 from osgha_lite.features import cache_root
 from osgha_lite.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
@@ -64,6 +64,10 @@ class Embedded:
 
     ``descriptions`` is ``[n_texts, K, d]`` (zeros where missing) and
     ``description_mask`` ``[n_texts, K]`` says which slots hold a description.
+    Optional, set by :func:`method_embeddings` for the methods that need them:
+    ``image_texts`` ``[n_images, V, d]`` / ``image_text_mask`` (LLM texts per
+    image, such as APSE-IPIK's perspectives) and ``local``
+    (:class:`osgha_lite.backbones.LocalFeatures`, for HGAN).
     """
 
     images: np.ndarray
@@ -71,11 +75,28 @@ class Embedded:
     text_to_image: np.ndarray
     descriptions: np.ndarray
     description_mask: np.ndarray
+    image_texts: np.ndarray | None = None
+    image_text_mask: np.ndarray | None = None
+    local: object | None = None
+
+    def extras_checksum(self) -> list[float]:
+        """Sums of the optional inputs (part of a trained method's checkpoint digest)."""
+        sums = [float(self.descriptions.sum())]
+        if self.image_texts is not None:
+            sums.append(float(self.image_texts.sum()))
+        if self.local is not None:
+            sums += [float(self.local.images.sum(dtype=np.float64)), float(self.local.texts.sum(dtype=np.float64))]
+        return sums
 
     @property
     def description_coverage(self) -> float:
         """Fraction of captions with at least one description."""
         return float(self.description_mask.any(axis=1).mean()) if len(self.texts) else 0.0
+
+
+def _repository_path(relative: str) -> Path:
+    path = Path(relative)
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
@@ -88,11 +109,12 @@ def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
     report the coverage, so a missing cache is visible).
     """
     relative = profile.get("augmentation", {}).get("cache")
-    if not relative:
-        return {}
-    path = Path(relative)
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
+    return load_cache_texts(relative) if relative else {}
+
+
+def load_cache_texts(relative: str) -> dict[str, list[str]]:
+    """Input text -> LLM texts of an augmentation cache file (``{}`` when the file does not exist)."""
+    path = _repository_path(relative)
     if not path.is_file():
         return {}
     from osgha_lite.augment import load_augmentations  # the reader of the augmentation cache
@@ -133,6 +155,15 @@ def _split_features(embedded: Embedded, n_descriptions: int, training: bool) -> 
         text_context.description_features = to_tensor(embedded.descriptions[:, :n_descriptions])
         text_context.description_mask = torch.as_tensor(embedded.description_mask[:, :n_descriptions])
     image_context = AdapterContext(group_ids=torch.arange(n_images) if training else None)
+    if embedded.image_texts is not None:
+        image_context.description_features = to_tensor(embedded.image_texts)
+        image_context.description_mask = torch.as_tensor(embedded.image_text_mask)
+    if embedded.local is not None:
+        local = embedded.local
+        image_context.local_features = torch.as_tensor(local.images)
+        image_context.local_mask = torch.as_tensor(local.image_mask)
+        text_context.local_features = torch.as_tensor(local.texts)
+        text_context.local_mask = torch.as_tensor(local.text_mask)
     return SplitFeatures(to_tensor(embedded.images), to_tensor(embedded.texts), text_to_image,
                          text_context, image_context)
 
@@ -294,7 +325,7 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
     history = None
     if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
         digest = config_digest(name, method, adapter.config(), prepared.train_config.__dict__, backbone_identity,
-                               float(train.texts.sum()), float(train.descriptions.sum()))
+                               float(train.texts.sum()), *train.extras_checksum())
         checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
         if not checkpoint_finished(checkpoint):
             attach_links(adapter, "train", prepared.train)
@@ -332,6 +363,9 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
         dev_metrics={"all": {k: float(v) for k, v in scored.dev_metrics.items()}},
         description_coverage={"train": train.description_coverage, "dev": dev.description_coverage,
                               "test": test.description_coverage} if prepared.n_descriptions else None,
+        image_text_coverage={s: float(e.image_text_mask.any(axis=1).mean()) for s, e in
+                             (("train", train), ("dev", dev), ("test", test))}
+        if train.image_texts is not None else None,
         training=history.as_dict() if history is not None else None,
         prepare_seconds=round(prepared.seconds, 1),
         seconds=round(time.perf_counter() - started, 1),
@@ -342,6 +376,85 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                         record.pop("config"), **record)
     return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": scored.dev_metrics, "history": history,
             "seconds": record_seconds}
+
+
+_EXTRA_CACHE: dict[tuple, object] = {}
+
+
+def method_embeddings(method: dict, backbone, splits: dict, embedded: dict[str, Embedded],
+                      progress: bool = True) -> dict[str, Embedded]:
+    """The splits a method trains and is tested on: ``embedded`` plus the extra inputs it asks for.
+
+    Method keys read here (all optional):
+
+    * ``descriptions_cache``: a cache file (path relative to the repository)
+      whose texts replace the profile's descriptions for this method, e.g.
+      EntityCLIP's explanations; ``descriptions`` says how many per caption.
+    * ``image_texts``: ``{"cache": PATH, "captions_per_image": N}``: LLM texts
+      per *training* image, looked up by the image's first N captions joined
+      (:func:`osgha_lite.augment.image_caption_groups`), e.g. APSE-IPIK's
+      caption-derived perspectives. Dev and test images get none: texts made
+      from captions must not reach a test image. With ``"source": "vision"``
+      the texts were written by a vision model from the pixels
+      (``augment --vision``) and are looked up by the image's path relative
+      to the data root.
+    * ``local``: ``true`` loads the backbone's local features (HGAN).
+
+    Extra inputs are computed once per process and shared between methods.
+    """
+    out = dict(embedded)
+    cache = method.get("descriptions_cache")
+    if cache:
+        k = int(method.get("descriptions", 1))
+        texts = load_cache_texts(cache)
+        for split, data in splits.items():
+            key = ("descriptions", cache, k, split)
+            if key not in _EXTRA_CACHE:
+                _EXTRA_CACHE[key] = embed_with_descriptions(backbone, data, texts, k, progress=progress)
+            out[split] = _EXTRA_CACHE[key]
+    image_texts = method.get("image_texts")
+    if image_texts:
+        from osgha_lite.augment import image_caption_groups
+
+        for split, data in splits.items():
+            key = ("image_texts", image_texts["cache"], image_texts.get("source", "captions"),
+                   image_texts.get("captions_per_image"), split)
+            if key not in _EXTRA_CACHE:
+                texts = load_cache_texts(image_texts["cache"]) if split == "train" else {}
+                if image_texts.get("source", "captions") == "vision":
+                    root = data_root().resolve()
+                    groups = [Path(p).resolve().relative_to(root).as_posix() for p in data.image_paths]
+                else:
+                    groups = image_caption_groups(data, int(image_texts["captions_per_image"]))
+                _EXTRA_CACHE[key] = _embed_image_texts(backbone, data, groups, texts, progress)
+            features, mask = _EXTRA_CACHE[key]
+            out[split] = replace(out[split], image_texts=features, image_text_mask=mask)
+    if method.get("local"):
+        for split, data in splits.items():
+            key = ("local", backbone.identity, split)
+            if key not in _EXTRA_CACHE:
+                _EXTRA_CACHE[key] = backbone.embed_local(data, progress=progress)
+            out[split] = replace(out[split], local=_EXTRA_CACHE[key])
+    return out
+
+
+def _embed_image_texts(backbone, data, groups: list[str], texts: dict[str, list[str]],
+                       progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``[n_images, V, d]`` embeddings of each image's LLM texts (zeros and False where missing)."""
+    views = max((len(v) for v in texts.values()), default=1)
+    features = np.zeros((len(groups), views, backbone.dim), np.float32)
+    mask = np.zeros((len(groups), views), bool)
+    flat, slots = [], []
+    for row, group in enumerate(groups):
+        for view, text in enumerate(texts.get(group, [])[:views]):
+            flat.append(text)
+            slots.append((row, view))
+    if flat:
+        encoded = backbone.encode_texts(flat, f"{data.name}-image-texts", data.split, progress=progress)
+        rows, cols = np.array(slots).T
+        features[rows, cols] = encoded
+        mask[rows, cols] = True
+    return features, mask
 
 
 def sweep_methods(profile: dict) -> dict[str, dict]:

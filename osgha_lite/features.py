@@ -10,6 +10,13 @@ gives a new key, so stale features are never reused. Files are written
 atomically; long extractions are saved in shards of ``shard_size`` items, so
 an interrupted run resumes from the last finished shard.
 
+Local features (image regions, text tokens; :func:`cached_local_features`)
+are cached the same way, keyed by the encoder's ``local_identity(size)``, as
+a float16 ``[N, size, D]`` array and a ``[N, size]`` mask. They come from
+the same forward pass as the global features, which are stored under the
+global key on the way, so asking for local features first costs no second
+pass over the images.
+
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
 """
 
@@ -54,6 +61,19 @@ def feature_key(identity: str, dataset: str, split: str, modality: str, digest: 
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _stem(encoder_identity: str, items: Sequence, dataset: str, split: str, modality: str,
+          digest: str | None = None) -> tuple[str, str, str]:
+    digest = digest or inputs_digest(items, modality)
+    key = feature_key(encoder_identity, dataset, split, modality, digest)
+    return f"{dataset}-{split}-{modality}-{key[:20]}", key, digest
+
+
+def _write_meta(path: Path, identity: str, dataset: str, split: str, modality: str, digest: str, key: str,
+                shape) -> None:
+    atomic_write_json(path, {"encoder": identity, "dataset": dataset, "split": split, "modality": modality,
+                             "inputs_sha256": digest, "key": key, "shape": list(shape)})
+
+
 def cached_features(
     encoder,
     items: Sequence,
@@ -74,9 +94,7 @@ def cached_features(
         shard_size: items per resumable shard.
     """
     folder = Path(cache_dir) if cache_dir else cache_root() / "features"
-    digest = inputs_digest(items, encoder.modality)
-    key = feature_key(encoder.identity, dataset, split, encoder.modality, digest)
-    stem = f"{dataset}-{split}-{encoder.modality}-{key[:20]}"
+    stem, key, digest = _stem(encoder.identity, items, dataset, split, encoder.modality)
     final = folder / f"{stem}.npy"
     if final.exists():
         array = np.load(final)
@@ -99,9 +117,66 @@ def cached_features(
         shards.append(shard)
     array = np.concatenate(shards) if shards else np.zeros((0, encoder.dim), np.float32)
     atomic_save_npy(final, array)
-    atomic_write_json(folder / f"{stem}.json", {
-        "encoder": encoder.identity, "dataset": dataset, "split": split,
-        "modality": encoder.modality, "inputs_sha256": digest, "key": key, "shape": list(array.shape),
-    })
+    _write_meta(folder / f"{stem}.json", encoder.identity, dataset, split, encoder.modality, digest, key, array.shape)
     shutil.rmtree(shards_dir, ignore_errors=True)
     return array
+
+
+def cached_local_features(
+    encoder,
+    items: Sequence,
+    dataset: str,
+    split: str,
+    size: int,
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local features ``[N, size, D]`` (float16, memory-mapped when read from the cache) and
+    their mask ``[N, size]`` (bool), cached.
+
+    ``encoder`` needs ``local_identity(size)`` and ``encode_local(items, size,
+    batch_size, progress) -> (global, local, mask)``. The global features of
+    the same pass are saved where :func:`cached_features` looks for them.
+    """
+    folder = Path(cache_dir) if cache_dir else cache_root() / "features"
+    digest = inputs_digest(items, encoder.modality)
+    identity = encoder.local_identity(size)
+    stem, key, _ = _stem(identity, items, dataset, split, encoder.modality, digest)
+    global_stem, global_key, _ = _stem(encoder.identity, items, dataset, split, encoder.modality, digest)
+    local_file, mask_file = folder / f"{stem}.local.npy", folder / f"{stem}.mask.npy"
+    if local_file.exists() and mask_file.exists():
+        local, mask = np.load(local_file, mmap_mode="r"), np.load(mask_file)
+        if local.shape[:2] == (len(items), size) and mask.shape == local.shape[:2]:
+            return local, mask
+    shards_dir = folder / f"{stem}.shards"
+    parts: dict[str, list[np.ndarray]] = {"global": [], "local": [], "mask": []}
+    for number, start in enumerate(range(0, len(items), shard_size)):
+        files = {name: shards_dir / f"{number:05d}.{name}.npy" for name in parts}
+        chunk = items[start:start + shard_size]
+        if all(f.exists() for f in files.values()):
+            loaded = {name: np.load(f) for name, f in files.items()}
+            if all(len(a) == len(chunk) for a in loaded.values()):
+                for name, array in loaded.items():
+                    parts[name].append(array)
+                continue
+        if progress and len(items) > shard_size:
+            print(f"{stem} (local): items {start}-{start + len(chunk) - 1} of {len(items)}", flush=True)
+        computed = dict(zip(parts, encoder.encode_local(chunk, size=size, batch_size=batch_size, progress=progress)))
+        for name, array in computed.items():
+            atomic_save_npy(files[name], array)
+            parts[name].append(array)
+    if not parts["global"]:
+        raise ValueError(f"cached_local_features: no items for {dataset}/{split}")
+    local, mask, pooled = (np.concatenate(parts[n]) for n in ("local", "mask", "global"))
+    global_file = folder / f"{global_stem}.npy"
+    if not global_file.exists():
+        atomic_save_npy(global_file, pooled.astype(np.float32))
+        _write_meta(folder / f"{global_stem}.json", encoder.identity, dataset, split, encoder.modality, digest,
+                    global_key, pooled.shape)
+    atomic_save_npy(local_file, local)
+    atomic_save_npy(mask_file, mask)
+    _write_meta(folder / f"{stem}.json", identity, dataset, split, encoder.modality, digest, key, local.shape)
+    shutil.rmtree(shards_dir, ignore_errors=True)
+    return local, mask

@@ -367,6 +367,12 @@ class CombinedLoss(nn.Module):
         """The InfoNCE :class:`LogitScale`, or None when InfoNCE is not used."""
         return self.losses["infonce"].logit_scale if "infonce" in self.losses else None
 
+    def scale(self) -> Tensor | float:
+        """The InfoNCE logit scale, or ``1 / DEFAULT_TEMPERATURE`` when InfoNCE is not used
+        (for methods' auxiliary contrastive terms, which share the main term's temperature)."""
+        scale = self.logit_scale
+        return scale() if scale is not None else 1.0 / DEFAULT_TEMPERATURE
+
     def terms(
         self, image_features: Tensor, text_features: Tensor, image_ids: Tensor | None = None
     ) -> dict[str, Tensor]:

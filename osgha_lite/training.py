@@ -8,7 +8,11 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
   ``batch_size`` captions, each paired with its image; captions of the same
   image in one batch are positives of each other (``image_ids``);
 * the loss is :class:`osgha_lite.losses.CombinedLoss` (InfoNCE with a
-  learnable temperature and/or the VSE++ hardest-negative triplet loss);
+  learnable temperature and/or the VSE++ hardest-negative triplet loss),
+  plus ``model.auxiliary_loss(images, texts, image_ids, loss_fn)`` when the
+  model defines it: the extra training terms of a method (EntityCLIP's
+  matching and fused terms, APSE-IPIK's perspective and key terms, HGAN's
+  per-level terms), computed from what its last ``encode_*`` calls kept;
 * AdamW; after each epoch the dev split is evaluated (rSum of
   :func:`osgha_lite.metrics.retrieval_metrics`) and the best state is kept;
   training stops after ``patience`` epochs without improvement;
@@ -204,6 +208,9 @@ def fit(
                 images = model.encode_images(train.images[image_rows], _select(train.image_context, image_rows))
                 texts = model.encode_texts(train.texts[rows], _select(train.text_context, rows))
                 loss = loss_fn(images.float(), texts.float(), image_ids=image_rows)
+                auxiliary = getattr(model, "auxiliary_loss", None)
+                if auxiliary is not None:
+                    loss = loss + auxiliary(images.float(), texts.float(), image_rows, loss_fn)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -417,3 +417,55 @@ def test_per_image_replaces_failed_captions_with_the_images_next_ones(data_env, 
     # Image 0 ends with one covered caption, like every other image.
     ok = {c for c in asked if c not in failing}
     assert all(any(c in ok for c in captions) for captions in by_image.values())
+
+
+def test_image_caption_groups_join_each_images_first_captions(data_env):
+    from osgha_lite.augment import image_caption_groups, join_image_captions, main, select_image_groups
+    from osgha_lite.data import load_dataset
+
+    data = load_dataset("flickr8k", "train", skip_missing=True)
+    groups = image_caption_groups(data, 2)
+    assert len(groups) == len(data.image_paths)
+    first_image = [c for c, i in zip(data.captions, data.text_to_image.tolist()) if i == 0]
+    assert groups[0] == join_image_captions(first_image, 2) == " | ".join(
+        c.replace(" .", ".")[:1].upper() + c.replace(" .", ".")[1:] for c in first_image[:2])
+    assert select_image_groups("flickr8k", "train", 2, limit=1) == groups[:1]
+    assert main(["--dataset", "flickr8k", "--split", "train", "--join-per-image", "2", "--per-image", "1"]) == 1
+
+
+def test_vision_template_attaches_the_image(data_env):
+    from osgha_lite.augment import AugmentError, load_template, main, select_image_files
+    from osgha_lite.data import data_root
+
+    template = load_template("perspectives_vlm_v1")
+    assert template.vision and not load_template("perspectives_v1").vision
+    files = select_image_files("flickr8k", "train")
+    assert files and all((data_root() / f).is_file() for f in files)
+    messages = template.messages("", 3, image=data_root() / files[0])
+    assert messages[-1]["images"] == [str(data_root() / files[0])]
+    assert "{image}" not in messages[-1]["content"] and "3 sentences" in messages[-1]["content"]
+    with pytest.raises(AugmentError, match="image=PATH"):
+        template.messages("", 3)
+    assert main(["--dataset", "flickr8k", "--split", "train", "--vision", "--template", "perspectives_v1"]) == 1
+
+
+def test_vision_records_check_descriptions_without_the_path(data_env, tmp_path):
+    """A vision reply is validated without the off-topic test (there is no caption to share words with)."""
+    from types import SimpleNamespace
+
+    from osgha_lite.augment import AugmentConfig, ModelIdentity, augment_caption, load_template, select_image_files
+
+    seen = []
+
+    class Client:
+        def chat(self, model, messages, options, **kwargs):
+            seen.append(messages)
+            reply = "1. A sunny park full of people.\n2. Tall trees stand behind a lawn.\n3. A child holds a red kite."
+            return SimpleNamespace(message=SimpleNamespace(content=reply), eval_count=20, done_reason="stop")
+
+    image = select_image_files("flickr8k", "train")[0]
+    config = AugmentConfig(template="perspectives_vlm_v1", k=3)
+    record = augment_caption(Client(), image, "key", config, load_template("perspectives_vlm_v1"),
+                             ModelIdentity("llava", "sha256:0", "host"))
+    assert record["status"] == "ok" and len(record["descriptions"]) == 3, record
+    assert seen[0][-1]["images"][0].endswith(image)

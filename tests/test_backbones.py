@@ -63,3 +63,34 @@ def test_write_result_rejects_missing_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("OSGHA_RESULTS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="lacks metrics"):
         write_result("p", "m", "d", "test", "b", {"all": {"rsum": 1.0}}, {})
+
+
+def test_local_features_project_to_the_global_embedding(data_env):
+    """Lite local features: caption tokens average to the pre-normalization sentence embedding."""
+    profile = load_profile("lite", {"backbone": {"train": {"epochs": 1, "batch_size": 4},
+                                                 "local": {"image_grid": 2, "text_tokens": 32}}})
+    backbone = build_backbone(profile, progress=False)
+    test = load_dataset("flickr8k", "test")
+    local = backbone.embed_local(test, progress=False)
+    assert local.images.shape == (1, 4, 256) and local.texts.shape == (2, 32, 256)
+    assert local.image_mask.all() and local.text_mask.any(1).all()
+    texts = backbone.encode_texts(test.captions, test.name, test.split, progress=False)
+    mean = (local.texts * local.text_mask[..., None]).sum(1) / local.text_mask.sum(1, keepdims=True)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), texts, atol=2e-3)
+    with pytest.raises(ValueError, match="unknown fields"):
+        LiteBackbone(local={"grid": 3})
+
+
+def test_openclip_local_features_offline(data_env):
+    """ViT patch tokens pooled to a grid and text token states up to end-of-text, in the shared space."""
+    profile = load_profile("paper-flickr30k", {"backbone": {"pretrained": None, "model": "ViT-B-32",
+                                                            "local": {"image_grid": 2, "text_tokens": 16}}})
+    backbone = build_backbone(profile, progress=False)
+    test = load_dataset("flickr30k", "test")
+    local = backbone.embed_local(test, progress=False)
+    assert local.images.shape == (2, 4, backbone.dim) and local.texts.shape == (4, 16, backbone.dim)
+    lengths = local.text_mask.sum(1)
+    assert (lengths >= 3).all() and not local.text_mask.all()  # start, words, end-of-text; then padding
+    assert np.abs(local.texts[~local.text_mask]).max() == 0
+    images, _ = backbone.embed(test, progress=False)  # the global vectors come from the same pass
+    assert images.shape == (2, backbone.dim)

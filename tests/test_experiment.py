@@ -213,3 +213,87 @@ def test_score_method_matches_run_method_and_adapts_extra_text_queries(splits):
                     np.zeros_like(test.description_mask))
     plain = score_method("os-hgadapter", method, PROFILE, "toy-backbone", train, dev, bare, progress=False)
     np.testing.assert_allclose(extra, plain.test_texts.numpy()[:3], rtol=0, atol=1e-5)
+
+
+def _with_extras(split: Embedded, seed: int, views: int = 3) -> Embedded:
+    """A toy split plus perspective texts on even images and local features (images: 4 regions, texts: 5 tokens)."""
+    from dataclasses import replace
+
+    from osgha_lite.backbones import LocalFeatures
+
+    rng = np.random.default_rng(seed)
+    n_images, n_texts = len(split.images), len(split.texts)
+    image_texts = (split.images[:, None, :] + 0.3 * rng.normal(size=(n_images, views, DIM))).astype(np.float32)
+    image_text_mask = np.zeros((n_images, views), bool)
+    image_text_mask[::2] = True
+    regions = (split.images[:, None, :] + 0.5 * rng.normal(size=(n_images, 4, DIM))).astype(np.float32)
+    tokens = (split.texts[:, None, :] + 0.5 * rng.normal(size=(n_texts, 5, DIM))).astype(np.float32)
+    token_mask = np.arange(5)[None] < rng.integers(2, 6, size=n_texts)[:, None]
+    local = LocalFeatures(regions, np.ones((n_images, 4), bool), tokens * token_mask[..., None], token_mask)
+    return replace(split, image_texts=image_texts, image_text_mask=image_text_mask, local=local)
+
+
+RELATED = {
+    "entityclip": {"adapter": "entityclip", "options": {"heads": 2}, "descriptions": 1},
+    "apse-ipik": {"adapter": "apse-ipik", "options": {"pool_size": 6, "top_k": 2}},
+    "hgan": {"adapter": "hgan", "options": {"slots": 2}, "local": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELATED))
+def test_related_methods_train_and_write_results(splits, name):
+    extended = tuple(_with_extras(split, seed) for seed, split in enumerate(splits))
+    result = run(name, extended, RELATED[name])
+    record = read_result(result["path"])
+    assert record["config"]["adapter"]["name"] == name and record["transductive"] is False
+    assert result["sims"].shape == (6, 12) and record["training"]["finished"]
+    assert record["metrics"]["all"]["rsum"] == pytest.approx(
+        retrieval_metrics(result["sims"], splits[2].text_to_image)["rsum"])
+    if name == "apse-ipik":
+        assert record["image_text_coverage"]["train"] == 0.5
+
+
+def test_method_embeddings_adds_only_what_a_method_asks_for(tmp_path, monkeypatch, data_env):
+    """Explanations replace the descriptions; perspectives reach training images only; local features load."""
+    from osgha_lite.backbones import LocalFeatures
+    from osgha_lite.data import load_dataset
+    from osgha_lite.experiment import embed_with_descriptions, method_embeddings
+
+    class Backbone:
+        identity, dim = "fake", DIM
+
+        def embed(self, data, progress=True):
+            return np.ones((len(data.image_paths), DIM), np.float32), np.ones((len(data.captions), DIM), np.float32)
+
+        def encode_texts(self, texts, dataset="adhoc", split="adhoc", progress=True):
+            return np.array([[len(t)] * DIM for t in texts], np.float32)
+
+        def embed_local(self, data, progress=True):
+            return LocalFeatures(np.zeros((len(data.image_paths), 2, DIM), np.float32), np.ones((len(data.image_paths), 2), bool),
+                                 np.zeros((len(data.captions), 3, DIM), np.float32), np.ones((len(data.captions), 3), bool))
+
+    from osgha_lite.augment import image_caption_groups
+
+    data = {s: load_dataset("flickr8k", s) for s in ("train", "dev", "test")}
+    explanation_cache, perspective_cache = tmp_path / "explanations.jsonl", tmp_path / "perspectives.jsonl"
+    caption = data["train"].captions[0]
+    explanation_cache.write_text(json.dumps({"key": "a", "caption": caption, "status": "ok", "descriptions": ["why"],
+                                             "model": "m", "k": 1}) + "\n")
+    group = image_caption_groups(data["train"], 2)[1]
+    perspective_cache.write_text(json.dumps({"key": "b", "caption": group, "status": "ok", "descriptions": ["s1", "bg", "ent"],
+                                             "model": "m", "k": 3}) + "\n")
+    monkeypatch.setattr(experiment, "_EXTRA_CACHE", {})
+    backbone = Backbone()
+    base = {s: embed_with_descriptions(backbone, d, {}, 3, progress=False) for s, d in data.items()}
+    plain = method_embeddings({"adapter": "identity"}, backbone, data, base)
+    assert all(plain[s] is base[s] for s in data)
+    method = {"adapter": "entityclip", "descriptions": 1, "descriptions_cache": str(explanation_cache),
+              "image_texts": {"cache": str(perspective_cache), "captions_per_image": 2}, "local": True}
+    extended = method_embeddings(method, backbone, data, base, progress=False)
+    train = extended["train"]
+    assert train.description_mask[:, 0].tolist() == [c == caption for c in data["train"].captions]
+    assert train.descriptions[0, 0, 0] == len("why")
+    assert train.image_text_mask.any(1).tolist() == [i == 1 for i in range(len(data["train"].image_paths))]
+    assert train.image_texts[1, :, 0].tolist() == [len("s1"), len("bg"), len("ent")]
+    assert not extended["test"].image_text_mask.any()  # caption-derived texts never reach test images
+    assert extended["test"].local.texts.shape == (len(data["test"].captions), 3, DIM)

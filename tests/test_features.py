@@ -72,3 +72,45 @@ def test_image_cache_keys_on_file_bytes(data_env, tmp_path):
     assert first.shape == (1, 1280) and encoder.items == 1
     cached_features(encoder, data.image_paths, "flickr8k", "dev", cache_dir=tmp_path, progress=False)
     assert encoder.items == 1
+
+
+class CountingLocal(Counting):
+    """Counts local-feature passes too."""
+
+    def local_identity(self, size):
+        return self.encoder.local_identity(size)
+
+    def encode_local(self, items, size, batch_size=64, progress=True):
+        self.calls += 1
+        self.items += len(items)
+        return self.encoder.encode_local(items, size=size, batch_size=batch_size, progress=False)
+
+
+def test_local_features_fill_the_global_cache_in_the_same_pass(minilm, tmp_path):
+    from osgha_lite.features import cached_local_features
+
+    counting = CountingLocal(minilm)
+    tokens, mask = cached_local_features(counting, TEXTS, "demo", "test", size=8, shard_size=2,
+                                         cache_dir=tmp_path, progress=False)
+    assert tokens.shape == (5, 8, 384) and tokens.dtype == np.float16 and mask.shape == (5, 8)
+    assert mask.sum(1).tolist() == [8, 6, 5, 5, 3]  # [CLS] + word pieces + [SEP], "a dog runs on the grass" cut at 8
+    pooled = cached_features(counting, TEXTS, "demo", "test", cache_dir=tmp_path, progress=False)
+    again, _ = cached_local_features(counting, TEXTS, "demo", "test", size=8, cache_dir=tmp_path, progress=False)
+    assert counting.items == len(TEXTS)  # one pass served local, global and the second local call
+    np.testing.assert_allclose(pooled, minilm.encode(TEXTS, progress=False), atol=1e-5)  # other padding, same vectors
+    np.testing.assert_array_equal(again, tokens)
+    # Tokens are scaled so that their mean is the sentence vector (exact for captions that fit).
+    mean = (tokens[1:].astype(np.float32) * mask[1:, :, None]).sum(1) / mask[1:].sum(1, keepdims=True)
+    np.testing.assert_allclose(mean, pooled[1:], atol=2e-3)
+    assert not list(tmp_path.glob("*.shards"))
+
+
+def test_image_grid_averages_close_to_the_global_vector(data_env, tmp_path):
+    from osgha_lite.data import load_dataset
+
+    encoder = build_encoder("efficientnet-lite0", device="cpu")
+    paths = load_dataset("flickr8k", "train").image_paths[:2]
+    pooled, regions, mask = encoder.encode_local(paths, size=7, progress=False)
+    np.testing.assert_array_equal(pooled, encoder.encode(paths, progress=False))
+    assert regions.shape == (2, 49, 1280) and mask.all()
+    np.testing.assert_allclose(regions.astype(np.float32).mean(1), pooled, atol=2e-2)  # 7x7 grid: exact up to float16

@@ -72,3 +72,22 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
     assert again.epochs == history.epochs
     for key, value in resumed.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_fit_adds_the_models_auxiliary_loss():
+    train, dev = _clustered_split(40, 3, 0), _clustered_split(20, 3, 1)
+
+    class WithAuxiliary(LiteHeads):
+        calls = 0
+
+        def auxiliary_loss(self, images, texts, image_ids, loss_fn):
+            WithAuxiliary.calls += 1
+            assert images.shape == texts.shape and len(image_ids) == len(texts)
+            return 0.0 * images.sum() + 1.0
+
+    torch.manual_seed(0)
+    model = WithAuxiliary(32, 16, embed_dim=8, input_dropout=0.0)
+    model.set_statistics(train.images, train.texts)
+    history = fit(model, train, dev, TrainConfig(epochs=1, batch_size=40, patience=1), progress=False)
+    assert WithAuxiliary.calls == 3  # 120 captions in batches of 40
+    assert history.epochs[0]["train_loss"] > 1.0  # the constant term was added to every batch
