@@ -60,14 +60,24 @@ figures: $(STAMP)
 smoke: $(STAMP)
 	$(PY) -m osgha_lite.runner --profile lite --smoke
 
-# Generate (or resume) the LLM descriptions of Flickr8k with the stand-in Ollama server:
-# all test captions, then the first caption of every training image. With a real Ollama
+# Generate (or resume) every LLM text of Flickr8k with the stand-in Ollama server: the
+# descriptions (all test captions, then the first caption of every training image), the
+# EntityCLIP explanations and the APSE-IPIK perspectives (the training images the committed
+# caches cover; raise EXPLAIN_IMAGES / PERSPECTIVE_IMAGES to extend them). With a real Ollama
 # running, use `python -m osgha_lite.augment ...` directly (see README).
+EXPLAIN_IMAGES ?= 3000
+PERSPECTIVE_IMAGES ?= 2000
 augment: $(STAMP)
 	$(PY) -m tools.ollama_standin.gguf_path --link data/ollama
 	$(PY) -m tools.ollama_standin.with_server --model smollm2-135m=data/ollama/Modelfile.smollm2 --max-batch 32 -- \
 	  sh -c "$(PY) -m osgha_lite.augment --dataset flickr8k --split test --concurrency 32 && \
-	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --per-image 1 --concurrency 32"
+	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --per-image 1 --concurrency 32 && \
+	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --per-image 1 --limit $(EXPLAIN_IMAGES) \
+	           --k 1 --template explanations_v1 --max-words 50 --concurrency 32 \
+	           --out data/augmentations/flickr8k.explanations.jsonl && \
+	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --join-per-image 3 \
+	           --limit $(PERSPECTIVE_IMAGES) --k 3 --template perspectives_v1 --concurrency 32 \
+	           --out data/augmentations/flickr8k.perspectives.jsonl"
 
 clean-cache:
 	rm -rf .cache build

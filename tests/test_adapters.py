@@ -51,11 +51,16 @@ def built(name, **options):
 
 
 def test_registry_covers_every_adapter_and_rejects_unknowns():
-    assert set(ADAPTERS) == {"identity", "linear", "bottleneck", "hypergraph"}
+    from osgha_lite.apse_ipik import APSEIPIKAdapter
+    from osgha_lite.entityclip import EntityCLIPAdapter
+    from osgha_lite.hgan import HGANAdapter
+
     expected_types = {
         "identity": IdentityAdapter, "linear": LinearHead,
         "bottleneck": BottleneckAdapter, "hypergraph": HypergraphAdapter,
+        "entityclip": EntityCLIPAdapter, "apse-ipik": APSEIPIKAdapter, "hgan": HGANAdapter,
     }
+    assert set(ADAPTERS) == set(expected_types)
     for name, cls in expected_types.items():
         adapter = build_adapter(name, DIM)
         assert type(adapter) is cls and isinstance(adapter, RetrievalAdapter) and adapter.name == name
@@ -69,12 +74,16 @@ def test_registry_covers_every_adapter_and_rejects_unknowns():
 def test_every_adapter_returns_unit_vectors_of_the_right_shape(name):
     adapter = built(name)
     images, texts, _, descriptions = toy_split(seed=5)
-    image_out = adapter.encode_images(images[:5])
-    text_out = adapter.encode_texts(texts[:7], AdapterContext(description_features=descriptions[:7]))
-    assert image_out.shape == (5, DIM) and text_out.shape == (7, DIM)
+    # Local features (image regions, caption tokens) for HGAN; the other adapters ignore them.
+    image_context = AdapterContext(local_features=images[:5, None, :].repeat(1, 3, 1))
+    text_context = AdapterContext(description_features=descriptions[:7], local_features=texts[:7, None, :].repeat(1, 2, 1))
+    image_out = adapter.encode_images(images[:5], image_context)
+    text_out = adapter.encode_texts(texts[:7], text_context)
+    out_dim = adapter.out_dim if name == "hgan" else DIM  # HGAN concatenates its three levels
+    assert image_out.shape == (5, out_dim) and text_out.shape == (7, out_dim)
     torch.testing.assert_close(image_out.norm(dim=-1), torch.ones(5))
     torch.testing.assert_close(text_out.norm(dim=-1), torch.ones(7))
-    torch.testing.assert_close(adapter.encode(images[:5], "image"), image_out)
+    torch.testing.assert_close(adapter.encode(images[:5], "image", image_context), image_out)
     config = adapter.config()
     assert json.loads(json.dumps(config))["name"] == name
     assert config["uses_test_gallery"] is False
