@@ -148,7 +148,7 @@ def cached_local_features(
     local_file, mask_file = folder / f"{stem}.local.npy", folder / f"{stem}.mask.npy"
     if local_file.exists() and mask_file.exists():
         local, mask = np.load(local_file, mmap_mode="r"), np.load(mask_file)
-        if local.shape[:2] == (len(items), size) and mask.shape == local.shape[:2]:
+        if local.shape[0] == len(items) and mask.shape == local.shape[:2]:  # images: size x size cells
             return local, mask
     shards_dir = folder / f"{stem}.shards"
     parts: dict[str, list[np.ndarray]] = {"global": [], "local": [], "mask": []}

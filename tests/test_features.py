@@ -114,3 +114,16 @@ def test_image_grid_averages_close_to_the_global_vector(data_env, tmp_path):
     np.testing.assert_array_equal(pooled, encoder.encode(paths, progress=False))
     assert regions.shape == (2, 49, 1280) and mask.all()
     np.testing.assert_allclose(regions.astype(np.float32).mean(1), pooled, atol=2e-2)  # 7x7 grid: exact up to float16
+
+
+def test_image_grid_cache_is_read_back(data_env, tmp_path):
+    """A grid of size x size cells is found in the cache on the second call (no second pass)."""
+    from osgha_lite.data import load_dataset
+    from osgha_lite.features import cached_local_features
+
+    counting = CountingLocal(build_encoder("efficientnet-lite0", device="cpu"))
+    paths = load_dataset("flickr8k", "train").image_paths[:2]
+    first, _ = cached_local_features(counting, paths, "demo", "train", size=2, cache_dir=tmp_path, progress=False)
+    second, _ = cached_local_features(counting, paths, "demo", "train", size=2, cache_dir=tmp_path, progress=False)
+    assert first.shape == (2, 4, 1280) and counting.items == 2
+    np.testing.assert_array_equal(first, second)
