@@ -1,4 +1,4 @@
-"""Training time of OS-HGAdapter on the cached lite features (Flickr8k).
+"""Training time of OS-HGAdapter (or any method of the profile) on the cached lite features (Flickr8k).
 
 Run with ``python benchmarks/bench_adapter.py`` (options: ``--help``). It is
 a measurement, not a test: it loads the profile's backbone and cached
@@ -11,7 +11,9 @@ without early stopping or checkpoints and prints
 * seconds per epoch, split into the training pass and the dev evaluation
   that follows each epoch;
 * the total training time of the method as the profile runs it (its own
-  epochs and patience, early stopping on dev rSum).
+  epochs and patience, early stopping on dev rSum);
+* for methods with extra inputs (``--method entityclip``, ``apse-ipik``,
+  ``hgan``), the memory those inputs hold (HGAN's local features dominate).
 
 Times are wall-clock on this machine with ``--threads`` torch threads;
 other processes on the machine change them.
@@ -33,7 +35,12 @@ from osgha_lite import experiment  # noqa: E402
 from osgha_lite.backbones import build_backbone  # noqa: E402
 from osgha_lite.config import notebook_profile  # noqa: E402
 from osgha_lite.data import load_profile_split  # noqa: E402
-from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, prepare_method  # noqa: E402
+from osgha_lite.experiment import (  # noqa: E402
+    embed_with_descriptions,
+    load_profile_augmentations,
+    method_embeddings,
+    prepare_method,
+)
 from osgha_lite.training import evaluate, fit  # noqa: E402
 
 
@@ -55,12 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     backbone = build_backbone(profile, progress=False)
     augmentations = load_profile_augmentations(profile)
     n_descriptions = profile["augmentation"]["descriptions"]
-    embedded = {s: embed_with_descriptions(backbone, load_profile_split(profile, s), augmentations, n_descriptions,
-                                           progress=False) for s in ("train", "dev", "test")}
+    splits = {s: load_profile_split(profile, s) for s in ("train", "dev", "test")}
+    embedded = {s: embed_with_descriptions(backbone, data, augmentations, n_descriptions, progress=False)
+                for s, data in splits.items()}
+    embedded = method_embeddings(method, backbone, splits, embedded, progress=False)
+    extra_bytes = sum(a.nbytes for e in embedded.values() for a in (
+        [e.image_texts] if e.image_texts is not None else []) + (
+        [e.local.images, e.local.texts] if e.local is not None else []))
     print(f"{args.method} on {profile['dataset']} ({args.profile}), {args.threads} threads")
     print(f"load backbone and cached features        {time.perf_counter() - started:8.1f} s")
     print(f"train: {len(embedded['train'].images)} images, {len(embedded['train'].texts)} captions "
           f"({embedded['train'].description_coverage:.0%} with descriptions)")
+    if extra_bytes:
+        print(f"extra inputs in memory (all splits)      {extra_bytes / 2**20:8.0f} MiB")
 
     experiment._TABLE_CACHE.clear()
     prepared = prepare_method(method, profile, embedded["train"], embedded["dev"], embedded["test"])
