@@ -457,19 +457,23 @@ def _embed_image_texts(backbone, data, groups: list[str], texts: dict[str, list[
     return features, mask
 
 
-def sweep_methods(profile: dict) -> dict[str, dict]:
-    """One-at-a-time variations of the profile's ``sweeps["base"]`` method.
+def sweep_methods(profile: dict, key: str = "sweeps") -> dict[str, dict]:
+    """One-at-a-time variations of the method ``profile[key]["base"]``.
 
-    ``profile["sweeps"]`` maps an option (``k``, ``reduced_dim``, ``alpha``,
-    or ``descriptions`` for the number of LLM descriptions per caption) to
-    the values to try; each value gives a method named ``sweep-<option>=<value>``.
-    Values equal to the base setting are skipped (the base run covers them).
+    ``profile[key]`` maps an option (``k``, ``reduced_dim``, ``alpha``, any
+    other adapter option, or ``descriptions`` for the number of LLM
+    descriptions per caption) to the values to try. For ``key="sweeps"``
+    (OS-HGAdapter's) each value gives a method named ``sweep-<option>=<value>``;
+    for another key (such as ``related_sweeps``) the base's name is part of
+    it: ``sweep-<base>-<option>=<value>``. Values equal to the base setting
+    are skipped (the base run covers them).
     """
-    sweeps = dict(profile.get("sweeps", {}))
+    sweeps = dict(profile.get(key, {}))
     if not sweeps:
         return {}
     base_name = sweeps.pop("base")
     base = profile["methods"][base_name]
+    prefix = "sweep-" if key == "sweeps" else f"sweep-{base_name}-"
     methods = {}
     for option, values in sweeps.items():
         for value in values:
@@ -481,5 +485,5 @@ def sweep_methods(profile: dict) -> dict[str, dict]:
                 if base.get("options", {}).get(option) == value:
                     continue
                 method = merge(base, {"options": {option: value}})
-            methods[f"sweep-{option}={value}"] = method
+            methods[f"{prefix}{option}={value}"] = method
     return methods

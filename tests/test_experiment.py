@@ -297,3 +297,12 @@ def test_method_embeddings_adds_only_what_a_method_asks_for(tmp_path, monkeypatc
     assert train.image_texts[1, :, 0].tolist() == [len("s1"), len("bg"), len("ent")]
     assert not extended["test"].image_text_mask.any()  # caption-derived texts never reach test images
     assert extended["test"].local.texts.shape == (len(data["test"].captions), 3, DIM)
+
+
+def test_sweeps_of_another_base_carry_its_name():
+    profile = {**PROFILE, "methods": {**PROFILE["methods"], **RELATED},
+               "related_sweeps": {"base": "apse-ipik", "perspective_weight": [0.0, 0.5], "top_k": [2]}}
+    methods = sweep_methods(profile, "related_sweeps")
+    assert sorted(methods) == ["sweep-apse-ipik-perspective_weight=0.0", "sweep-apse-ipik-perspective_weight=0.5"]
+    assert methods["sweep-apse-ipik-perspective_weight=0.0"]["options"] == {"pool_size": 6, "top_k": 2,
+                                                                          "perspective_weight": 0.0}
