@@ -159,6 +159,18 @@ class RetrievalAdapter(nn.Module):
         return {"name": self.name, "uses_test_gallery": self.uses_test_gallery}
 
 
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` for an index with repeats, as a one-hot matrix product.
+
+    Plain indexing back-propagates through a scatter-add whose summation
+    order over repeated rows varies between CPU threads and runs; the matrix
+    product gives the same gradient in a fixed order, so training is
+    deterministic.
+    """
+    one_hot = torch.nn.functional.one_hot(index.reshape(-1), x.shape[0]).to(x.dtype)
+    return (one_hot @ x.reshape(x.shape[0], -1)).reshape(*index.shape, *x.shape[1:])
+
+
 def _check_input(x: Tensor, dim: int, who: str) -> None:
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{who}: expected features of shape [batch, {dim}], got {tuple(x.shape)}")

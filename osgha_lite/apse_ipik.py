@@ -74,7 +74,10 @@ class PromptPool(nn.Module):
         similarity = F.normalize(query, dim=-1) @ F.normalize(self.keys, dim=-1).T
         top, index = similarity.topk(self.top_k, dim=-1)
         weights = torch.softmax(top / self.temperature, dim=-1)
-        return (weights[..., None] * self.prompts[index]).sum(dim=1), top, index
+        # sum_m w_m P_m as a dense [B, M] weight matrix times the pool: the same value as
+        # gathering P[index], with a gradient that does not depend on thread scheduling
+        dense = torch.zeros_like(similarity).scatter(1, index, weights)
+        return dense @ self.prompts, top, index
 
 
 class APSEIPIKAdapter(RetrievalAdapter):

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter, _check_input, bottleneck_mlp
+from osgha_lite.adapters import AdapterContext, RetrievalAdapter, _check_input, bottleneck_mlp, gather_rows
 from osgha_lite.losses import infonce_loss
 
 
@@ -175,11 +175,13 @@ class EntityCLIPAdapter(RetrievalAdapter):
             text_for_image, image_for_text = hardest_negatives(images @ texts.T, image_ids)
         valid = text_for_image != torch.arange(len(image_ids), device=images.device)
         rows = torch.arange(len(image_ids), device=images.device)
+        negative_texts, negative_images = text_for_image[valid], image_for_text[valid]  # with repeats
         logits = torch.cat([
             self.match_logits(images, texts, explanations, mask),
-            self.match_logits(images[valid], texts[text_for_image[valid]], explanations[text_for_image[valid]],
-                              mask[text_for_image[valid]]),
-            self.match_logits(images[image_for_text[valid]], texts[rows[valid]], explanations[valid], mask[valid]),
+            self.match_logits(images[valid], gather_rows(texts, negative_texts),
+                              gather_rows(explanations, negative_texts), mask[negative_texts]),
+            self.match_logits(gather_rows(images, negative_images), texts[rows[valid]], explanations[valid],
+                              mask[valid]),
         ])
         labels = torch.cat([torch.ones(len(rows), device=images.device),
                             torch.zeros(2 * int(valid.sum()), device=images.device)])

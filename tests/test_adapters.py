@@ -182,3 +182,13 @@ def test_one_training_loop_trains_any_adapter(name):
         optimizer.step()
     last = loss_value().item()
     assert last < 0.9 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
+
+
+def test_gather_rows_equals_indexing_with_repeats():
+    from osgha_lite.adapters import gather_rows
+
+    x = torch.randn(5, 3, 2, requires_grad=True)
+    index = torch.tensor([[4, 4], [0, 2]])
+    torch.testing.assert_close(gather_rows(x, index), x[index])
+    gather_rows(x, index).sum().backward()
+    assert x.grad[4].sum().item() == pytest.approx(2 * 3 * 2) and x.grad[1].abs().sum() == 0
