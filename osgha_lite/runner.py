@@ -54,6 +54,8 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     """Execute the selected notebooks in order; stop at the first failure."""
     import papermill
 
+    if Path(profile).suffix:  # a profile file: the notebooks run in notebooks/, so pass it by absolute path
+        profile = str(Path(profile).resolve())
     notebooks = find_notebooks()
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in only)]
@@ -67,7 +69,7 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
         Roots.current().manifest_path(notebook_profile(profile, smoke=smoke)["name"]).unlink(missing_ok=True)
     written = []
     for notebook in notebooks:
-        target = output_dir / profile / notebook.name
+        target = output_dir / Path(profile).stem / notebook.name
         target.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         print(f"[runner] {notebook.name} (profile={profile}, seed={seed}, smoke={smoke})", flush=True)
@@ -88,7 +90,7 @@ def store_reference_outputs(profile: str = "lite", output_dir: Path = OUTPUT_DIR
     every other output and every execution count is cleared."""
     updated = []
     for source_path in find_notebooks():
-        executed_path = output_dir / profile / source_path.name
+        executed_path = output_dir / Path(profile).stem / source_path.name
         if not executed_path.exists():
             raise SystemExit(f"{executed_path} does not exist; run the notebooks first")
         source = json.loads(source_path.read_text(encoding="utf-8"))

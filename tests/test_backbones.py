@@ -55,8 +55,11 @@ def test_paper_profile_code_path_offline(data_env, model):
     assert record["config"]["backbone"]["pretrained"] is None
     table = load_results(profile["name"])
     assert list(table["method"]) == ["frozen-backbone"] and "rsum_low" in table.columns
+    # the profile keeps local features (HGAN), written in the same pass as the global ones
     cached = sorted(p.name for p in (cache_root() / "features").glob("flickr30k-test-*.npy"))
-    assert len(cached) == 2 and any("-image-" in n for n in cached) and any("-text-" in n for n in cached)
+    global_files = [n for n in cached if not n.endswith((".local.npy", ".mask.npy"))]
+    assert len(global_files) == 2 and any("-image-" in n for n in global_files)
+    assert any("-text-" in n for n in global_files) and len(cached) == 6
 
 
 def test_write_result_rejects_missing_metrics(tmp_path, monkeypatch):
