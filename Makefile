@@ -17,6 +17,12 @@ export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
+# The same AVX2 kernels on every x86-64 CPU, so tables regenerate to the printed decimal
+# elsewhere (osgha_lite.runtime.PORTABLE_CPU_KERNELS; tests/test_runner.py checks they agree).
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export MKL_CBWR ?= AVX2,STRICT
+export OPENBLAS_CORETYPE ?= Haswell
 
 REGENERATED := build/regenerated
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600

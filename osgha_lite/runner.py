@@ -54,6 +54,9 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     """Execute the selected notebooks in order; stop at the first failure."""
     import papermill
 
+    from osgha_lite.runtime import portable_kernel_environment
+
+    portable_kernel_environment()  # the kernels papermill starts inherit it
     if Path(profile).suffix:  # a profile file: the notebooks run in notebooks/, so pass it by absolute path
         profile = str(Path(profile).resolve())
     notebooks = find_notebooks()

@@ -3,6 +3,19 @@
 ``seed_everything`` fixes Python, NumPy and PyTorch seeds and the number of
 CPU threads so that a rerun on the same machine gives the same tables.
 ``pick_device`` returns ``cuda`` when a GPU is visible, else ``cpu``.
+
+Seeds and threads are not enough across machines: PyTorch's own kernels,
+oneDNN (convolutions), MKL (matrix products) and OpenBLAS (NumPy) pick their
+code path by the CPU's instruction set, and an AVX-512 path sums in another
+order than an AVX2 one. The last bits of the features then differ, and
+training a small adapter turns that into a different epoch chosen by early
+stopping (up to 1 rSum). :data:`PORTABLE_CPU_KERNELS` caps every library at
+AVX2, which any x86-64 CPU of the last decade has, so that the committed
+tables regenerate to the printed decimal on other machines. The variables
+are read when each library starts, so they must be in the environment
+before Python starts: the ``Makefile`` exports them (a unit test checks that
+its values are these) and :func:`portable_kernel_environment` gives them to
+the notebook kernels that the runner starts.
 """
 
 from __future__ import annotations
@@ -15,6 +28,22 @@ import torch
 
 DEFAULT_SEED = 0
 DEFAULT_THREADS = int(os.environ.get("OSGHA_THREADS", "2"))
+
+#: Environment variables that select the same (AVX2) kernels on every x86-64 CPU.
+PORTABLE_CPU_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's vectorised kernels (softmax, norms, reductions)
+    "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN: convolutions
+    "MKL_CBWR": "AVX2,STRICT",       # MKL: matrix products, reproducible on any CPU with AVX2
+    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS under NumPy
+}
+
+
+def portable_kernel_environment() -> dict[str, str]:
+    """Set :data:`PORTABLE_CPU_KERNELS` in ``os.environ`` where unset (child processes inherit
+    them) and return the values in force; a value already set by the user wins."""
+    for name, value in PORTABLE_CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in PORTABLE_CPU_KERNELS}
 
 
 def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = DEFAULT_THREADS) -> None:

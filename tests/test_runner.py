@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from osgha_lite.config import available_profiles, load_profile, notebook_profile
+from osgha_lite.data import PROJECT_ROOT
 from osgha_lite.runner import CHECK_MARK, REQUIRED_PARAMETERS, find_notebooks, parameters_cell
+from osgha_lite.runtime import PORTABLE_CPU_KERNELS, portable_kernel_environment
 
 
 def test_numbered_notebooks_have_the_shared_parameters():
@@ -35,3 +37,15 @@ def test_profiles_load_and_smoke_is_renamed():
     smoke = notebook_profile("lite", smoke=True)
     assert smoke["name"] == "lite-smoke" and smoke["smoke_images"] > 0
     assert load_profile("lite")["backbone"]["train"]["epochs"] > smoke["backbone"]["train"]["epochs"]
+
+
+def test_makefile_exports_the_portable_kernel_settings(monkeypatch):
+    makefile = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+    for name, value in PORTABLE_CPU_KERNELS.items():
+        assert f"export {name} ?= {value}\n" in makefile, name
+    # the runner's kernels get them too; a value the user set wins
+    for name in PORTABLE_CPU_KERNELS:  # setenv first, so that teardown restores the original state
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert portable_kernel_environment() == {**PORTABLE_CPU_KERNELS, "MKL_CBWR": "COMPATIBLE"}
