@@ -9,8 +9,8 @@ oneDNN (convolutions), MKL (matrix products) and OpenBLAS (NumPy) pick their
 code path by the CPU's instruction set, and an AVX-512 path sums in another
 order than an AVX2 one. The last bits of the features then differ, and
 training a small adapter turns that into a different epoch chosen by early
-stopping (up to 1 rSum). :data:`PORTABLE_CPU_KERNELS` caps every library at
-AVX2, which any x86-64 CPU of the last decade has, so that the committed
+stopping (up to 1.1 rSum between two machines here).
+:data:`PORTABLE_CPU_KERNELS` caps every library at AVX2, which any x86-64 CPU of the last decade has, so that the committed
 tables regenerate to the printed decimal on other machines. The variables
 are read when each library starts, so they must be in the environment
 before Python starts: the ``Makefile`` exports them (a unit test checks that
