@@ -58,15 +58,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-
-if TYPE_CHECKING:
-    from osgha_lite.hypergraph import MemoryBank, MemoryLinks
 
 MODALITIES = ("image", "text")
 
@@ -95,9 +92,11 @@ class AdapterContext:
     description_features: Tensor | None = None
     description_mask: Tensor | None = None
     group_ids: Tensor | None = None
-    memory: MemoryBank | None = None
-    gallery: MemoryBank | None = None
-    links: MemoryLinks | None = None
+    # memory and gallery hold an osgha_lite.hypergraph.MemoryBank, links an osgha_lite.hypergraph.MemoryLinks;
+    # typed Any because that package builds on this module, so this module does not import it.
+    memory: Any = None
+    gallery: Any = None
+    links: Any = None
     local_features: Tensor | None = None
     local_mask: Tensor | None = None
 

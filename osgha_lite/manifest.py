@@ -59,7 +59,7 @@ class Roots:
     @classmethod
     def current(cls) -> "Roots":
         """The folders the package writes to now (``$OSGHA_FIGURES_DIR`` / ``$OSGHA_RESULTS_DIR`` aware)."""
-        from osgha_lite.figures import figures_root
+        from osgha_lite.figures import figures_root  # lazy: osgha_lite.figures imports this module
         from osgha_lite.results import results_root
 
         return cls(figures_root(), results_root())
