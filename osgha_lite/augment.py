@@ -48,6 +48,13 @@ and ignored by readers; the next run drops it before appending. Next to the
 cache, ``<dataset>.meta.json`` summarises it (configurations, counts,
 failure reasons, runs).
 
+A finished cache may be stored compressed (:func:`compress_cache`):
+``<dataset>.jsonl.gz`` holds the records, deterministic gzip bytes, and the
+``.jsonl`` beside it, if any, holds records appended since. Readers take
+both (the ``.jsonl`` wins for a key in both) and every path argument names
+the ``.jsonl`` form. A compressed file is complete by construction, so an
+unfinished or invalid line in it is an error, not a warning.
+
 Later stages only read the cache, through :func:`load_augmentations` (no LLM
 needed).
 
@@ -59,7 +66,9 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -67,6 +76,7 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -74,7 +84,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_bytes, atomic_write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -604,20 +614,26 @@ class CacheReport:
         return out
 
 
-def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheReport]:
-    """All records of a cache file (later records with the same key replace earlier ones)."""
+def cache_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The append log (``X.jsonl``) and the compressed part (``X.jsonl.gz``) of a cache, from either name."""
     path = Path(path)
-    report = CacheReport(path=path)
-    if not path.exists():
-        return [], report
-    data = path.read_bytes()
+    log = path.with_name(path.name.removesuffix(".gz"))
+    return log, log.with_name(log.name + ".gz")
+
+
+def cache_exists(path: str | os.PathLike) -> bool:
+    """Whether a cache has records on disk, plain or compressed."""
+    return any(p.is_file() for p in cache_paths(path))
+
+
+def _parse_lines(data: bytes, report: CacheReport, by_key: dict[str, dict[str, Any]]) -> None:
+    """Parse the JSON lines of ``data`` into ``by_key`` (later keys replace earlier ones); record problems."""
     complete, _, tail = data.rpartition(b"\n")
     if not data.endswith(b"\n"):
         report.partial_tail = len(tail)
         body = complete
     else:
         body = data[:-1]
-    by_key: dict[str, dict[str, Any]] = {}
     if body:
         for number, raw in enumerate(body.split(b"\n"), start=1):
             report.lines += 1
@@ -631,15 +647,61 @@ def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheRe
             if key in by_key:
                 report.duplicates += 1
             by_key[key] = record
+
+
+def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheReport]:
+    """All records of a cache (later records with the same key replace earlier ones).
+
+    Reads ``X.jsonl.gz`` first, then ``X.jsonl`` (see the module docstring);
+    the report describes the ``.jsonl``. Raises ``ValueError`` naming the
+    file when the compressed part is not a complete, valid cache.
+    """
+    log, packed = cache_paths(path)
+    report = CacheReport(path=log)
+    by_key: dict[str, dict[str, Any]] = {}
+    if packed.is_file():
+        try:
+            data = gzip.decompress(packed.read_bytes())
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{packed}: not a readable gzip file ({exc}); restore it from version control") from None
+        packed_report = CacheReport(path=packed)
+        _parse_lines(data, packed_report, by_key)
+        if packed_report.partial_tail or packed_report.bad_lines:
+            problems = packed_report.problems()
+            raise ValueError(f"{packed}: a compressed cache must be complete and valid: {'; '.join(problems)}")
+    if log.is_file():
+        _parse_lines(log.read_bytes(), report, by_key)
     report.records = len(by_key)
     return list(by_key.values()), report
+
+
+def compress_cache(path: str | os.PathLike) -> Path:
+    """Merge a cache's records into ``X.jsonl.gz`` (written atomically) and remove ``X.jsonl``.
+
+    Records keep their order (first appearance of each key); the gzip stream
+    has no file name or time stamp, so the same records give the same bytes.
+    Refuses a cache whose ``.jsonl`` has an unfinished or invalid line.
+    """
+    log, packed = cache_paths(path)
+    records, report = read_records(log)
+    if report.partial_tail or report.bad_lines:
+        raise ValueError(f"{log}: repair the cache before compressing it: {'; '.join(report.problems())}")
+    if not records:
+        raise ValueError(f"{log}: no records to compress")
+    body = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
+        stream.write(body)
+    atomic_write_bytes(packed, buffer.getvalue())
+    log.unlink(missing_ok=True)
+    return packed
 
 
 class AugmentationCache:
     """Append-only JSONL of finished captions (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = cache_paths(path)[0]
         self.meta_path = self.path.with_name(self.path.name.removesuffix(".jsonl") + ".meta.json")
         self._lock = threading.Lock()
         records, self.report = read_records(self.path)
@@ -746,8 +808,9 @@ def load_augmentations(
 
     An unfinished last line or invalid lines are reported with a warning and ignored.
     """
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no augmentation cache; create it with `python -m osgha_lite.augment`")
+    if not cache_exists(path):
+        raise FileNotFoundError(f"{path}: no augmentation cache (plain or .gz); create it with "
+                                f"`python -m osgha_lite.augment`")
     records, report = read_records(path)
     for problem in report.problems():
         warnings.warn(problem, stacklevel=2)
@@ -934,16 +997,32 @@ def augment_captions(
 
 
 # --------------------------------------------------------------------------- command line
+def _load_split(dataset: str, split: str, profile: str = "lite"):
+    """A split of a dataset, images without file or caption skipped; ``adapt`` by ``profile``'s protocol."""
+    from .data import PROTOCOL_SPLITS, load_dataset, load_profile_split
+
+    if split in PROTOCOL_SPLITS:
+        from .config import load_profile
+
+        settings = load_profile(profile)
+        if settings["dataset"] != dataset:
+            raise AugmentError(f"--split {split}: profile {settings['name']!r} is about {settings['dataset']}, "
+                               f"not {dataset}; pass --profile")
+        try:
+            return load_profile_split({**settings, "data": {**settings.get("data", {}), "skip_missing": True}}, split)
+        except ValueError as exc:  # a protocol that does not fit the dataset
+            raise AugmentError(f"--split {split} with profile {settings['name']!r}: {exc}") from None
+    return load_dataset(dataset, split, skip_missing=True)
+
+
 def select_captions(dataset: str, split: str, per_image: int | None = None, limit: int | None = None,
-                    failed: set[str] = frozenset()) -> list[str]:
+                    failed: set[str] = frozenset(), profile: str = "lite") -> list[str]:
     """Captions of a split in dataset order: the first ``per_image`` of each image
     (all when ``None``), then the first ``limit`` of those. A caption in ``failed``
     (recorded as failed) does not count towards ``per_image``: the image's next
     caption is taken as well. Images listed by the split file but absent from the
     data (no file or no caption) are skipped."""
-    from .data import load_dataset
-
-    data = load_dataset(dataset, split, skip_missing=True)
+    data = _load_split(dataset, split, profile)
     chosen: list[str] = []
     counted: Counter = Counter()
     for caption, image in zip(data.captions, data.text_to_image.tolist()):
@@ -971,28 +1050,25 @@ def image_caption_groups(data, n: int) -> list[str]:
     return [join_image_captions(captions, n) for captions in per_image]
 
 
-def select_image_groups(dataset: str, split: str, n: int, limit: int | None = None) -> list[str]:
+def select_image_groups(dataset: str, split: str, n: int, limit: int | None = None,
+                        profile: str = "lite") -> list[str]:
     """:func:`image_caption_groups` of a split by name, the first ``limit`` of them."""
-    from .data import load_dataset
-
-    groups = image_caption_groups(load_dataset(dataset, split, skip_missing=True), n)
+    groups = image_caption_groups(_load_split(dataset, split, profile), n)
     return groups[:limit] if limit is not None else groups
 
 
-def select_image_files(dataset: str, split: str, limit: int | None = None) -> list[str]:
+def select_image_files(dataset: str, split: str, limit: int | None = None, profile: str = "lite") -> list[str]:
     """The images of a split as paths relative to the data root (the inputs of a vision template)."""
-    from .data import data_root, load_dataset
+    from .data import data_root
 
     root = data_root()
     paths = [Path(p).resolve().relative_to(root.resolve()).as_posix()
-             for p in load_dataset(dataset, split, skip_missing=True).image_paths]
+             for p in _load_split(dataset, split, profile).image_paths]
     return paths[:limit] if limit is not None else paths
 
 
 def failed_captions(cache_path: str | os.PathLike, config: AugmentConfig) -> set[str]:
     """Captions the cache records as failed for ``config``'s model and k (empty without a cache)."""
-    if not Path(cache_path).exists():
-        return set()
     records, _ = read_records(cache_path)
     return {r["caption"] for r in records
             if r.get("status") != "ok" and r.get("model") == config.model and r.get("k") == config.k}
@@ -1006,8 +1082,12 @@ def _parser() -> argparse.ArgumentParser:
         "results go to an append-only cache (data/augmentations/<dataset>.jsonl).",
     )
     add = parser.add_argument
-    add("--dataset", required=True, help="registered dataset name (osgha_lite.data), e.g. flickr8k")
-    add("--split", required=True, choices=("train", "dev", "test"))
+    add("--dataset", help="registered dataset name (osgha_lite.data), e.g. flickr8k")
+    add("--split", choices=("train", "dev", "test", "adapt"),
+        help="split to augment; adapt = the training images the methods train on under --profile's protocol")
+    add("--profile", default="lite", help="profile whose protocol defines --split adapt (default: lite)")
+    add("--compress", action="store_true",
+        help="merge the cache (--out, or the dataset's default) into <cache>.jsonl.gz and exit; no LLM needed")
     add("--per-image", type=int, default=None,
         help="only the first N captions of each image; when one fails, the image's next caption is "
              "tried too (default: all)")
@@ -1053,7 +1133,21 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         timeout=args.timeout,
     )
+    if args.dataset is None and not (args.compress and args.out):
+        print("error: --dataset is required (unless --compress --out CACHE)", file=sys.stderr)
+        return 1
     cache_path = Path(args.out) if args.out else DEFAULT_CACHE_DIR / f"{args.dataset}.jsonl"
+    if args.compress:
+        try:
+            packed = compress_cache(cache_path)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{packed} ({packed.stat().st_size:,} bytes)")
+        return 0
+    if args.split is None:
+        print("error: --split is required (unless --compress)", file=sys.stderr)
+        return 1
     try:
         from .data import DataError
 
@@ -1073,11 +1167,13 @@ def main(argv: list[str] | None = None) -> int:
             failed = failed_captions(cache_path, config) if args.per_image and not args.retry_failed else set()
             try:
                 if args.vision:
-                    captions = select_image_files(args.dataset, args.split, args.limit)
+                    captions = select_image_files(args.dataset, args.split, args.limit, args.profile)
                 elif args.join_per_image is not None:
-                    captions = select_image_groups(args.dataset, args.split, args.join_per_image, args.limit)
+                    captions = select_image_groups(args.dataset, args.split, args.join_per_image, args.limit,
+                                                   args.profile)
                 else:
-                    captions = select_captions(args.dataset, args.split, args.per_image, args.limit, failed)
+                    captions = select_captions(args.dataset, args.split, args.per_image, args.limit, failed,
+                                               args.profile)
             except DataError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

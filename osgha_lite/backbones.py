@@ -16,7 +16,9 @@ Two kinds (:data:`BACKBONES`):
     EfficientNet-Lite0 image features (1280-d) and frozen all-MiniLM-L6-v2
     sentence features (384-d), joined by two linear projection heads to a
     shared ``embed_dim`` space. The heads are the only trained part; they are
-    trained on the **train split only** with symmetric InfoNCE (learnable
+    trained on the profile's **pretrain** images only (a part of the train
+    split that no method trains on; :func:`osgha_lite.data.load_profile_split`)
+    with symmetric InfoNCE (learnable
     temperature) and early stopping on dev rSum (:func:`osgha_lite.training.fit`).
     This is not CLIP: its absolute numbers are far below CLIP's, and it is
     here so that every stage of the method can be run and checked without a
@@ -37,7 +39,7 @@ Lite head, per modality :math:`m`:
 
 .. math:: z = \\operatorname{normalize}\\big(W_m\\, \\operatorname{dropout}_p((x - \\mu_m) / \\sigma_m) + b_m\\big)
 
-with :math:`\\mu_m, \\sigma_m` the train-split feature mean and standard
+with :math:`\\mu_m, \\sigma_m` the pretrain-split feature mean and standard
 deviation (fixed buffers) and dropout only while training.
 """
 
@@ -53,7 +55,7 @@ from torch import nn
 
 from osgha_lite.data import CaptionDataset, load_profile_split
 from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
-from osgha_lite.features import cache_root, cached_features, cached_local_features
+from osgha_lite.features import cache_root, cached_features, split_features, split_local_features
 from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, to_tensor
 
 
@@ -95,6 +97,7 @@ class Backbone:
     identity: str
     dim: int
     local: dict | None = None
+    batch_size: int = 64
 
     def encode_images(self, paths: Sequence, dataset: str = "adhoc", split: str = "adhoc",
                       progress: bool = True) -> np.ndarray:
@@ -106,19 +109,25 @@ class Backbone:
 
     def embed(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Unit-norm image and caption vectors of a dataset split."""
+        images, texts = self.raw_features(data, progress)
+        return self.from_raw(images, "image"), self.from_raw(texts, "text")
+
+    def raw_features(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Cached encoder outputs of a dataset split's images and captions (a selected split reads its parent's)."""
         if self.local is not None:
             self.raw_local(data, progress)  # one pass fills the global cache as well
-        images = self.encode_images(data.image_paths, data.name, data.split, progress)
-        texts = self.encode_texts(data.captions, data.name, data.split, progress)
-        return images, texts
+        return tuple(split_features(encoder, data, batch_size=self.batch_size, progress=progress)
+                     for encoder in (self.image_encoder, self.text_encoder))
+
+    def from_raw(self, x: np.ndarray, modality: str) -> np.ndarray:
+        """Encoder outputs into the backbone's space (unit rows)."""
+        raise NotImplementedError
 
     def raw_local(self, data: CaptionDataset, progress: bool = True):
         """Cached encoder-level local features: ``((regions, mask), (tokens, mask))`` (float16, bool)."""
         options = _local_options(self.local)
-        return (cached_local_features(self.image_encoder, data.image_paths, data.name, data.split,
-                                      options["image_grid"], progress=progress),
-                cached_local_features(self.text_encoder, data.captions, data.name, data.split,
-                                      options["text_tokens"], progress=progress))
+        return (split_local_features(self.image_encoder, data, options["image_grid"], progress=progress),
+                split_local_features(self.text_encoder, data, options["text_tokens"], progress=progress))
 
     def project_local(self, x: np.ndarray, modality: str) -> np.ndarray:
         """Encoder-level local features ``[N, L, D]`` into the backbone's space (float32)."""
@@ -156,6 +165,9 @@ class OpenClipBackbone(Backbone):
         return l2_normalize(cached_features(self.text_encoder, list(texts), dataset, split,
                                             batch_size=self.batch_size, progress=progress))
 
+    def from_raw(self, x, modality):
+        return l2_normalize(x)
+
 
 class LiteHeads(nn.Module):
     """Two standardize-dropout-linear heads into one unit-norm space (see the module docstring)."""
@@ -170,7 +182,7 @@ class LiteHeads(nn.Module):
             self.register_buffer(f"{name}_std", torch.ones(dim))
 
     def set_statistics(self, images: torch.Tensor, texts: torch.Tensor) -> None:
-        """Fix the standardization buffers from train-split raw features."""
+        """Fix the standardization buffers from the raw features the heads are trained on."""
         for name, x in (("image", images), ("text", texts)):
             getattr(self, f"{name}_mean").copy_(x.mean(0))
             getattr(self, f"{name}_std").copy_(x.std(0).clamp_min(1e-6))
@@ -194,7 +206,7 @@ class LiteHeads(nn.Module):
 class LiteBackbone(Backbone):
     """Frozen EfficientNet-Lite0 + MiniLM features joined by trained linear heads.
 
-    :meth:`prepare` trains the heads on the train split (or loads them from
+    :meth:`prepare` trains the heads on the split it is given (or loads them from
     the checkpoint cache); encoding before that raises an error.
     """
 
@@ -223,14 +235,6 @@ class LiteBackbone(Backbone):
             return "lite:untrained"
         return f"lite:{self.image_encoder.identity}+{self.text_encoder.identity}:heads-{self.heads_digest}"
 
-    def raw_features(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Cached frozen encoder outputs (before the heads) of a dataset split."""
-        if self.local is not None:
-            self.raw_local(data, progress)  # one pass fills the global cache as well
-        images = cached_features(self.image_encoder, data.image_paths, data.name, data.split, progress=progress)
-        texts = cached_features(self.text_encoder, data.captions, data.name, data.split, progress=progress)
-        return images, texts
-
     def _split(self, data: CaptionDataset, progress: bool) -> SplitFeatures:
         images, texts = self.raw_features(data, progress)
         return SplitFeatures(to_tensor(images), to_tensor(texts), torch.as_tensor(data.text_to_image))
@@ -242,7 +246,7 @@ class LiteBackbone(Backbone):
         digest = config_digest(self._options, self.train_config.__dict__, self.image_encoder.identity,
                                self.text_encoder.identity, train.name, len(train.captions),
                                float(train_split.texts.sum()), float(train_split.images.sum()))
-        checkpoint = cache_root() / "heads" / f"lite-{train.name}-{digest}.pt"
+        checkpoint = cache_root() / "heads" / f"lite-{train.name}-{train.split}-{digest}.pt"
         self.history = fit(self.heads, train_split, dev_split, self.train_config, checkpoint=checkpoint,
                            progress=progress, desc="lite heads")
         self.heads.cpu().eval()
@@ -264,6 +268,12 @@ class LiteBackbone(Backbone):
         return out
 
     @torch.no_grad()
+    def from_raw(self, x, modality):
+        self._check_ready()
+        encode = self.heads.encode_images if modality == "image" else self.heads.encode_texts
+        return encode(to_tensor(x)).numpy()
+
+    @torch.no_grad()
     def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
         self._check_ready()
         raw = cached_features(self.image_encoder, list(paths), dataset, split, progress=progress)
@@ -280,12 +290,13 @@ BACKBONES = {"lite": LiteBackbone, "openclip": OpenClipBackbone}
 
 
 def build_backbone(profile: dict, progress: bool = True) -> Backbone:
-    """The profile's backbone, ready to encode (lite heads trained or loaded)."""
+    """The profile's backbone, ready to encode (lite heads trained on the ``pretrain`` split, or loaded)."""
     kind = profile["backbone"]["kind"]
     if kind not in BACKBONES:
         raise ValueError(f"profile {profile.get('name')!r}: unknown backbone.kind {kind!r}; "
                          f"known: {', '.join(sorted(BACKBONES))}")
     backbone = BACKBONES[kind].from_profile(profile)
     if isinstance(backbone, LiteBackbone):
-        backbone.prepare(load_profile_split(profile, "train"), load_profile_split(profile, "dev"), progress=progress)
+        backbone.prepare(load_profile_split(profile, "pretrain"), load_profile_split(profile, "dev"),
+                         progress=progress)
     return backbone

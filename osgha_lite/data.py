@@ -27,6 +27,22 @@ name                   reader      layout under ``<root>/<folder>``
 Splits are ``train``, ``dev`` and ``test`` for every dataset (Karpathy's
 ``val`` is called ``dev``; its ``restval`` is added to ``train`` as most
 retrieval papers do). ``mscoco-2014`` has ``train`` and ``dev`` (= val2014).
+
+Protocol splits (:func:`load_profile_split`): a profile's ``"protocol"``
+divides the training images between the backbone and the methods.
+
+* ``{"kind": "disjoint", "pretrain_images": N, "seed": S}``: a seeded
+  permutation of the ``train`` images puts ``N`` of them in ``pretrain``
+  (what the lite backbone's heads are fitted on) and the rest in ``adapt``
+  (what every method trains on and keeps in its memory). No image is in both,
+  as CLIP never saw the pairs an adapter trains on. The images keep their
+  ``train`` order inside each part.
+* ``{"kind": "shared"}`` (the default): ``pretrain`` and ``adapt`` are both
+  the whole ``train`` split (the paper profiles, whose CLIP backbone trains
+  nothing here, and the ``lite-shared`` comparison profile).
+
+A protocol split remembers where its rows come from (``source``), so the
+feature cache reads the ``train`` features instead of encoding them again.
 """
 
 from __future__ import annotations
@@ -44,6 +60,8 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT_ENV = "OSGHA_DATA_ROOT"
 SPLITS = ("train", "dev", "test")
+PROTOCOL_SPLITS = ("pretrain", "adapt")
+PROTOCOL_KINDS = ("shared", "disjoint")
 
 
 class DataError(ValueError):
@@ -71,6 +89,7 @@ class CaptionDataset:
     captions: list[str]
     text_to_image: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)
+    source: "SplitSource | None" = None
 
     @property
     def n_images(self) -> int:
@@ -85,7 +104,13 @@ class CaptionDataset:
         return np.bincount(self.text_to_image, minlength=self.n_images)
 
     def subset(self, n_images: int) -> "CaptionDataset":
-        """The first ``n_images`` images and all their captions (for smoke runs)."""
+        """The first ``n_images`` images and all their captions (for smoke runs).
+
+        A selected split stays selected from its parent (its features are
+        still read from the parent's cache).
+        """
+        if self.source is not None:
+            return self.source.parent.select_images(self.source.images[:n_images], self.split)
         keep = self.text_to_image < n_images
         return CaptionDataset(
             name=self.name,
@@ -95,6 +120,26 @@ class CaptionDataset:
             captions=[c for c, k in zip(self.captions, keep) if k],
             text_to_image=self.text_to_image[keep],
             skipped=dict(self.skipped),
+        )
+
+    def select_images(self, images: np.ndarray, split: str) -> "CaptionDataset":
+        """The images ``images`` (indices, in the given order) with all their captions, named ``split``.
+
+        The result's ``source`` records this dataset and the rows taken, so
+        that cached features of this dataset can be reused for it.
+        """
+        images = np.asarray(images, dtype=np.int64)
+        if len(np.unique(images)) != len(images) or (len(images) and (images.min() < 0 or images.max() >= self.n_images)):
+            raise ValueError(f"{self.name}/{self.split}: image indices must be distinct and in [0, {self.n_images})")
+        position = np.full(self.n_images, -1, dtype=np.int64)
+        position[images] = np.arange(len(images))
+        texts = np.flatnonzero(position[self.text_to_image] >= 0)
+        texts = texts[np.argsort(position[self.text_to_image[texts]], kind="stable")]
+        return CaptionDataset(
+            name=self.name, split=split,
+            image_ids=[self.image_ids[i] for i in images], image_paths=[self.image_paths[i] for i in images],
+            captions=[self.captions[j] for j in texts], text_to_image=position[self.text_to_image[texts]],
+            skipped=dict(self.skipped), source=SplitSource(self, images, texts),
         )
 
     def summary(self) -> dict:
@@ -109,6 +154,19 @@ class CaptionDataset:
             "captions_per_image_max": int(per_image.max()) if self.n_images else 0,
             "skipped": dict(self.skipped),
         }
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where the rows of a selected split come from: ``parent``'s images ``images`` and captions ``texts``."""
+
+    parent: CaptionDataset
+    images: np.ndarray
+    texts: np.ndarray
+
+    def rows(self, modality: str) -> np.ndarray:
+        """The parent's row indices of this split's images (``"image"``) or captions (``"text"``)."""
+        return self.images if modality == "image" else self.texts
 
 
 def data_root() -> Path:
@@ -405,9 +463,50 @@ def _verify_images(dataset: CaptionDataset, skip_missing: bool) -> CaptionDatase
     )
 
 
+def protocol_settings(profile: dict) -> dict:
+    """The profile's ``"protocol"`` with defaults filled in (see the module docstring); checked."""
+    protocol = {"kind": "shared", "seed": profile.get("seed", 0), **profile.get("protocol", {})}
+    where = f"profile {profile.get('name')!r}, field 'protocol'"
+    if protocol["kind"] not in PROTOCOL_KINDS:
+        raise ValueError(f"{where}: unknown kind {protocol['kind']!r}; known: {', '.join(PROTOCOL_KINDS)}")
+    if protocol["kind"] == "disjoint":
+        n = protocol.get("pretrain_images")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{where}: a disjoint protocol needs 'pretrain_images', a positive integer, not {n!r}")
+    return protocol
+
+
+def split_train_images(n_images: int, pretrain_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``pretrain`` and ``adapt`` images among ``n_images`` training images.
+
+    A permutation drawn with ``numpy.random.default_rng(seed)``; its first
+    ``pretrain_images`` entries are ``pretrain``, the rest ``adapt``; each
+    part is returned sorted (the images keep their ``train`` order).
+    """
+    if not 0 < pretrain_images < n_images:
+        raise ValueError(f"pretrain_images must be between 1 and {n_images - 1} (the train split has "
+                         f"{n_images} images), not {pretrain_images}")
+    order = np.random.default_rng(seed).permutation(n_images)
+    return np.sort(order[:pretrain_images]), np.sort(order[pretrain_images:])
+
+
 def load_profile_split(profile: dict, split: str) -> CaptionDataset:
-    """Split ``split`` of the profile's dataset with the profile's data options
-    (``profile["data"]``); with ``profile["smoke_images"]`` only that many images."""
-    data = load_dataset(profile["dataset"], split, **profile.get("data", {}))
+    """Split ``split`` of the profile's dataset with the profile's data options (``profile["data"]``).
+
+    ``split`` is ``train``, ``dev``, ``test`` or a protocol split
+    (``pretrain``, ``adapt``; see the module docstring). With
+    ``profile["smoke_images"]`` only that many images.
+    """
+    if split in PROTOCOL_SPLITS:
+        protocol = protocol_settings(profile)
+        train = load_dataset(profile["dataset"], "train", **profile.get("data", {}))
+        if protocol["kind"] == "shared":
+            data = train
+        else:
+            parts = dict(zip(PROTOCOL_SPLITS, split_train_images(train.n_images, protocol["pretrain_images"],
+                                                                 protocol["seed"])))
+            data = train.select_images(parts[split], split)
+    else:
+        data = load_dataset(profile["dataset"], split, **profile.get("data", {}))
     limit = profile.get("smoke_images")
     return data.subset(int(limit)) if limit else data

@@ -114,12 +114,10 @@ def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
 
 def load_cache_texts(relative: str) -> dict[str, list[str]]:
     """Input text -> LLM texts of an augmentation cache file (``{}`` when the file does not exist)."""
-    path = _repository_path(relative)
-    if not path.is_file():
-        return {}
-    from osgha_lite.augment import load_augmentations  # the reader of the augmentation cache
+    from osgha_lite.augment import cache_exists, load_augmentations  # the reader of the augmentation cache
 
-    return load_augmentations(path)
+    path = _repository_path(relative)
+    return load_augmentations(path) if cache_exists(path) else {}
 
 
 def embed_with_descriptions(backbone, data, augmentations: dict[str, list[str]], max_descriptions: int,
@@ -337,6 +335,14 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
     return ScoredMethod(prepared, history, dev_metrics, images, texts, time.perf_counter() - started)
 
 
+def protocol_record(profile: dict, train: Embedded) -> dict:
+    """How the training images were divided (``osgha_lite.data.protocol_settings``) and how many the method used."""
+    from osgha_lite.data import protocol_settings
+
+    return {**protocol_settings(profile), "adapt_images": int(train.images.shape[0]),
+            "adapt_captions": int(train.texts.shape[0])}
+
+
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
@@ -366,6 +372,7 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
         image_text_coverage={s: float(e.image_text_mask.any(axis=1).mean()) for s, e in
                              (("train", train), ("dev", dev), ("test", test))}
         if train.image_texts is not None else None,
+        protocol=protocol_record(profile, train),
         training=history.as_dict() if history is not None else None,
         prepare_seconds=round(prepared.seconds, 1),
         seconds=round(time.perf_counter() - started, 1),

@@ -17,6 +17,11 @@ the same forward pass as the global features, which are stored under the
 global key on the way, so asking for local features first costs no second
 pass over the images.
 
+A split selected from another (a protocol split such as ``adapt``, which
+takes some of the ``train`` images; ``CaptionDataset.source``) is never
+encoded again: :func:`split_features` and :func:`split_local_features` read
+its parent's cached array and take its rows.
+
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
 """
 
@@ -32,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from osgha_lite.atomic import atomic_save_npy, atomic_write_json
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.data import PROJECT_ROOT, CaptionDataset
 
 CACHE_ENV = "OSGHA_CACHE_DIR"
 
@@ -180,3 +185,27 @@ def cached_local_features(
     _write_meta(folder / f"{stem}.json", identity, dataset, split, encoder.modality, digest, key, local.shape)
     shutil.rmtree(shards_dir, ignore_errors=True)
     return local, mask
+
+
+def _items(data: CaptionDataset, modality: str) -> list:
+    return list(data.image_paths) if modality == "image" else list(data.captions)
+
+
+def split_features(encoder, data: CaptionDataset, **options) -> np.ndarray:
+    """:func:`cached_features` of a dataset split's images or captions (by ``encoder.modality``).
+
+    A split selected from another (``data.source``) takes its rows from the
+    parent split's cached features.
+    """
+    if data.source is not None:
+        return split_features(encoder, data.source.parent, **options)[data.source.rows(encoder.modality)]
+    return cached_features(encoder, _items(data, encoder.modality), data.name, data.split, **options)
+
+
+def split_local_features(encoder, data: CaptionDataset, size: int, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cached_local_features` of a dataset split, with the parent's rows for a selected split."""
+    if data.source is not None:
+        local, mask = split_local_features(encoder, data.source.parent, size, **options)
+        rows = data.source.rows(encoder.modality)
+        return local[rows], mask[rows]
+    return cached_local_features(encoder, _items(data, encoder.modality), data.name, data.split, size, **options)

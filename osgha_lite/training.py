@@ -13,9 +13,13 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
   model defines it: the extra training terms of a method (EntityCLIP's
   matching and fused terms, APSE-IPIK's perspective and key terms, HGAN's
   per-level terms), computed from what its last ``encode_*`` calls kept;
-* AdamW; after each epoch the dev split is evaluated (rSum of
-  :func:`osgha_lite.metrics.retrieval_metrics`) and the best state is kept;
-  training stops after ``patience`` epochs without improvement;
+* AdamW; the dev split is evaluated (rSum of
+  :func:`osgha_lite.metrics.retrieval_metrics`) before training (**epoch
+  0**, the state as initialised) and after each training epoch ``1..epochs``;
+  the best state is kept, so a model that training does not improve on dev
+  keeps its initial state (``best_epoch == 0``, :attr:`TrainHistory.improved`
+  is false) and says so. Training stops after ``patience`` epochs without
+  improvement; ``epochs = 0`` evaluates the initial state only;
 * a checkpoint (model, loss, optimizer, RNG state, history) is written
   atomically after every epoch, so an interrupted run resumes where it
   stopped, and a finished run is loaded instead of retrained;
@@ -99,8 +103,22 @@ class TrainHistory:
     seconds: float = 0.0
     finished: bool = False
 
+    @property
+    def initial_rsum(self) -> float:
+        """Dev rSum of the state before training (epoch 0)."""
+        return float(self.epochs[0]["dev_rsum"]) if self.epochs else float("nan")
+
+    @property
+    def improved(self) -> bool:
+        """Whether training beat the initial state on dev (the kept epoch is not epoch 0)."""
+        return self.best_epoch > 0
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "initial_dev_rsum": self.initial_rsum, "improved": self.improved}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainHistory":
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
 def _select(context, rows):
@@ -142,13 +160,18 @@ def _save(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+#: Version of :func:`fit`'s checkpoint contents; a checkpoint of another version is trained again.
+#: Version 2: epoch 0 is the state before training.
+FIT_VERSION = 2
+
+
 def checkpoint_finished(checkpoint: str | Path) -> bool:
     """Whether ``checkpoint`` holds a finished run, which :func:`fit` loads without training."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         return False
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return bool(state.get("history", {}).get("finished"))
+    return state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))
 
 
 def fit(
@@ -177,9 +200,9 @@ def fit(
     history, best_state, start_epoch, stale = TrainHistory(), None, 0, 0
     checkpoint = Path(checkpoint) if checkpoint else None
 
-    if checkpoint and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        history = TrainHistory(**state["history"])
+    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint and checkpoint.exists() else None
+    if state is not None and state.get("version") == FIT_VERSION:
+        history = TrainHistory.from_dict(state["history"])
         best_state = state["best_model"]
         if history.finished:
             model.load_state_dict(best_state)
@@ -191,13 +214,35 @@ def fit(
         torch.set_rng_state(state["rng"])
         start_epoch, stale = len(history.epochs), state["stale"]
 
+    def save_checkpoint() -> None:
+        if checkpoint:
+            _save(checkpoint, {"version": FIT_VERSION, "model": model.state_dict(), "best_model": best_state,
+                               "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+                               "rng": torch.get_rng_state(), "history": history.as_dict(), "stale": stale})
+
+    started = time.perf_counter() - history.seconds
+    if start_epoch == 0:  # epoch 0: the state before any update
+        metrics = evaluate(model, dev, config.eval_batch_size)
+        history.epochs.append({"epoch": 0, "train_loss": None, "dev_rsum": metrics["rsum"],
+                               "dev_i2t_R@1": metrics["i2t_R@1"], "dev_t2i_R@1": metrics["t2i_R@1"],
+                               "temperature": loss_fn.logit_scale.temperature if loss_fn.logit_scale is not None
+                               else None})
+        history.best_rsum, history.best_epoch = metrics["rsum"], 0
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.seconds = time.perf_counter() - started
+        history.finished = config.epochs == 0
+        start_epoch = 1
+        save_checkpoint()
+
     n_texts = train.texts.shape[0]
     generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(start_epoch):  # keep the shuffles of a resumed run identical
+    for _ in range(start_epoch - 1):  # keep the shuffles of a resumed run identical
         torch.randperm(n_texts, generator=generator)
-    started = time.perf_counter() - history.seconds
-    bar = tqdm(range(start_epoch, config.epochs), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(start_epoch, config.epochs + 1), desc=desc, disable=not progress or history.finished,
+               leave=False)
     for epoch in bar:
+        if history.finished:
+            break
         model.train()
         order = torch.randperm(n_texts, generator=generator).to(device)
         total, batches = 0.0, 0
@@ -228,12 +273,9 @@ def fit(
         else:
             stale += 1
         history.seconds = time.perf_counter() - started
-        history.finished = stale >= config.patience or epoch == config.epochs - 1
+        history.finished = stale >= config.patience or epoch == config.epochs
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", dev_rsum=f"{metrics['rsum']:.1f}")
-        if checkpoint:
-            _save(checkpoint, {"model": model.state_dict(), "best_model": best_state, "loss": loss_fn.state_dict(),
-                               "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                               "history": history.as_dict(), "stale": stale})
+        save_checkpoint()
         if history.finished:
             break
     bar.close()

@@ -469,3 +469,243 @@ def test_vision_records_check_descriptions_without_the_path(data_env, tmp_path):
                              ModelIdentity("llava", "sha256:0", "host"))
     assert record["status"] == "ok" and len(record["descriptions"]) == 3, record
     assert seen[0][-1]["images"][0].endswith(image)
+
+
+# --------------------------------------------------------------------------- compressed caches
+def _lines(records: list[dict]) -> bytes:
+    return b"".join((json.dumps(r) + "\n").encode() for r in records)
+
+
+def test_cache_paths_name_both_parts_from_either_name(tmp_path):
+    from osgha_lite.augment import cache_exists, cache_paths
+
+    log, packed = tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"
+    assert cache_paths(log) == cache_paths(packed) == cache_paths(str(log)) == (log, packed)
+    assert not cache_exists(log) and not cache_exists(packed)
+    log.write_bytes(b"")
+    assert cache_exists(log) and cache_exists(packed)
+    log.unlink()
+    packed.write_bytes(b"")
+    assert cache_exists(log)
+
+
+def test_compress_cache_merges_records_and_gives_the_same_bytes(tmp_path):
+    import gzip
+
+    from osgha_lite.augment import compress_cache
+
+    records = [_record("a", "cap a"), _record("b", "cap b"), _record("a", "cap a2"), _record("c", "cap ç")]
+    first, second = tmp_path / "one" / "c.jsonl", tmp_path / "two" / "other.jsonl"
+    for path in (first, second):
+        path.parent.mkdir()
+        _write(path, records)
+    expected, _ = read_records(first)
+    packed = compress_cache(first)
+    assert packed == first.with_name("c.jsonl.gz") and not first.exists()
+    assert packed.read_bytes() == compress_cache(second).read_bytes()  # no name or time stamp in the bytes
+    assert packed.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime field
+    body = gzip.decompress(packed.read_bytes()).decode("utf-8").splitlines()
+    # one line per key, in order of first appearance, the later record's content, keys sorted
+    assert [json.loads(line)["caption"] for line in body] == ["cap a2", "cap b", "cap ç"]
+    assert body[0] == json.dumps(_record("a", "cap a2"), ensure_ascii=False, sort_keys=True)
+    records_back, report = read_records(first)
+    assert records_back == expected and report.problems() == [] and report.records == 3
+    before = packed.read_bytes()
+    assert compress_cache(packed).read_bytes() == before  # compressing a compressed cache changes nothing
+
+
+def test_plain_log_wins_over_the_compressed_part(tmp_path):
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record("a", "cap a"), _record("b", "cap b")])
+    compress_cache(path)
+    _write(path, [_record("a", "cap a new"), _record("c", "cap c")])
+    records, report = read_records(path)
+    assert [(r["key"], r["caption"]) for r in records] == [("a", "cap a new"), ("b", "cap b"), ("c", "cap c")]
+    assert report.path == path and report.lines == 2 and report.records == 3  # the report is the log's
+    assert load_augmentations(path)["cap a new"] == ["cap a new one", "cap a new two", "cap a new three"]
+    assert "cap a" not in load_augmentations(path)
+    # compressing again folds the log in, keeping the log's record
+    packed = compress_cache(path)
+    assert not path.exists()
+    assert [(r["key"], r["caption"]) for r in read_records(packed)[0]] == \
+        [("a", "cap a new"), ("b", "cap b"), ("c", "cap c")]
+
+
+def test_compress_cache_refuses_unfinished_invalid_or_empty_caches(tmp_path):
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    with pytest.raises(ValueError, match="no records to compress"):
+        compress_cache(path)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="no records to compress"):
+        compress_cache(path)
+    _write(path, [_record("a", "cap a")], tail=b'{"key": "b", "capt')
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"c\.jsonl: repair the cache before compressing it: .*unfinished"):
+        compress_cache(path)
+    assert path.read_bytes() == before and not path.with_name("c.jsonl.gz").exists()
+    _write(path, [_record("a", "cap a")], tail=b"not json\n")
+    with pytest.raises(ValueError, match="not valid JSON records"):
+        compress_cache(path)
+    assert path.read_bytes() == _lines([_record("a", "cap a")]) + b"not json\n"
+    assert not path.with_name("c.jsonl.gz").exists()
+
+
+def test_damaged_compressed_part_is_an_error_naming_the_file(tmp_path):
+    import gzip
+
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record(k, f"cap {k}") for k in "abc"])
+    packed = compress_cache(path)
+    good = packed.read_bytes()
+    damaged = {
+        "truncated": good[:-12],
+        "not gzip": b"this is not gzip data\n",
+        "unfinished line": gzip.compress(_lines([_record("a", "cap a")]) + b'{"key": "b"', mtime=0),
+        "invalid line": gzip.compress(_lines([_record("a", "cap a")]) + b"not json\n", mtime=0),
+    }
+    for name, data in damaged.items():
+        packed.write_bytes(data)
+        with pytest.raises(ValueError, match=r"c\.jsonl\.gz: ") as raised:
+            read_records(path)
+        assert str(packed) in str(raised.value), name
+        with pytest.raises(ValueError, match=r"c\.jsonl\.gz"):
+            load_augmentations(path)
+        with pytest.raises(ValueError, match=r"c\.jsonl\.gz"):
+            AugmentationCache(path)
+
+
+def test_corrupted_compressed_bytes_are_an_error_naming_the_file(tmp_path):
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record(k, f"cap {k}") for k in "abc"])
+    packed = compress_cache(path)
+    data = bytearray(packed.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one damaged byte inside the deflate stream
+    packed.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"c\.jsonl\.gz"):
+        read_records(path)
+
+
+def test_load_augmentations_reads_a_cache_that_is_only_compressed(tmp_path):
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record("a", "cap a"), _record("b", "cap b", status="failed", descriptions=["only one"])])
+    expected = load_augmentations(path)
+    compress_cache(path)
+    assert not path.exists() and path.with_name("c.jsonl.gz").is_file()
+    assert load_augmentations(path) == expected == {"cap a": ["cap a one", "cap a two", "cap a three"]}
+    assert load_augmentations(path.with_name("c.jsonl.gz")) == expected
+    assert load_augmentations(path, include_failed=True)["cap b"] == ["only one"]
+    path.with_name("c.jsonl.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"plain or \.gz"):
+        load_augmentations(path)
+
+
+def test_cache_appends_after_a_compressed_part(tmp_path):
+    from osgha_lite.augment import compress_cache
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record("a", "cap a"), _record("b", "cap b", status="failed")])
+    packed = compress_cache(path)
+    packed_bytes = packed.read_bytes()
+    cache = AugmentationCache(packed)  # either name opens the same cache
+    assert cache.path == path and cache.meta_path == tmp_path / "c.meta.json"
+    assert cache.done_keys() == {"a", "b"} and cache.done_keys(include_failed=False) == {"a"}
+    assert cache.repair() == 0
+    cache.append(_record("c", "cap c"))
+    assert path.read_bytes().count(b"\n") == 1 and packed.read_bytes() == packed_bytes  # only the log grows
+    records, report = read_records(path)
+    assert [r["key"] for r in records] == ["a", "b", "c"] and report.problems() == []
+    assert AugmentationCache(path).done_keys() == {"a", "b", "c"}
+    assert cache.summary()["records"] == 3 and cache.summary()["ok"] == 2
+
+
+def test_cli_compress_needs_no_split_and_split_is_required_otherwise(tmp_path, capsys):
+    from osgha_lite import augment
+
+    path = tmp_path / "c.jsonl"
+    _write(path, [_record("a", "cap a"), _record("b", "cap b")])
+    assert augment.main(["--dataset", "flickr8k", "--compress", "--out", str(path)]) == 0
+    packed = path.with_name("c.jsonl.gz")
+    assert not path.exists() and packed.is_file()
+    assert f"{packed} ({packed.stat().st_size:,} bytes)" in capsys.readouterr().out
+    assert [r["key"] for r in read_records(path)[0]] == ["a", "b"]
+
+    empty = tmp_path / "empty.jsonl"
+    assert augment.main(["--dataset", "flickr8k", "--compress", "--out", str(empty)]) == 1
+    assert "no records to compress" in capsys.readouterr().err
+    _write(empty, [_record("a", "cap a")], tail=b'{"key"')
+    assert augment.main(["--dataset", "flickr8k", "--compress", "--out", str(empty)]) == 1
+    assert "repair the cache" in capsys.readouterr().err
+
+    assert augment.main(["--dataset", "flickr8k", "--out", str(path)]) == 1
+    assert "--split is required (unless --compress)" in capsys.readouterr().err
+
+
+def _adapt_profile(tmp_path) -> Path:
+    path = tmp_path / "tiny-disjoint.json"
+    path.write_text(json.dumps({"name": "tiny-disjoint", "extends": "lite",
+                                "protocol": {"kind": "disjoint", "pretrain_images": 2, "seed": 1}}))
+    return path
+
+
+def test_adapt_split_follows_the_profiles_protocol(data_env, tmp_path):
+    from osgha_lite import augment
+    from osgha_lite.config import load_profile
+    from osgha_lite.data import load_dataset, load_profile_split
+
+    profile = _adapt_profile(tmp_path)
+    adapt = load_profile_split(load_profile(str(profile)), "adapt")
+    loaded = augment._load_split("flickr8k", "adapt", str(profile))
+    assert loaded.split == "adapt" and loaded.image_ids == adapt.image_ids and loaded.captions == adapt.captions
+    train = load_dataset("flickr8k", "train", skip_missing=True)
+    assert set(loaded.image_ids) < set(train.image_ids) and loaded.n_images == 2
+    assert augment.select_captions("flickr8k", "adapt", profile=str(profile)) == adapt.captions
+    first = [[c for c, i in zip(adapt.captions, adapt.text_to_image.tolist()) if i == image][0] for image in (0, 1)]
+    assert augment.select_captions("flickr8k", "adapt", per_image=1, profile=str(profile)) == first
+    assert augment.select_image_groups("flickr8k", "adapt", 1, profile=str(profile)) == \
+        augment.image_caption_groups(adapt, 1)
+    assert len(augment.select_image_files("flickr8k", "adapt", profile=str(profile))) == 2
+    assert augment._load_split("flickr8k", "train").image_ids == train.image_ids  # plain splits as before
+
+
+def test_adapt_split_of_another_datasets_profile_is_refused(data_env, tmp_path, capsys):
+    from osgha_lite import augment
+
+    with pytest.raises(AugmentError, match=r"--split adapt: profile 'lite' is about flickr8k, not flickr30k; "
+                                           r"pass --profile"):
+        augment._load_split("flickr30k", "adapt")
+    with pytest.raises(AugmentError, match="profile 'tiny-disjoint' is about flickr8k"):
+        augment.select_captions("flickr30k", "adapt", profile=str(_adapt_profile(tmp_path)))
+    path = tmp_path / "flickr30k.jsonl"
+    assert augment.main(["--dataset", "flickr30k", "--split", "adapt", "--out", str(path)]) == 3
+    assert "is about flickr8k, not flickr30k" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_cli_adapt_split_asks_for_the_adapt_captions(data_env, tmp_path, monkeypatch):
+    from osgha_lite import augment
+    from osgha_lite.augment import RunSummary
+    from osgha_lite.config import load_profile
+    from osgha_lite.data import load_profile_split
+
+    profile = _adapt_profile(tmp_path)
+    asked = []
+
+    def fake_augment(captions, cache_path, config, **kwargs):
+        asked.append(list(captions))
+        return RunSummary(requested=len(set(captions)), ok=len(set(captions)), seconds=1.0)
+
+    monkeypatch.setattr(augment, "augment_captions", fake_augment)
+    path = tmp_path / "flickr8k.jsonl"
+    assert augment.main(["--dataset", "flickr8k", "--split", "adapt", "--profile", str(profile),
+                         "--out", str(path)]) == 0
+    assert asked == [load_profile_split(load_profile(str(profile)), "adapt").captions]

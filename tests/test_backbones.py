@@ -17,18 +17,52 @@ def _unit_rows(x):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
 
 
-def test_lite_backbone_trains_heads_on_train_only_and_reloads(data_env):
-    profile = load_profile("lite", {"backbone": {"train": {"epochs": 2, "batch_size": 4}}})
+# The tiny Flickr8k train split has 4 images: the lite protocol gives 2 to the heads and 2 to the methods.
+TINY_PROTOCOL = {"protocol": {"pretrain_images": 2}}
+
+
+def test_lite_backbone_trains_heads_on_pretrain_only_and_reloads(data_env):
+    from osgha_lite.data import load_profile_split
+
+    profile = load_profile("lite", {**TINY_PROTOCOL, "backbone": {"train": {"epochs": 2, "batch_size": 4}}})
     backbone = build_backbone(profile, progress=False)
     assert backbone.identity.startswith("lite:efficientnet-lite0:") and "heads-" in backbone.identity
     test = load_dataset("flickr8k", "test")
     images, texts = backbone.embed(test, progress=False)
     assert images.shape == (1, 256) and texts.shape == (2, 256)
     _unit_rows(images), _unit_rows(texts)
-    assert len(backbone.history.epochs) == 2
+    assert len(backbone.history.epochs) == 3  # epoch 0 (before training) and 2 trained epochs
+    assert backbone.history.epochs[0]["train_loss"] is None
+    # the standardization comes from the pretrain images only, and the checkpoint says which split
+    pretrain_images, pretrain_texts = backbone.raw_features(load_profile_split(profile, "pretrain"), progress=False)
+    np.testing.assert_allclose(backbone.heads.image_mean.numpy(), pretrain_images.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backbone.heads.text_mean.numpy(), pretrain_texts.mean(0), rtol=1e-5, atol=1e-6)
+    train_images, _ = backbone.raw_features(load_dataset("flickr8k", "train", skip_missing=True), progress=False)
+    assert not np.allclose(backbone.heads.image_mean.numpy(), train_images.mean(0))
+    (checkpoint,) = (cache_root() / "heads").glob("*.pt")
+    assert checkpoint.name.startswith("lite-flickr8k-pretrain-")
+    # the adapt split's features are rows of the train cache, projected like any split
+    adapt = load_profile_split(profile, "adapt")
+    adapt_images, adapt_texts = backbone.embed(adapt, progress=False)
+    train_embedded = backbone.embed(load_dataset("flickr8k", "train", skip_missing=True), progress=False)
+    np.testing.assert_allclose(adapt_images, train_embedded[0][adapt.source.rows("image")], atol=1e-6)
+    np.testing.assert_allclose(adapt_texts, train_embedded[1][adapt.source.rows("text")], atol=1e-6)
+    assert not list((cache_root() / "features").glob("flickr8k-adapt-*"))
     again = build_backbone(profile, progress=False)  # loads the finished checkpoint
     assert again.identity == backbone.identity and again.history.epochs == backbone.history.epochs
     np.testing.assert_allclose(again.embed(test, progress=False)[1], texts, atol=1e-6)
+
+
+def test_lite_shared_profile_trains_the_heads_on_the_whole_train_split(data_env):
+    profile = load_profile("lite-shared", {"backbone": {"train": {"epochs": 1, "batch_size": 4}}})
+    backbone = build_backbone(profile, progress=False)
+    assert len(backbone.history.epochs) == 2
+    train_images, train_texts = backbone.raw_features(load_dataset("flickr8k", "train", skip_missing=True),
+                                                      progress=False)
+    np.testing.assert_allclose(backbone.heads.image_mean.numpy(), train_images.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backbone.heads.text_mean.numpy(), train_texts.mean(0), rtol=1e-5, atol=1e-6)
+    (checkpoint,) = (cache_root() / "heads").glob("*.pt")
+    assert checkpoint.name.startswith("lite-flickr8k-train-")
 
 
 def test_lite_backbone_refuses_to_encode_untrained():
@@ -70,8 +104,8 @@ def test_write_result_rejects_missing_metrics(tmp_path, monkeypatch):
 
 def test_local_features_project_to_the_global_embedding(data_env):
     """Lite local features: caption tokens average to the pre-normalization sentence embedding."""
-    profile = load_profile("lite", {"backbone": {"train": {"epochs": 1, "batch_size": 4},
-                                                 "local": {"image_grid": 2, "text_tokens": 32}}})
+    profile = load_profile("lite", {**TINY_PROTOCOL, "backbone": {"train": {"epochs": 1, "batch_size": 4},
+                                                                   "local": {"image_grid": 2, "text_tokens": 32}}})
     backbone = build_backbone(profile, progress=False)
     test = load_dataset("flickr8k", "test")
     local = backbone.embed_local(test, progress=False)

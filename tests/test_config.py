@@ -43,6 +43,38 @@ def test_paper_profiles_inherit_the_lite_methods_and_keep_their_own_backbone():
     assert lite["augmentation"]["cache"] == "data/augmentations/flickr8k.jsonl"
 
 
+def test_protocols_of_the_built_in_profiles():
+    from osgha_lite.data import protocol_settings
+
+    for name in available_profiles():  # every protocol is valid
+        protocol_settings(load_profile(name))
+    lite = load_profile("lite")
+    assert protocol_settings(lite)["kind"] == "disjoint"
+    assert isinstance(lite["protocol"]["pretrain_images"], int) and lite["protocol"]["pretrain_images"] > 0
+    for name in ("paper-flickr30k", "paper-coco"):  # the CLIP backbone trains nothing here: nothing to divide
+        assert protocol_settings(load_profile(name))["kind"] == "shared"
+    shared = load_profile("lite-shared")
+    assert shared["name"] == "lite-shared" and shared["dataset"] == lite["dataset"]
+    assert shared["protocol"] == {"kind": "shared"}
+    # everything but the protocol (and its own name and description) is lite's
+    different = {k for k in set(shared) | set(lite) if shared.get(k) != lite.get(k)}
+    assert different == {"name", "description", "protocol"}
+    assert shared["methods"] == lite["methods"] and shared["backbone"] == lite["backbone"]
+
+
+def test_lite_has_the_frozen_csls_and_paper_settings_methods():
+    methods = load_profile("lite")["methods"]
+    csls = methods["frozen-csls"]
+    assert csls["adapter"] == "hypergraph" and csls["train"]["epochs"] == 0  # evaluated, never trained
+    assert csls["options"]["alpha"] == 0.0 and csls["options"]["hubness_weight"] > 0
+    paper = methods["os-hgadapter-paper"]
+    assert paper["adapter"] == "hypergraph" and "pair" not in paper["options"]["hyperedges"]
+    assert paper["options"]["hubness_weight"] == 0.0
+    assert paper["options"]["hyperedges"] == ["semantic", "knn"] and paper["descriptions"] > 0
+    for name in ("paper-flickr30k", "paper-coco", "lite-shared"):
+        assert {"frozen-csls", "os-hgadapter-paper"} <= set(load_profile(name)["methods"])
+
+
 def test_extends_takes_the_unset_top_level_fields_and_relative_paths(tmp_path):
     write(tmp_path / "base.json", {"name": "base", "dataset": "flickr8k", "backbone": {"kind": "lite", "x": 1},
                                     "seed": 3, "out": "runs/{dataset}"})

@@ -112,7 +112,11 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     assert record["transductive"] is False
     assert record["description_coverage"] == {"train": 0.5, "dev": 0.5, "test": 0.5}
     history = record["training"]
-    assert 1 <= len(history["epochs"]) <= 3 and history["finished"]
+    assert 2 <= len(history["epochs"]) <= 4 and history["finished"]  # epoch 0 (before training), then 1..3
+    assert history["epochs"][0]["epoch"] == 0 and history["epochs"][0]["train_loss"] is None
+    assert history["initial_dev_rsum"] == history["epochs"][0]["dev_rsum"]
+    assert history["improved"] == (history["best_epoch"] > 0)
+    assert record["protocol"] == {"kind": "shared", "seed": 0, "adapt_images": 10, "adapt_captions": 20}
     assert first["sims"].shape == (6, 12)
     assert first["metrics"]["all"]["rsum"] == pytest.approx(
         retrieval_metrics(first["sims"], splits[2].text_to_image)["rsum"])
@@ -123,6 +127,22 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     again = run("os-hgadapter", splits)
     assert again["history"].as_dict() == first["history"].as_dict()
     np.testing.assert_array_equal(again["sims"], first["sims"])
+
+
+def test_a_method_with_zero_epochs_is_evaluated_untrained(splits):
+    """``train.epochs = 0`` (as lite's frozen-csls): the initial adapter is evaluated and recorded as epoch 0."""
+    method = {**PROFILE["methods"]["os-hgadapter"], "train": {"epochs": 0}}
+    result = run("untrained-hypergraph", splits, method)
+    record = read_result(result["path"])
+    history = record["training"]
+    assert [e["epoch"] for e in history["epochs"]] == [0] and history["finished"]
+    assert history["best_epoch"] == 0 and history["improved"] is False
+    assert result["dev_metrics"]["rsum"] == pytest.approx(history["initial_dev_rsum"])
+    profile = {**PROFILE, "protocol": {"kind": "disjoint", "pretrain_images": 4, "seed": 2}}
+    record = read_result(run_method("frozen-backbone", PROFILE["methods"]["frozen-backbone"], profile, "toy-backbone",
+                                    *splits, progress=False)["path"])
+    assert record["protocol"] == {"kind": "disjoint", "pretrain_images": 4, "seed": 2, "adapt_images": 10,
+                                  "adapt_captions": 20}
 
 
 def test_test_queries_are_adapted_inductively(splits):
@@ -177,6 +197,12 @@ def test_load_profile_augmentations_reads_the_cache_or_returns_nothing(tmp_path)
     failed = {**record, "key": "k2", "caption": "a cat .", "status": "failed", "descriptions": ["A cat."]}
     cache.write_text(json.dumps(record) + "\n" + json.dumps(failed) + "\n")
     profile = {**PROFILE, "augmentation": {"cache": str(cache), "descriptions": 2}}
+    assert load_profile_augmentations(profile) == {"a dog runs .": ["A dog is running.", "The dog moves fast."]}
+    # a cache stored compressed (X.jsonl.gz only) is read through the same .jsonl name
+    from osgha_lite.augment import compress_cache
+
+    compress_cache(cache)
+    assert not cache.exists()
     assert load_profile_augmentations(profile) == {"a dog runs .": ["A dog is running.", "The dog moves fast."]}
 
 

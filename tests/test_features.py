@@ -127,3 +127,106 @@ def test_image_grid_cache_is_read_back(data_env, tmp_path):
     second, _ = cached_local_features(counting, paths, "demo", "train", size=2, cache_dir=tmp_path, progress=False)
     assert first.shape == (2, 4, 1280) and counting.items == 2
     np.testing.assert_array_equal(first, second)
+
+
+# --------------------------------------------------------------------------- selected splits
+class Fake:
+    """A deterministic stand-in encoder: each item's vector comes from the SHA-256 of its name; counts calls."""
+
+    def __init__(self, modality: str, dim: int = 6):
+        self.identity, self.modality, self.dim = f"fake-{modality}", modality, dim
+        self.calls, self.items = 0, []
+
+    def vector(self, item) -> np.ndarray:
+        import hashlib
+
+        name = item.name if self.modality == "image" else str(item)
+        raw = np.frombuffer(hashlib.sha256(name.encode()).digest()[: self.dim], dtype=np.uint8)
+        return raw.astype(np.float32) / 255.0
+
+    def encode(self, items, batch_size=64, progress=True):
+        self.calls += 1
+        self.items += list(items)
+        return np.stack([self.vector(item) for item in items]).astype(np.float32)
+
+    def local_identity(self, size):
+        return f"{self.identity}:local{size}"
+
+    def encode_local(self, items, size, batch_size=64, progress=True):
+        self.calls += 1
+        self.items += list(items)
+        pooled = np.stack([self.vector(item) for item in items]).astype(np.float32)
+        local = np.repeat(pooled[:, None, :], size, axis=1) * np.arange(1, size + 1)[None, :, None]
+        mask = np.arange(size)[None, :] < (np.arange(len(items)) % size + 1)[:, None]
+        return pooled, local.astype(np.float16), mask
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_split_features_of_a_selected_split_reads_the_parents_rows(data_env, modality):
+    from osgha_lite.data import load_dataset
+    from osgha_lite.features import cache_root, split_features
+
+    train = load_dataset("flickr8k", "train")
+    adapt = train.select_images(np.array([3, 1]), "adapt")
+    encoder = Fake(modality)
+    selected = split_features(encoder, adapt, progress=False)
+    assert encoder.calls == 1 and len(encoder.items) == (4 if modality == "image" else 9)  # the parent, once
+    parent = split_features(encoder, train, progress=False)
+    assert encoder.calls == 1  # read from the cache
+    items = adapt.image_paths if modality == "image" else adapt.captions
+    np.testing.assert_array_equal(selected, np.stack([encoder.vector(i) for i in items]))
+    np.testing.assert_array_equal(selected, parent[adapt.source.rows(modality)])
+    assert selected.shape == (2 if modality == "image" else 5, encoder.dim)
+    files = sorted(p.name for p in (cache_root() / "features").glob("*.npy"))
+    assert len(files) == 1 and files[0].startswith(f"flickr8k-train-{modality}-")  # nothing stored as adapt
+    # a selection of a selection still reads the first parent's cache
+    nested = adapt.select_images(np.array([1]), "one")
+    np.testing.assert_array_equal(split_features(encoder, nested, progress=False), selected[adapt.text_to_image == 1]
+                                  if modality == "text" else selected[[1]])
+    assert encoder.calls == 1
+
+
+def test_split_features_of_a_plain_split_is_cached_features(data_env):
+    from osgha_lite.data import load_dataset
+    from osgha_lite.features import split_features
+
+    dev = load_dataset("flickr8k", "dev")
+    encoder = Fake("text")
+    out = split_features(encoder, dev, progress=False)
+    assert encoder.items == dev.captions
+    np.testing.assert_array_equal(out, cached_features(encoder, dev.captions, "flickr8k", "dev", progress=False))
+    assert encoder.calls == 1
+
+
+def test_split_local_features_of_a_selected_split_reads_the_parents_rows(data_env):
+    from osgha_lite.data import load_dataset
+    from osgha_lite.features import split_features, split_local_features
+
+    train = load_dataset("flickr8k", "train")
+    adapt = train.select_images(np.array([0, 2]), "adapt")
+    encoder = Fake("text")
+    local, mask = split_local_features(encoder, adapt, 3, progress=False)
+    assert encoder.calls == 1 and encoder.items == train.captions  # one pass over the parent
+    parent_local, parent_mask = split_local_features(encoder, train, 3, progress=False)
+    rows = adapt.source.rows("text")
+    assert local.shape == (4, 3, encoder.dim) and mask.shape == (4, 3)
+    np.testing.assert_array_equal(local, np.asarray(parent_local)[rows])
+    np.testing.assert_array_equal(mask, parent_mask[rows])
+    expected = np.stack([encoder.vector(c) for c in adapt.captions])
+    np.testing.assert_allclose(local[:, 0].astype(np.float32), expected, atol=1e-3)
+    # the global features of the same pass serve the selected split too
+    np.testing.assert_array_equal(split_features(encoder, adapt, progress=False), expected)
+    assert encoder.calls == 1
+
+
+def test_smoke_limited_protocol_split_still_reads_the_parents_cache(data_env):
+    from osgha_lite.data import load_profile_split
+    from osgha_lite.features import split_features
+
+    profile = {"name": "tiny", "dataset": "flickr8k", "smoke_images": 1,
+               "protocol": {"kind": "disjoint", "pretrain_images": 2, "seed": 0}}
+    encoder = Fake("text")
+    split_features(encoder, load_profile_split({**profile, "smoke_images": None}, "train"), progress=False)
+    assert encoder.calls == 1
+    split_features(encoder, load_profile_split(profile, "adapt"), progress=False)
+    assert encoder.calls == 1

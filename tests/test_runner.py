@@ -30,7 +30,7 @@ def test_source_notebooks_hold_only_checked_outputs():
 
 
 def test_profiles_load_and_smoke_is_renamed():
-    assert {"lite", "paper-flickr30k", "paper-coco"} <= set(available_profiles())
+    assert {"lite", "lite-shared", "paper-flickr30k", "paper-coco"} <= set(available_profiles())
     for name in available_profiles():
         profile = load_profile(name)
         assert profile["name"] == name
