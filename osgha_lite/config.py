@@ -8,7 +8,11 @@ profile it was produced with.
 
 Built-in profiles:
 
-* ``lite`` (default): Flickr8k, lite backbone, CPU.
+* ``lite`` (default): Flickr8k, lite backbone, CPU; the heads train on
+  4,000 *pretrain* images and every method on the other 2,000 (*adapt*)
+  training images (``"protocol"``; :func:`osgha_lite.data.load_profile_split`).
+* ``lite-shared``: ``lite`` with the earlier protocol, heads and methods on
+  the same training images (for comparison).
 * ``paper-flickr30k``: Flickr30K (Karpathy), open_clip ViT-B-32 ``openai``.
 * ``paper-coco``: MS-COCO (Karpathy), open_clip ViT-B-32 ``openai``, 5K and 1K protocols.
 
