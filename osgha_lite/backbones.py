@@ -101,11 +101,20 @@ class Backbone:
 
     def encode_images(self, paths: Sequence, dataset: str = "adhoc", split: str = "adhoc",
                       progress: bool = True) -> np.ndarray:
-        raise NotImplementedError
+        """Unit rows for image files: cached encoder outputs through :meth:`from_raw`."""
+        self._check_ready()
+        return self.from_raw(cached_features(self.image_encoder, list(paths), dataset, split,
+                                             batch_size=self.batch_size, progress=progress), "image")
 
     def encode_texts(self, texts: Sequence[str], dataset: str = "adhoc", split: str = "adhoc",
                      progress: bool = True) -> np.ndarray:
-        raise NotImplementedError
+        """Unit rows for texts: cached encoder outputs through :meth:`from_raw`."""
+        self._check_ready()
+        return self.from_raw(cached_features(self.text_encoder, list(texts), dataset, split,
+                                             batch_size=self.batch_size, progress=progress), "text")
+
+    def _check_ready(self) -> None:
+        """Raise when the backbone cannot encode yet (nothing to check by default)."""
 
     def embed(self, data: CaptionDataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Unit-norm image and caption vectors of a dataset split."""
@@ -156,14 +165,6 @@ class OpenClipBackbone(Backbone):
         options = profile["backbone"]
         return cls(options.get("model", "ViT-B-32"), options.get("pretrained", "openai"),
                    device=options.get("device"), seed=profile.get("seed", 0), local=options.get("local"))
-
-    def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
-        return l2_normalize(cached_features(self.image_encoder, list(paths), dataset, split,
-                                            batch_size=self.batch_size, progress=progress))
-
-    def encode_texts(self, texts, dataset="adhoc", split="adhoc", progress=True):
-        return l2_normalize(cached_features(self.text_encoder, list(texts), dataset, split,
-                                            batch_size=self.batch_size, progress=progress))
 
     def from_raw(self, x, modality):
         return l2_normalize(x)
@@ -273,17 +274,6 @@ class LiteBackbone(Backbone):
         encode = self.heads.encode_images if modality == "image" else self.heads.encode_texts
         return encode(to_tensor(x)).numpy()
 
-    @torch.no_grad()
-    def encode_images(self, paths, dataset="adhoc", split="adhoc", progress=True):
-        self._check_ready()
-        raw = cached_features(self.image_encoder, list(paths), dataset, split, progress=progress)
-        return self.heads.encode_images(to_tensor(raw)).numpy()
-
-    @torch.no_grad()
-    def encode_texts(self, texts, dataset="adhoc", split="adhoc", progress=True):
-        self._check_ready()
-        raw = cached_features(self.text_encoder, list(texts), dataset, split, progress=progress)
-        return self.heads.encode_texts(to_tensor(raw)).numpy()
 
 
 BACKBONES = {"lite": LiteBackbone, "openclip": OpenClipBackbone}

@@ -41,7 +41,7 @@ import torch
 
 from osgha_lite.adapters import AdapterContext, RetrievalAdapter, build_adapter
 from osgha_lite.config import merge
-from osgha_lite.data import PROJECT_ROOT, data_root
+from osgha_lite.data import PROJECT_ROOT, data_root, protocol_settings
 from osgha_lite.evaluation import evaluate_similarity
 from osgha_lite.features import cache_root
 from osgha_lite.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
@@ -337,8 +337,6 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
 
 def protocol_record(profile: dict, train: Embedded) -> dict:
     """How the training images were divided (``osgha_lite.data.protocol_settings``) and how many the method used."""
-    from osgha_lite.data import protocol_settings
-
     return {**protocol_settings(profile), "adapt_images": int(train.images.shape[0]),
             "adapt_captions": int(train.texts.shape[0])}
 

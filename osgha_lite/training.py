@@ -170,7 +170,7 @@ def checkpoint_finished(checkpoint: str | Path) -> bool:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         return False
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))
 
 
@@ -200,7 +200,7 @@ def fit(
     history, best_state, start_epoch, stale = TrainHistory(), None, 0, 0
     checkpoint = Path(checkpoint) if checkpoint else None
 
-    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint and checkpoint.exists() else None
+    state = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.exists() else None
     if state is not None and state.get("version") == FIT_VERSION:
         history = TrainHistory.from_dict(state["history"])
         best_state = state["best_model"]

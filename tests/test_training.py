@@ -226,3 +226,20 @@ def test_resume_right_after_epoch_0_gives_the_same_history(tmp_path):
     assert (history.best_epoch, history.best_rsum) == (full_history.best_epoch, full_history.best_rsum)
     for key, value in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value)
+
+
+class _Payload:
+    """Unpickling this runs code: what a checkpoint received from someone else could hold."""
+
+    def __reduce__(self):
+        return (print, ("code from a checkpoint ran",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    import pickle
+
+    checkpoint = tmp_path / "evil.pt"
+    torch.save({"version": FIT_VERSION, "history": {"finished": True}, "payload": _Payload()}, checkpoint)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint_finished(checkpoint)
+    assert "code from a checkpoint ran" not in capsys.readouterr().out
