@@ -691,6 +691,18 @@ def test_adapt_split_of_another_datasets_profile_is_refused(data_env, tmp_path, 
     assert not path.exists()
 
 
+def test_adapt_split_whose_protocol_does_not_fit_the_dataset_is_an_error(data_env, tmp_path, capsys):
+    """lite keeps 4,000 pretrain images; the tiny train split has fewer: an error message, not a traceback."""
+    from osgha_lite import augment
+
+    with pytest.raises(AugmentError, match=r"--split adapt with profile 'lite': pretrain_images must be between 1"):
+        augment._load_split("flickr8k", "adapt")
+    path = tmp_path / "flickr8k.jsonl"
+    assert augment.main(["--dataset", "flickr8k", "--split", "adapt", "--out", str(path)]) == 3
+    assert "pretrain_images must be between 1" in capsys.readouterr().err
+    assert not path.exists()
+
+
 def test_cli_adapt_split_asks_for_the_adapt_captions(data_env, tmp_path, monkeypatch):
     from osgha_lite import augment
     from osgha_lite.augment import RunSummary
