@@ -143,8 +143,8 @@ def expect(value, kinds: type | tuple[type, ...], path: Path, where: str):
     if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
         return value
     wanted = " or ".join(_JSON_TYPES.get(kind, kind.__name__) for kind in kinds)
-    shown = json.dumps(value)[:60] if isinstance(value, (str, int, float, bool, type(None))) else json_type(value)
-    raise DataError(f"{path}: {where} must be {wanted}, found {json_type(value)} ({shown}); fix the file")
+    shown = f" ({json.dumps(value)[:60]})" if isinstance(value, (str, int, float, bool)) else ""
+    raise DataError(f"{path}: {where} must be {wanted}, found {json_type(value)}{shown}; fix the file")
 
 
 def inside(value: str, where: str) -> PurePosixPath:
