@@ -244,11 +244,13 @@ def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_miss
             seen[key] = at
         image_path = _image_path(folder / "images", relative, where)
         sentences = expect(entry.get("sentences", []), list, json_file, f"{at}.sentences")
+        for k, sentence in enumerate(sentences):  # every entry is checked, not only this split's
+            expect(sentence, dict, json_file, f"{at}.sentences[{k}]")
+            expect(sentence.get("raw"), str, json_file, f"{at}.sentences[{k}].raw")
         if entry_split not in _KARPATHY_SPLITS[split]:
             continue
         for k, sentence in enumerate(sentences):
-            expect(sentence, dict, json_file, f"{at}.sentences[{k}]")
-            raw = expect(sentence.get("raw"), str, json_file, f"{at}.sentences[{k}].raw")
+            raw = sentence["raw"]
             if not raw.strip():
                 table.bad_row(f"{where}.sentences[{k}]", "empty caption text")
                 continue

@@ -197,6 +197,8 @@ KARPATHY_TYPE_FAULTS = {
     "images-null": (lambda c: {"images": None}, r"'images' must be an array, found null"),
     "raw": (lambda c: c["images"][5]["sentences"][1].update(raw=None) or c,
             r"images\[5\]\.sentences\[1\]\.raw must be a string, found null"),
+    "raw-in-another-split": (lambda c: c["images"][0]["sentences"][0].update(raw=7) or c,
+                             r"images\[0\]\.sentences\[0\]\.raw must be a string, found an integer \(7\)"),
     "split-name": (lambda c: c["images"][1].update(split="validation") or c,
                    r"images\[1\]\.split is 'validation'; expected one of train, restval, val, test"),
 }
