@@ -9,7 +9,7 @@ What a reader skipped on request (``skip_missing``, ``skip_bad_rows``) is
 counted in ``skipped`` with the first few examples in ``skip_examples``;
 what it kept on purpose although it looks odd (rows repeated in the source,
 kept because the published benchmark keeps them) is counted in ``kept``.
-All three appear in :meth:`CaptionDataset.summary`.
+``skipped`` is in :meth:`CaptionDataset.summary`, all three in ``summary(details=True)``.
 """
 
 from __future__ import annotations
@@ -113,10 +113,15 @@ class CaptionDataset:
             skip_examples=dict(self.skip_examples), kept=dict(self.kept),
         )
 
-    def summary(self) -> dict:
-        """Counts as plain numbers (for tables and result files)."""
+    def summary(self, details: bool = False) -> dict:
+        """Counts as plain numbers (for tables and result files).
+
+        ``skipped`` counts what was skipped per reason; with ``details=True``
+        also ``skip_examples`` (the first few skipped items per reason, each
+        naming its file and line) and ``kept`` (odd rows kept on purpose).
+        """
         per_image = self.captions_per_image()
-        return {
+        summary = {
             "dataset": self.name,
             "split": self.split,
             "images": self.n_images,
@@ -124,9 +129,11 @@ class CaptionDataset:
             "captions_per_image_min": int(per_image.min()) if self.n_images else 0,
             "captions_per_image_max": int(per_image.max()) if self.n_images else 0,
             "skipped": dict(self.skipped),
-            "skip_examples": {reason: list(items) for reason, items in self.skip_examples.items()},
-            "kept": dict(self.kept),
         }
+        if details:
+            summary["skip_examples"] = {reason: list(items) for reason, items in self.skip_examples.items()}
+            summary["kept"] = dict(self.kept)
+        return summary
 
 
 @dataclass(frozen=True)
