@@ -237,7 +237,7 @@ def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_miss
         relative = "/".join(part for part in (filepath, filename) if part)
         image_id = str(expect(entry["cocoid"], (int, str), json_file, f"{at}.cocoid")) if "cocoid" in entry \
             else filename
-        for seen, key, what in ((seen_ids, image_id, "image id"), (seen_paths, relative, "image file")):
+        for seen, key, what in ((seen_paths, relative, "image file"), (seen_ids, image_id, "image id")):
             if key in seen:
                 raise DataError(f"{where}: repeats the {what} {key!r} of {seen[key]}; each image may appear once, "
                                 "remove or merge the repeated entry")

@@ -167,7 +167,7 @@ def test_karpathy_repeated_image(tiny_root, tmp_path, field):
         return content
 
     root, _ = _flickr30k(tiny_root, tmp_path, repeat)
-    what = "image id '101'" if field == "cocoid" else "image id 'coffee.jpg'"
+    what = "image id '101'" if field == "cocoid" else "image file 'coffee.jpg'"
     index = 4 if field == "cocoid" else 3
     with pytest.raises(DataError, match=rf"images\[{index}\]: repeats the {what} of images\[1\]; each image may "
                                         "appear once"):
