@@ -155,6 +155,14 @@ def assemble(name: str, split: str, ordered: dict[str, str], paths: dict[str, Pa
                           kept=dict(report.kept))
 
 
+def _option(value, option: str, name: str, kind: type = str):
+    """A reader option from a declaration, checked for its type."""
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        wanted = "a non-empty string" if kind is str else "an object"
+        raise DataError(f"{name}: option {option!r} of the dataset declaration must be {wanted}, not {value!r}")
+    return value
+
+
 def _image_path(folder: Path, value: str, where: str) -> Path:
     return folder.joinpath(*inside(value, where).parts)
 
@@ -216,7 +224,7 @@ def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_miss
     ``{"images": [{"filename", "filepath"?, "cocoid"?, "split", "sentences": [{"raw"}]}]}``.
     Images are read from ``images/<filepath>/<filename>``; an image's id is its ``cocoid`` if
     it has one, else its file name. ``train`` is ``train`` + ``restval``, ``dev`` is ``val``."""
-    json_file = folder / json_name
+    json_file = folder / _option(json_name, "json_name", name)
     if not json_file.is_file():
         raise DataError(f"{json_file} is missing; see data/README.md for the Karpathy split files")
     content = read_json(json_file)
@@ -270,7 +278,7 @@ def read_coco(folder: Path, split: str, name: str, splits: dict, skip_missing: b
     An annotation file has ``images`` (``id``, ``file_name``) and ``annotations``
     (``image_id``, ``caption``); ``file_name`` is relative to the split's image folder.
     ``note`` is added to the error for a split that is not declared."""
-    if split not in splits:
+    if split not in _option(splits, "splits", name, dict):
         raise DataError(f"{name} declares the splits {', '.join(splits)}, not {split!r}" + (f"; {note}" if note else ""))
     files = splits[split]
     if not isinstance(files, dict) or not all(isinstance(files.get(k), str) for k in ("annotations", "images")):
@@ -323,7 +331,8 @@ def read_captions(folder: Path, split: str, name: str, captions: str, images: st
     row belongs to the split named by the option ``split_of_rows``. Images keep the order
     in which they first appear; an image may not appear in two splits.
     """
-    captions_file, image_folder = folder / captions, folder / images
+    captions_file = folder / _option(captions, "captions", name)
+    image_folder = folder / _option(images, "images", name)
     for required, what in ((captions_file, "captions file"), (image_folder, "image folder")):
         if not required.exists():
             raise DataError(f"{required} is missing ({what} of {name}); check the dataset declaration")

@@ -234,6 +234,10 @@ def test_captions_missing_files(tiny_root, tmp_path):
     ({"reader": "captions", "folder": "${home}/x", "options": {"captions": "c.csv", "images": "."}},
      r"unknown variable in '\$\{home\}/x'; the only one is \$\{data_root\}"),
     ([1, 2], r"a dataset declaration is a JSON object, not list"),
+    ({"reader": "captions", "options": {"captions": 5, "images": "."}},
+     r"bad: option 'captions' of the dataset declaration must be a non-empty string, not 5"),
+    ({"reader": "coco", "options": {"splits": ["test"]}},
+     r"bad: option 'splits' of the dataset declaration must be an object, not \['test'\]"),
 ])
 def test_declaration_errors(tmp_path, content, message):
     spec = tmp_path / "bad.json"
