@@ -20,6 +20,7 @@ Command line (``make assignment`` runs the first)::
 
     python -m assignments.build [--out build/assignments] [--no-run-tests] [NAME ...]
     python -m assignments.build grade --autograder ZIP SUBMISSION.ipynb [...]
+    python -m assignments.build time [NAME ...]     # seconds to run each source notebook
 """
 
 from __future__ import annotations
@@ -132,6 +133,46 @@ def grade(submission: Path, autograder: Path) -> dict[str, tuple[float, float]]:
     return scores
 
 
+def timings(source: Path) -> dict[str, float]:
+    """Seconds to run a source notebook top to bottom in a fresh ``python3`` kernel (solutions and all tests).
+
+    ``total``: from kernel start to the last cell; ``cells``: the time spent in
+    the cells; ``tests``: in the test cells (the hidden tests included).
+    """
+    from datetime import datetime
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(source, as_version=4)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _environment()["PYTHONPATH"]  # the kernel inherits this process's environment
+    try:
+        start = time.perf_counter()
+        NotebookClient(notebook, kernel_name="python3", record_timing=True, timeout=600).execute()
+        total = time.perf_counter() - start
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+    def seconds(cell) -> float:
+        stamps = cell.metadata.get("execution", {})
+        begin, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if not begin or not end:
+            return 0.0
+        return (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                - datetime.fromisoformat(begin.replace("Z", "+00:00"))).total_seconds()
+
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    return {
+        "total": total,
+        "cells": sum(seconds(cell) for cell in code),
+        "tests": sum(seconds(cell) for cell in code if "def test_" in cell.source),
+    }
+
+
 def _format_scores(scores: dict[str, tuple[float, float]]) -> str:
     return ", ".join(f"{question} {score:g}/{maximum:g}" for question, (score, maximum) in scores.items())
 
@@ -157,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(s for s, _ in scores.values()), sum(m for _, m in scores.values())
             print(f"{submission}: {total[0]:g}/{total[1]:g} ({_format_scores(scores)}); "
                   f"graded in {wall:.1f} s wall, {cpu:.1f} s CPU")
+        return 0
+
+    if argv[:1] == ["time"]:
+        for source in source_notebooks(argv[1:]):
+            seconds = timings(source)
+            print(f"{source.stem}: {seconds['total']:.1f} s from kernel start, {seconds['cells']:.2f} s in cells, "
+                  f"{seconds['tests']:.2f} s of them in the tests")
         return 0
 
     parser = argparse.ArgumentParser(prog="python -m assignments.build",

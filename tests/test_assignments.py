@@ -7,7 +7,9 @@ Every source notebook under ``assignments/`` is built with ``otter assign``
 * the solution notebooks: every question must get full marks, so the hidden
   tests agree with the package on their fresh random inputs;
 * the generated student versions, whose answer cells are stubs: every
-  question must get 0, so no test passes without an answer.
+  question must get 0, so no test passes without an answer;
+* a filled-in student copy of exercise 1 with one mistake (the optimistic
+  tie rule): 3 of 4 points, the hidden tie test alone failing.
 
 The notebooks are executed in the ``python3`` kernel; two gradings run at a
 time (the test takes about a minute on two cores).
@@ -72,13 +74,38 @@ def graded(tmp_path_factory) -> dict[str, dict]:
     # The solutions are graded below, so otter assign need not execute them a second time.
     built: list[BuiltExercise] = [build(source, out, run_tests=False) for source in source_notebooks()]
     jobs = {(b.name, kind): (getattr(b, kind), b.autograder) for b in built for kind in ("solution", "student")}
+    recall = next(b for b in built if b.name == "01_recall_at_k")
+    jobs[("01_recall_at_k", "optimistic")] = (_fill_in(recall, out / "filled-in", optimistic_ties=True), recall.autograder)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {key: pool.submit(grade, notebook, autograder) for key, (notebook, autograder) in jobs.items()}
         scores = {key: future.result() for key, future in futures.items()}
-    return {
+    result = {
         b.name: {"built": b, "solution": scores[(b.name, "solution")], "student": scores[(b.name, "student")]}
         for b in built
     }
+    result["01_recall_at_k"]["optimistic"] = scores[("01_recall_at_k", "optimistic")]
+    return result
+
+
+def _fill_in(built: BuiltExercise, folder: Path, optimistic_ties: bool) -> Path:
+    """A student's filled-in copy of exercise 1: the generated student version with the answer cell
+    written in; with ``optimistic_ties`` the answer counts only strictly higher scores (``>``)."""
+    source = Path(__file__).resolve().parents[1] / "assignments" / f"{built.name}.ipynb"
+    answer = "\n".join(line for line in _answer_cell(nbformat.read(source, as_version=4)).source.splitlines()
+                       if "SOLUTION" not in line)
+    if optimistic_ties:
+        assert answer.count(">=") == 2, "the solution of exercise 1 changed: update this mistake"
+        answer = answer.replace(">=", ">")
+    notebook = nbformat.read(built.student, as_version=4)
+    _answer_cell(notebook).source = answer
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / built.student.name
+    nbformat.write(notebook, path)
+    return path
+
+
+def _answer_cell(notebook):
+    return next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("def recall_at_k("))
 
 
 def test_four_exercises_cover_the_papers_concepts():
@@ -133,3 +160,8 @@ def test_student_stubs_get_zero(name, graded):
     assert scores and all(maximum > 0 and score == 0 for score, maximum in scores.values()), (
         f"{name}: the unanswered student version scored {scores}"
     )
+
+
+def test_a_filled_in_copy_with_one_mistake_loses_one_test(graded):
+    """Exercise 1 answered with the optimistic tie rule (``>`` for ``>=``) passes every test but the tie test."""
+    assert graded["01_recall_at_k"]["optimistic"] == {"recall_at_k": (3.0, 4.0)}
