@@ -102,5 +102,12 @@ qwen-augment: qwen-model
 	           --model $(QWEN) --concurrency 16 --out $(QWEN_CACHE)"
 	$(if $(QWEN_COMPRESS),$(PY) -m osgha_lite.augment --compress --out $(QWEN_CACHE))
 
+# Course exercises (docs/teaching.md): from each source notebook in assignments/, the student version
+# (solutions stripped, hidden tests removed) and the Otter autograder zip, in build/assignments/NN_name/.
+# Each solution notebook is executed against all its tests first; a failing test stops the build.
+.PHONY: assignment
+assignment: $(STAMP)
+	$(PY) -m assignments.build --out build/assignments
+
 clean-cache:
 	rm -rf .cache build
