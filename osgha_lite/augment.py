@@ -795,10 +795,9 @@ def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelI
                 else:
                     summary.failed += 1
                     reasons[record["reason"]] += 1
-                    if progress:
-                        shown = record["caption"] if len(record["caption"]) <= 80 else record["caption"][:77] + "..."
-                        print(f"failed: caption {record['key'][:12]} {shown!r}: {record['reason']}",
-                              file=sys.stderr, flush=True)
+                    shown = record["caption"] if len(record["caption"]) <= 80 else record["caption"][:77] + "..."
+                    print(f"failed: caption {record['key'][:12]} {shown!r}: {record['reason']}",
+                          file=sys.stderr, flush=True)
                 bar.update(1)
                 bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
                 if progress and not interactive and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:

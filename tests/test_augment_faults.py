@@ -68,7 +68,7 @@ def _requests(standin) -> int:  # noqa: F811
 def test_a_caption_longer_than_num_ctx_fails_alone_and_reruns_skip_it(standin, tmp_path, capsys):  # noqa: F811
     path = tmp_path / "c.jsonl"
     config = _config(standin, max_caption_chars=100_000)  # let the request reach the server
-    summary = augment_captions([LONG, GOOD], path, config, progress=True)
+    summary = augment_captions([LONG, GOOD], path, config, progress=False)
     assert summary.ok + summary.failed == 2 and summary.failed >= 1
     records = {r["caption"]: r for r in read_records(path)[0]}
     failed = records[LONG]
