@@ -254,7 +254,8 @@ def check_free_space(cache_path: str | os.PathLike, captions: int, minimum: int 
     """Raise :class:`CacheAccessError` when the cache's disk has less free space than
     ``minimum + BYTES_PER_CAPTION * captions`` bytes; returns the free bytes."""
     folder = cache_paths(cache_path)[0].parent
-    free = shutil.disk_usage(folder).free
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))  # the folder may be new
+    free = shutil.disk_usage(existing).free
     needed = minimum + BYTES_PER_CAPTION * captions
     if free < needed:
         raise CacheAccessError(

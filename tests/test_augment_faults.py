@@ -268,6 +268,7 @@ def test_a_full_disk_is_reported_before_any_request(standin, tmp_path):  # noqa:
         augment_captions([GOOD, "A cat sleeps ."], path, _config(standin, min_free_bytes=2**62), progress=False)
     assert _requests(standin) == before and not path.exists() and not lock_path(path).exists()
     assert check_free_space(path, 10) > 0  # a normal minimum passes on the test disk
+    assert check_free_space(tmp_path / "new" / "deeper" / "c.jsonl", 10) > 0  # a folder still to be made
 
 
 # --------------------------------------------------------------------------- where the cache goes
