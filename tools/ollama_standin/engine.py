@@ -23,6 +23,10 @@ contiguous, which lets the worker
   left with masked zero columns),
 * drop finished rows and then every column no row attends to.
 
+A group whose prefill fails is admitted again one request at a time, so a
+request that breaks the forward pass fails alone (an ``("error", ...)``
+event) and the rows already decoding go on.
+
 The attention mask handed to the model is an explicit 4-D boolean
 ``(B, 1, q, T)`` tensor, so transformers uses it as is. Padded query
 positions attend to themselves only, so no softmax row is empty (no NaN can

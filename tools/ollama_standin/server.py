@@ -29,6 +29,11 @@ request features (``format``, ``tools``, ``images``, ``think``, ``suffix``,
 silently ignored. An unknown model answers HTTP 404
 ``{"error": "model 'x' not found"}``, so the ``ollama`` client raises
 ``ResponseError`` with ``status_code == 404`` exactly as with a real server.
+A malformed request answers HTTP 400 and fails alone: a ``Content-Length``
+that is not a number, a ``context`` that is not a list of token ids of the
+model's vocabulary (checked before the request can join a decode batch).
+Binding an address other than loopback (``OLLAMA_HOST=0.0.0.0:...``) prints
+a warning (:func:`exposure_warning`): the server has no authentication.
 """
 
 from __future__ import annotations
