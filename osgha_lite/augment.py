@@ -10,7 +10,10 @@ model, so everything below is our design:
   descriptions that use synonyms and other wording and may add plausible
   visual details without contradicting the caption. Nothing in it is
   specific to a dataset's domain. Its version string goes into every cache
-  key and every record.
+  key and every record. The caption goes in as data
+  (:func:`osgha_lite.reply_check.caption_as_data`): chat control tokens and
+  line breaks are removed, so it stays inside its quoted line of the user
+  turn; ordinary captions are unchanged.
 * **Parsing** (:func:`parse_descriptions`): numbered lists (``1.``, ``2)``,
   ``(3)``), bullets (``-``, ``*``, ``•``) or, when the reply has no list
   marker at all, one item per non-empty line. Text before the list (``Here
@@ -22,11 +25,18 @@ model, so everything below is our design:
   an AI``, ``I cannot``...), talk about the task (``caption``,
   ``description``, ``rephrase``...), shares fewer than ``min_shared_words``
   content words with the caption (crude stemming; a cheap off-topic check),
-  or is the last item of a reply cut off by ``num_predict``.
+  or is the last item of a reply cut off by ``num_predict``. New replies are
+  also screened (:func:`osgha_lite.reply_check.screen_item`) for talk about
+  instructions, echoes of the prompt or its worked example, and offensive
+  words; that screen is not part of the cache key.
 * **Retries**: valid items accumulate over up to ``max_attempts`` requests,
   each with a different seed. A caption still short of ``k`` valid items is
   written as a ``failed`` record holding every rejection reason; it is
-  counted and reported, never passed on as a success.
+  counted and reported, never passed on as a success. So is a caption that
+  fails for a reason of its own: longer than ``max_caption_chars``, refused
+  by the server (HTTP 400, e.g. a prompt longer than ``num_ctx``) or
+  answered with a reply the client cannot read; the run goes on, and the
+  failure is printed with the caption's key and counted in the summary.
 * **Client**: the official ``ollama`` package against ``OLLAMA_HOST``
   (default ``127.0.0.1:11434``); ``concurrency`` requests in flight, a
   timeout per request, retries with exponential backoff on transport errors
@@ -35,9 +45,14 @@ model, so everything below is our design:
 
 Cache
 -----
-``data/augmentations/<dataset>.jsonl`` is append-only; each line is one
+``data/augmentations/<dataset>.jsonl`` in the repository (not in the data
+root, wherever ``OSGHA_DATA_ROOT`` points) is append-only; each line is one
 finished caption, written with a single ``write`` + ``flush`` + ``fsync``,
-so killing the process at any moment loses at most the requests in flight.
+so killing the process at any moment loses at most the requests in flight
+(reading, writing, locking: :mod:`osgha_lite.llm_cache`). Before any LLM
+request a run checks that the cache's folder can be written and its disk
+has room, and takes the cache's lock (``<dataset>.lock``), so a second run
+on the same cache stops at once with the PID of the first.
 The key of a caption is ``sha256`` of the canonical JSON of (model name,
 model digest from ``/api/show``, template version and file hash, ``k``,
 generation options, base seed, attempt limit, validation rules, caption
@@ -66,17 +81,12 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import sys
-import threading
 import time
-import warnings
-import zlib
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -84,7 +94,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .atomic import atomic_write_bytes, atomic_write_json
+from .llm_cache import (  # noqa: F401 - the cache API is also reachable as osgha_lite.augment.*
+    MIN_FREE_BYTES,
+    AugmentationCache,
+    CacheAccessError,
+    CacheLock,
+    CacheReport,
+    cache_exists,
+    cache_paths,
+    check_free_space,
+    check_writable,
+    compress_cache,
+    load_augmentations,
+    lock_path,
+    read_records,
+)
+from .reply_check import caption_as_data, prompt_fixed_lines, screen_item
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -118,6 +143,10 @@ class ModelNotFound(AugmentError):
     """The server answers but does not have the requested model."""
 
 
+class RequestRefused(AugmentError):
+    """The server refused one request (HTTP 4xx other than 404/408/429): that caption fails, the run goes on."""
+
+
 # --------------------------------------------------------------------------- prompt
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -144,7 +173,8 @@ class PromptTemplate:
         for role, text in self.sections:
             if role == "assistant":
                 text = _first_items(text, k, self.name)
-            text = text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption)).replace("{image}", "")
+            text = (text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption_as_data(caption)))
+                    .replace("{image}", ""))
             out.append({"role": role, "content": text.strip()})
         if self.vision:
             if image is None:
@@ -372,6 +402,11 @@ class AugmentConfig:
     transport_retries: int = 4
     backoff: float = 1.0
     """First retry delay in seconds; doubles each retry (capped at 30 s)."""
+    max_caption_chars: int = 1000
+    """A longer caption is recorded as failed without a request (Ollama would cut the prompt to
+    ``num_ctx`` tokens without saying so). Not part of the cache key, like everything below ``rules``."""
+    min_free_bytes: int = MIN_FREE_BYTES
+    """Free disk space a run needs besides 4 KiB per caption to write."""
 
     @property
     def resolved_host(self) -> str:
@@ -513,8 +548,10 @@ def _chat_with_retries(client, config: AugmentConfig, messages, options) -> Any:
 
             if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
                 raise ModelNotFound(f"model {config.model!r} disappeared from {config.resolved_host}: {exc.error}") from None
+            if isinstance(exc, ollama.ResponseError) and not _is_transport_error(exc):
+                raise RequestRefused(f"the server refused the request (HTTP {exc.status_code}: {exc.error})") from None
             if not _is_transport_error(exc):
-                raise AugmentError(f"{config.resolved_host} refused a chat request: {_describe(exc)}") from None
+                raise
             if attempt == config.transport_retries:
                 raise OllamaUnavailable(
                     f"lost the Ollama server at {config.resolved_host} after {attempt + 1} tries "
@@ -532,304 +569,86 @@ def augment_caption(
 
     Valid items accumulate over at most ``config.max_attempts`` replies. The record
     has ``status`` ``"ok"`` (exactly ``k`` descriptions) or ``"failed"`` (fewer;
-    ``reason`` says why and ``rejected`` lists every rejected item).
+    ``reason`` says why and ``rejected`` lists every rejected item). A caption
+    longer than ``config.max_caption_chars``, a request the server refuses
+    (:class:`RequestRefused`, e.g. a prompt longer than ``num_ctx``) and a reply
+    that cannot be read are failures of this caption, recorded with their reason;
+    only a lost server or model (:class:`OllamaUnavailable`, :class:`ModelNotFound`)
+    is raised.
     """
-    if template.vision:  # ``caption`` is the image's path relative to the data root
-        from .data import data_root
-
-        messages = template.messages("", config.k, image=data_root() / caption)
-        anchor = ""  # nothing to compare content words with
-    else:
-        messages, anchor = template.messages(caption, config.k), caption
-    base_options = config.options()
+    record: dict[str, Any] = {
+        "key": key,
+        "caption": caption,
+        "model": identity.name,
+        "digest": identity.digest,
+        "template": template.version,
+        "k": config.k,
+    }
     accepted: list[str] = []
     rejected: list[dict[str, Any]] = []
     seeds: list[int] = []
     eval_tokens = 0
     attempt = 0
-    for attempt in range(config.max_attempts):
+    error: str | None = None
+    if template.vision:  # ``caption`` is the image's path relative to the data root
+        from .data import data_root
+
+        messages = template.messages("", config.k, image=data_root() / caption)
+        anchor = ""  # nothing to compare content words with
+    elif len(caption) > config.max_caption_chars:
+        error = f"caption too long ({len(caption)} characters > max_caption_chars={config.max_caption_chars})"
+        messages, anchor = [], caption
+    else:
+        messages, anchor = template.messages(caption, config.k), caption
+    fixed = prompt_fixed_lines(template.sections)
+    base_options = config.options()
+    for attempt in range(config.max_attempts if error is None else 0):
         seed = attempt_seed(key, attempt)
         seeds.append(seed)
-        reply = _chat_with_retries(client, config, messages, {**base_options, "seed": seed})
-        content = reply.message.content or ""
-        eval_tokens += int(reply.eval_count or 0)
+        try:
+            reply = _chat_with_retries(client, config, messages, {**base_options, "seed": seed})
+            content = reply.message.content or ""
+            if not isinstance(content, str):
+                raise TypeError(f"message.content is {type(content).__name__}, not text")
+            eval_tokens += int(reply.eval_count or 0)
+            cut = reply.done_reason == "length"
+        except RequestRefused as exc:
+            error = str(exc)
+            break
+        except (OllamaUnavailable, ModelNotFound):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a reply this client cannot read fails this caption only
+            error = f"malformed reply ({_describe(exc)})"
+            break
         items = parse_descriptions(content)
         if not items:
             rejected.append({"attempt": attempt, "reason": "no items in the reply", "text": content[:300]})
-        cut = reply.done_reason == "length"
         for position, item in enumerate(items):
             if len(accepted) == config.k:
                 break
             reason = check_description(
                 item, anchor, config.rules, accepted, cut_off=cut and position == len(items) - 1
-            )
+            ) or screen_item(item, anchor, fixed)
             if reason is None:
                 accepted.append(item)
             else:
                 rejected.append({"attempt": attempt, "reason": reason, "text": item[:300]})
         if len(accepted) == config.k:
             break
-    record: dict[str, Any] = {
-        "key": key,
-        "caption": caption,
-        "status": "ok" if len(accepted) == config.k else "failed",
+    attempts = len(seeds)
+    record.update({
+        "status": "ok" if len(accepted) == config.k and error is None else "failed",
         "descriptions": accepted,
-        "model": identity.name,
-        "digest": identity.digest,
-        "template": template.version,
-        "k": config.k,
-        "attempts": attempt + 1,
+        "attempts": attempts,
         "seeds": seeds,
         "eval_tokens": eval_tokens,
         "rejected": rejected,
-    }
-    if record["status"] == "failed":
-        record["reason"] = f"{len(accepted)} of {config.k} valid descriptions after {attempt + 1} attempts"
+    })
+    if error is not None:
+        record["reason"] = error
+    elif record["status"] == "failed":
+        record["reason"] = f"{len(accepted)} of {config.k} valid descriptions after {attempts} attempts"
     return record
-
-
-# --------------------------------------------------------------------------- cache
-@dataclass
-class CacheReport:
-    """What reading a cache file found."""
-
-    path: Path
-    lines: int = 0
-    records: int = 0
-    partial_tail: int = 0
-    """Bytes of an unfinished last line (a write cut by a crash); 0 if none."""
-    bad_lines: list[int] = field(default_factory=list)
-    """Line numbers (1-based) of complete lines that are not valid records."""
-    duplicates: int = 0
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.partial_tail:
-            out.append(
-                f"{self.path}: the last line is unfinished ({self.partial_tail} bytes, line {self.lines + 1}); "
-                "it is ignored and the next augmentation run drops it"
-            )
-        if self.bad_lines:
-            out.append(f"{self.path}: lines {self.bad_lines[:10]} are not valid JSON records and are ignored")
-        return out
-
-
-def cache_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """The append log (``X.jsonl``) and the compressed part (``X.jsonl.gz``) of a cache, from either name."""
-    path = Path(path)
-    log = path.with_name(path.name.removesuffix(".gz"))
-    return log, log.with_name(log.name + ".gz")
-
-
-def cache_exists(path: str | os.PathLike) -> bool:
-    """Whether a cache has records on disk, plain or compressed."""
-    return any(p.is_file() for p in cache_paths(path))
-
-
-def _parse_lines(data: bytes, report: CacheReport, by_key: dict[str, dict[str, Any]]) -> None:
-    """Parse the JSON lines of ``data`` into ``by_key`` (later keys replace earlier ones); record problems."""
-    complete, _, tail = data.rpartition(b"\n")
-    if not data.endswith(b"\n"):
-        report.partial_tail = len(tail)
-        body = complete
-    else:
-        body = data[:-1]
-    if body:
-        for number, raw in enumerate(body.split(b"\n"), start=1):
-            report.lines += 1
-            try:
-                record = json.loads(raw)
-                key = record["key"]
-                record["caption"], record["status"], record["descriptions"]  # noqa: B018 - required fields
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                report.bad_lines.append(number)
-                continue
-            if key in by_key:
-                report.duplicates += 1
-            by_key[key] = record
-
-
-def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheReport]:
-    """All records of a cache (later records with the same key replace earlier ones).
-
-    Reads ``X.jsonl.gz`` first, then ``X.jsonl`` (see the module docstring);
-    the report describes the ``.jsonl``. Raises ``ValueError`` naming the
-    file when the compressed part is not a complete, valid cache.
-    """
-    log, packed = cache_paths(path)
-    report = CacheReport(path=log)
-    by_key: dict[str, dict[str, Any]] = {}
-    if packed.is_file():
-        try:
-            data = gzip.decompress(packed.read_bytes())
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{packed}: not a readable gzip file ({exc}); restore it from version control") from None
-        packed_report = CacheReport(path=packed)
-        _parse_lines(data, packed_report, by_key)
-        if packed_report.partial_tail or packed_report.bad_lines:
-            problems = packed_report.problems()
-            raise ValueError(f"{packed}: a compressed cache must be complete and valid: {'; '.join(problems)}")
-    if log.is_file():
-        _parse_lines(log.read_bytes(), report, by_key)
-    report.records = len(by_key)
-    return list(by_key.values()), report
-
-
-def compress_cache(path: str | os.PathLike) -> Path:
-    """Merge a cache's records into ``X.jsonl.gz`` (written atomically) and remove ``X.jsonl``.
-
-    Records keep their order (first appearance of each key); the gzip stream
-    has no file name or time stamp, so the same records give the same bytes.
-    Refuses a cache whose ``.jsonl`` has an unfinished or invalid line.
-    """
-    log, packed = cache_paths(path)
-    records, report = read_records(log)
-    if report.partial_tail or report.bad_lines:
-        raise ValueError(f"{log}: repair the cache before compressing it: {'; '.join(report.problems())}")
-    if not records:
-        raise ValueError(f"{log}: no records to compress")
-    body = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode("utf-8")
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as stream:
-        stream.write(body)
-    atomic_write_bytes(packed, buffer.getvalue())
-    log.unlink(missing_ok=True)
-    return packed
-
-
-class AugmentationCache:
-    """Append-only JSONL of finished captions (see the module docstring)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = cache_paths(path)[0]
-        self.meta_path = self.path.with_name(self.path.name.removesuffix(".jsonl") + ".meta.json")
-        self._lock = threading.Lock()
-        records, self.report = read_records(self.path)
-        self.records = {r["key"]: r for r in records}
-
-    def repair(self) -> int:
-        """Drop an unfinished last line (in place, one ``truncate``); returns the bytes dropped."""
-        if not self.report.partial_tail:
-            return 0
-        size = self.path.stat().st_size
-        with open(self.path, "r+b") as handle:
-            handle.truncate(size - self.report.partial_tail)
-            handle.flush()
-            os.fsync(handle.fileno())
-        dropped, self.report.partial_tail = self.report.partial_tail, 0
-        return dropped
-
-    def done_keys(self, include_failed: bool = True) -> set[str]:
-        return {k for k, r in self.records.items() if include_failed or r["status"] == "ok"}
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one record as one line: a single ``write``, then ``flush`` and ``fsync``."""
-        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                written = os.write(fd, line)
-                if written != len(line):  # pragma: no cover - regular files write fully
-                    raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.records[record["key"]] = record
-
-    def summary(self) -> dict[str, Any]:
-        """Counts per configuration (model, digest, template, k) and failure reasons."""
-        configs: dict[tuple, dict[str, Any]] = {}
-        for record in self.records.values():
-            ident = (record.get("model"), record.get("digest"), record.get("template"), record.get("k"))
-            entry = configs.setdefault(
-                ident,
-                {"model": ident[0], "digest": ident[1], "template": ident[2], "k": ident[3],
-                 "records": 0, "ok": 0, "failed": 0, "failure_reasons": Counter(), "rejection_reasons": Counter()},
-            )
-            entry["records"] += 1
-            entry["ok" if record["status"] == "ok" else "failed"] += 1
-            if record["status"] != "ok":
-                entry["failure_reasons"][record.get("reason", "unknown")] += 1
-            for rejection in record.get("rejected", []):  # "too long (44 words > 40)" -> "too long"
-                entry["rejection_reasons"][rejection["reason"].split(" (")[0]] += 1
-        out = []
-        for entry in configs.values():
-            entry["failure_reasons"] = dict(entry["failure_reasons"].most_common())
-            entry["rejection_reasons"] = dict(entry["rejection_reasons"].most_common())
-            out.append(entry)
-        return {
-            "cache": self.path.name,
-            "records": len(self.records),
-            "ok": sum(e["ok"] for e in out),
-            "failed": sum(e["failed"] for e in out),
-            "configs": out,
-        }
-
-    def write_meta(self, run: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Path:
-        """Rewrite ``<name>.meta.json`` (atomically) with the summary, settings and run history."""
-        runs: list[dict[str, Any]] = []
-        if self.meta_path.exists():
-            try:
-                runs = json.loads(self.meta_path.read_text(encoding="utf-8")).get("runs", [])
-            except (json.JSONDecodeError, OSError, AttributeError):
-                runs = []
-        if run is not None:
-            runs.append(run)
-        meta = self.summary()
-        if settings is not None:
-            meta["settings"] = settings
-        elif self.meta_path.exists():
-            try:
-                meta["settings"] = json.loads(self.meta_path.read_text(encoding="utf-8")).get("settings")
-            except (json.JSONDecodeError, OSError, AttributeError):
-                pass
-        meta["runs"] = runs
-        return atomic_write_json(self.meta_path, meta)
-
-
-def load_augmentations(
-    path: str | os.PathLike,
-    *,
-    model: str | None = None,
-    template: str | None = None,
-    k: int | None = None,
-    include_failed: bool = False,
-) -> dict[str, list[str]]:
-    """Caption text -> its LLM descriptions, read from a cache file (no LLM needed).
-
-    Args:
-        path: the ``.jsonl`` cache (e.g. ``data/augmentations/flickr8k.jsonl``).
-        model, template, k: keep only records of this model name / template version / k.
-            When the file mixes configurations and no filter picks one, a
-            ``ValueError`` lists them.
-        include_failed: also return the valid descriptions of failed captions
-            (fewer than ``k``); by default failed captions are left out.
-
-    An unfinished last line or invalid lines are reported with a warning and ignored.
-    """
-    if not cache_exists(path):
-        raise FileNotFoundError(f"{path}: no augmentation cache (plain or .gz); create it with "
-                                f"`python -m osgha_lite.augment`")
-    records, report = read_records(path)
-    for problem in report.problems():
-        warnings.warn(problem, stacklevel=2)
-    chosen = [
-        r for r in records
-        if (model is None or r.get("model") == model)
-        and (template is None or r.get("template") == template)
-        and (k is None or r.get("k") == k)
-    ]
-    configs = Counter((r.get("model"), r.get("digest"), r.get("template"), r.get("k")) for r in chosen)
-    if len(configs) > 1:
-        listed = "; ".join(f"model={m} digest={d[:19] if d else d} template={t} k={kk}: {n} records"
-                           for (m, d, t, kk), n in configs.items())
-        raise ValueError(f"{path} mixes configurations ({listed}); pass model=, template= or k= to pick one")
-    out: dict[str, list[str]] = {}
-    for record in chosen:
-        if record["status"] == "ok" or (include_failed and record["descriptions"]):
-            out[record["caption"]] = list(record["descriptions"])
-    return out
 
 
 # --------------------------------------------------------------------------- runner
@@ -891,20 +710,33 @@ def augment_captions(
 ) -> RunSummary:
     """Augment every caption not yet in the cache at ``cache_path``; append the results.
 
-    Unique captions only (identical texts share one record). Raises
-    :class:`OllamaUnavailable` / :class:`ModelNotFound` before touching the cache when
-    the server or model is missing, and :class:`AugmentError` when the server is lost
-    mid-run (every finished caption is already on disk).
+    Unique captions only (identical texts share one record). Before any LLM work:
+    raises :class:`CacheAccessError` when the cache's folder cannot be written, its
+    disk is short of space or another process holds the cache's lock, and
+    :class:`OllamaUnavailable` / :class:`ModelNotFound` (before touching the cache)
+    when the server or model is missing. A caption that fails for a reason of its
+    own is a ``failed`` record (:func:`augment_caption`); :class:`AugmentError` is
+    raised when the server is lost mid-run or the cache cannot be appended to
+    (every finished caption is already on disk).
     """
-    from tqdm.auto import tqdm
-
     config = config or AugmentConfig()
     if config.max_attempts < 1 or config.k < 1:
         raise AugmentError(f"k and max_attempts must be at least 1 (got k={config.k}, max_attempts={config.max_attempts})")
     template = load_template(config.template)
     template.messages("x", config.k)  # fails early when the template cannot serve this k
-    client, identity = connect(config)  # before any change to the cache
-    cache = AugmentationCache(cache_path)
+    check_writable(cache_path)
+    with CacheLock(cache_path) as lock:  # one writer per cache, from before reading it until the end
+        client, identity = connect(config)  # before any change to the cache
+        cache = AugmentationCache(cache_path, lock=lock)
+        return _augment_locked(captions, cache, client, identity, template, config, retry_failed=retry_failed,
+                               progress=progress, run_info=run_info)
+
+
+def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelIdentity, template: PromptTemplate,
+                    config: AugmentConfig, *, retry_failed: bool, progress: bool,
+                    run_info: dict[str, Any] | None) -> RunSummary:
+    from tqdm.auto import tqdm
+
     summary = RunSummary()
     for problem in cache.report.problems():
         print(f"warning: {problem}", file=sys.stderr)
@@ -919,6 +751,7 @@ def augment_captions(
             summary.cached += 1
         else:
             todo.append((caption, key))
+    check_free_space(cache.path, len(todo), config.min_free_bytes)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     reasons: Counter = Counter()
@@ -949,13 +782,22 @@ def augment_captions(
                 except AugmentError as exc:
                     fatal = fatal or exc
                     continue
-                cache.append(record)
+                try:
+                    cache.append(record)
+                except OSError as exc:
+                    fatal = fatal or AugmentError(
+                        f"cannot append to {cache.path}: {exc.strerror or exc}; free space on its disk or make it "
+                        "writable, then run again (finished captions are kept and skipped)")
+                    continue
                 summary.eval_tokens += record["eval_tokens"]
                 if record["status"] == "ok":
                     summary.ok += 1
                 else:
                     summary.failed += 1
                     reasons[record["reason"]] += 1
+                    shown = record["caption"] if len(record["caption"]) <= 80 else record["caption"][:77] + "..."
+                    print(f"failed: caption {record['key'][:12]} {shown!r}: {record['reason']}",
+                          file=sys.stderr, flush=True)
                 bar.update(1)
                 bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
                 if progress and not interactive and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
@@ -990,7 +832,10 @@ def augment_captions(
         }
         settings = generation_settings(identity, template, config)
         if todo or summary.repaired_bytes or not cache.meta_path.exists():
-            cache.write_meta(run, settings)
+            try:
+                cache.write_meta(run, settings)
+            except OSError as exc:  # the records are on disk; the summary can be rewritten by the next run
+                print(f"warning: cannot write {cache.meta_path}: {exc.strerror or exc}", file=sys.stderr)
     if fatal is not None:
         raise AugmentError(f"{fatal}\n(stopped; {summary.ok + summary.failed} captions were saved to {cache.path})")
     return summary
@@ -1074,6 +919,29 @@ def failed_captions(cache_path: str | os.PathLike, config: AugmentConfig) -> set
             if r.get("status") != "ok" and r.get("model") == config.model and r.get("k") == config.k}
 
 
+def default_cache_path(dataset: str) -> Path:
+    """``data/augmentations/<dataset>.jsonl`` of the repository, whatever ``OSGHA_DATA_ROOT`` says."""
+    return DEFAULT_CACHE_DIR / f"{dataset}.jsonl"
+
+
+def check_out_path(cache_path: str | os.PathLike) -> None:
+    """Refuse a cache inside a dataset's folder of the data root (``<root>/flickr8k/...``):
+    the code never writes into the datasets. The repository's ``data/augmentations/`` is
+    not a dataset folder, also when the data root is the repository's ``data/``."""
+    from .data import DATASETS, data_root
+
+    target = Path(cache_path).expanduser().resolve()
+    root = data_root().resolve()
+    for spec in DATASETS.values():
+        folder = root / spec.folder
+        if target.is_relative_to(folder):
+            raise CacheAccessError(
+                f"--out {cache_path} is inside the dataset folder {folder} of the data root; the code never "
+                f"writes into a dataset. Choose a path outside it (the default is data/augmentations/<dataset>.jsonl "
+                f"of the repository)"
+            )
+
+
 def _parser() -> argparse.ArgumentParser:
     d = AugmentConfig()
     parser = argparse.ArgumentParser(
@@ -1113,6 +981,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-words", type=int, default=d.rules.max_words, help=f"(default: {d.rules.max_words})")
     add("--min-shared-words", type=int, default=d.rules.min_shared_words,
         help=f"content words a description must share with its caption, 0 = no check (default: {d.rules.min_shared_words})")
+    add("--max-caption-chars", type=int, default=d.max_caption_chars,
+        help=f"a longer caption is recorded as failed without a request (default: {d.max_caption_chars})")
     add("--retry-failed", action="store_true", help="ask again for captions recorded as failed")
     add("--no-progress", action="store_true", help="no progress bar or progress lines")
     return parser
@@ -1132,15 +1002,21 @@ def main(argv: list[str] | None = None) -> int:
         rules=ValidationRules(args.min_words, args.max_words, args.min_shared_words),
         concurrency=args.concurrency,
         timeout=args.timeout,
+        max_caption_chars=args.max_caption_chars,
     )
     if args.dataset is None and not (args.compress and args.out):
         print("error: --dataset is required (unless --compress --out CACHE)", file=sys.stderr)
         return 1
-    cache_path = Path(args.out) if args.out else DEFAULT_CACHE_DIR / f"{args.dataset}.jsonl"
+    cache_path = Path(args.out) if args.out else default_cache_path(args.dataset)
+    try:
+        check_out_path(cache_path)
+    except CacheAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     if args.compress:
         try:
             packed = compress_cache(cache_path)
-        except ValueError as exc:
+        except (ValueError, CacheAccessError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"{packed} ({packed.stat().st_size:,} bytes)")
@@ -1190,6 +1066,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OllamaUnavailable, ModelNotFound) as exc:
         print(f"error: {exc}\nThe cache {cache_path} was not changed.", file=sys.stderr)
         return 2
+    except CacheAccessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except AugmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -24,6 +24,8 @@ from osgha_lite.augment import (
     AugmentConfig,
     AugmentationCache,
     AugmentError,
+    CacheAccessError,
+    CacheLock,
     ModelIdentity,
     ModelNotFound,
     OllamaUnavailable,
@@ -201,10 +203,15 @@ def test_cache_repair_drops_only_the_partial_tail(tmp_path):
     path = tmp_path / "c.jsonl"
     _write(path, [_record("a", "cap a")], tail=b'{"key": "b"')
     good = path.read_bytes()[: -len(b'{"key": "b"')]
-    cache = AugmentationCache(path)
-    assert cache.repair() == len(b'{"key": "b"')
-    assert path.read_bytes() == good
-    cache.append(_record("c", "cap c"))
+    with pytest.raises(CacheAccessError, match=r"repairing needs the cache's lock \(.*c\.lock\)"):
+        AugmentationCache(path).repair()  # a reader without the lock never cuts the file
+    assert path.read_bytes().endswith(b'{"key": "b"')
+    with CacheLock(path) as lock:
+        cache = AugmentationCache(path, lock=lock)
+        assert cache.repair() == len(b'{"key": "b"')
+        assert path.read_bytes() == good
+        cache.append(_record("c", "cap c"))
+    assert not (tmp_path / "c.lock").exists()
     records, report = read_records(path)
     assert [r["key"] for r in records] == ["a", "c"] and report.problems() == []
 

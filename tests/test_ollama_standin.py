@@ -9,7 +9,10 @@ a single token.
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
 import threading
+import time
 
 import httpx
 import ollama
@@ -241,3 +244,90 @@ def test_modelfile_errors_name_the_line_and_the_fix(tmp_path):
     path.write_text(f"FROM {smollm2_gguf_path()}\nADAPTER ./lora.gguf\n")
     with pytest.raises(ModelfileError, match="ADAPTER is not supported"):
         parse_modelfile(path)
+
+
+# --------------------------------------------------------------------------- one bad request fails alone
+def test_a_bad_token_id_fails_only_its_own_request(client, standin):  # noqa: F811
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(4)
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        try:
+            if i == 0:
+                results[i] = client.generate(model=MODEL, prompt="Hello", context=[99999999],
+                                             options={"temperature": 0, "num_predict": 4})
+            else:
+                results[i] = _chat(client, f"Count to {i + 2}.", temperature=0, num_predict=8)
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            results[i] = exc
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = results[0]
+    assert isinstance(bad, ollama.ResponseError) and bad.status_code == 400
+    assert bad.error == ("token id 99999999 at position 0 of the prompt (context + prompt) is not in the "
+                         "model's vocabulary [0, 49152)")
+    for i in (1, 2, 3):
+        assert not isinstance(results[i], Exception), results[i]
+        assert results[i].eval_count == 8
+    for context, error in ((["x"], "token id 'x' at position 0"), ([1, True], "token id True at position 1"),
+                           ([-1], "token id -1 at position 0"), (5, "context must be a list of token ids")):
+        answer = httpx.post(f"http://{standin.host}/api/generate", timeout=60,
+                            json={"model": MODEL, "prompt": "Hi", "context": context, "stream": False})
+        assert answer.status_code == 400 and answer.json()["error"].startswith(error)
+
+
+def test_a_request_that_breaks_the_forward_pass_fails_alone(fp32_engine):
+    """Past the server's check (put straight into the queue), a bad row fails alone: the others
+    admitted with it are admitted again one at a time, and a batch already running goes on."""
+    params = SamplingParams(temperature=0, repeat_penalty=1.0, num_predict=3)
+    running = fp32_engine.submit(Generation(prompt_ids=fp32_engine.encode("One, two, three,"),
+                                            params=SamplingParams(temperature=0, num_predict=12)))
+    time.sleep(0.3)  # decoding, alone in the batch
+    good = [Generation(prompt_ids=fp32_engine.encode(f"The colour of the sky is {w}"), params=params)
+            for w in ("blue", "grey")]
+    bad = Generation(prompt_ids=[1, 2, fp32_engine.vocab_size + 5], params=params)
+    for gen in (good[0], bad, good[1]):
+        fp32_engine._queue.put(gen)  # noqa: SLF001 - bypass submit()'s check on purpose
+    kind, info = bad.events.get(timeout=300)
+    assert kind == "error" and info.startswith("generation failed: ")
+    for gen in (*good, running):  # the rows admitted with it, and the row already running, finish
+        kind, info = gen.events.get(timeout=300)
+        assert kind == "done", info
+        assert info["output_ids"]
+
+
+# --------------------------------------------------------------------------- HTTP edge cases
+def test_a_non_numeric_content_length_is_a_400(standin):  # noqa: F811
+    host, port = standin.host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: abc\r\n\r\n{}")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body) == {"error": "invalid Content-Length header 'abc': expected a number of bytes"}
+    assert httpx.get(f"http://{standin.host}/api/version").status_code == 200  # still serving
+
+
+def test_binding_a_non_loopback_address_warns(capsys):
+    from tools.ollama_standin.__main__ import main
+    from tools.ollama_standin.server import exposure_warning
+
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
+    assert exposure_warning("::1") is None
+    warning = exposure_warning("0.0.0.0")
+    assert warning == ("warning: binding 0.0.0.0 listens on every network interface: any machine that can reach "
+                       "this one may use the server, which has no authentication. Use --host 127.0.0.1 (or "
+                       "OLLAMA_HOST=127.0.0.1:PORT) unless other machines must connect.")
+    assert main(["--host", "0.0.0.0", "--port", "0", "--model", "m=/nonexistent/Modelfile"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(warning + "\n")
+    assert main(["--host", "127.0.0.1", "--port", "0", "--model", "m=/nonexistent/Modelfile"]) == 2
+    assert "warning" not in capsys.readouterr().err

@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
+    from .server import Registry, exposure_warning, make_server
+
+    warning = exposure_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -84,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from .modelfile import ModelfileError, parse_modelfile
-    from .server import Registry, make_server
 
     torch.set_num_threads(max(1, args.threads))
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if cpu_has_fast_bf16() else "float32")

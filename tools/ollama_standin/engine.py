@@ -23,6 +23,10 @@ contiguous, which lets the worker
   left with masked zero columns),
 * drop finished rows and then every column no row attends to.
 
+A group whose prefill fails is admitted again one request at a time, so a
+request that breaks the forward pass fails alone (an ``("error", ...)``
+event) and the rows already decoding go on.
+
 The attention mask handed to the model is an explicit 4-D boolean
 ``(B, 1, q, T)`` tensor, so transformers uses it as is. Padded query
 positions attend to themselves only, so no softmax row is empty (no NaN can
@@ -297,6 +301,7 @@ class Engine:
         eos = self.config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.special_ids = {tok: i for tok, i in zip(self.tokenizer.all_special_tokens, self.tokenizer.all_special_ids)}
+        self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self._cache_cls = _cache_classes()
         self._queue: "queue.Queue[Generation]" = queue.Queue()
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
@@ -320,8 +325,14 @@ class Engine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def submit(self, gen: Generation) -> Generation:
+        """Queue ``gen``; raises ``ValueError`` (before it can join a batch) for an empty prompt
+        or a token id that is not an integer in ``[0, vocab_size)``."""
         if not gen.prompt_ids:
             raise ValueError("empty prompt")
+        for index, token in enumerate(gen.prompt_ids):
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
+                raise ValueError(f"token id {token!r} at position {index} of the prompt (context + prompt) is not "
+                                 f"in the model's vocabulary [0, {self.vocab_size})")
         self._queue.put(gen)
         return gen
 
@@ -339,7 +350,7 @@ class Engine:
             try:
                 pending = self._collect(idle=not rows)
                 if pending:
-                    rows, state = self._admit(rows, state, pending)
+                    rows, state = self._admit_isolated(rows, state, pending)
                     pending = []
                 if rows:
                     rows, state = self._step(rows, state)
@@ -398,7 +409,9 @@ class Engine:
         self._prefix = (first[:common], [(k.clone(), v.clone()) for k, v in cache.tensors()])
         return common
 
-    def _admit(self, rows: list[_Row], state: dict | None, gens: list[Generation]):
+    def _admit_isolated(self, rows: list[_Row], state: dict | None, gens: list[Generation]):
+        """Admit ``gens`` as one group; when that fails, admit them one at a time, so a request
+        that breaks the forward pass fails alone and the running rows go on untouched."""
         space = self.max_batch - len(rows)
         if space <= 0:
             for g in gens:
@@ -407,6 +420,21 @@ class Engine:
         gens, overflow = gens[:space], gens[space:]
         for g in overflow:  # back in line for the next step
             self._queue.put(g)
+        try:
+            return self._admit(rows, state, gens)
+        except Exception as exc:  # noqa: BLE001 - reported to the request(s) it belongs to
+            if len(gens) == 1:
+                log.exception("a request failed when admitted; the batch goes on")
+                gens[0].cancelled.set()
+                gens[0].events.put(("error", f"generation failed: {exc}"))
+                return rows, state
+        for g in gens:
+            rows, state = self._admit_isolated(rows, state, [g])
+        return rows, state
+
+    def _admit(self, rows: list[_Row], state: dict | None, gens: list[Generation]):
+        """Prefill ``gens`` (at most the free rows) and merge them into the running batch;
+        ``rows`` and ``state`` are only changed once every new row has its first token."""
         started = time.perf_counter()
         prompts = [g.prompt_ids for g in gens]
         n_prefix = self._shared_prefix(prompts)
@@ -457,8 +485,8 @@ class Engine:
             "mask": new_mask,
             "pos": torch.tensor([len(p) for p in prompts], dtype=torch.long),
         }
-        self.stats["requests"] += g_rows
         next_tokens = [self._sample(row, logits[i]) for i, row in enumerate(new_rows)]
+        self.stats["requests"] += g_rows
         new_state["last"] = torch.tensor(next_tokens, dtype=torch.long)
         rows, state = self._merge(rows, state, new_rows, new_state)
         return self._retire(rows, state)

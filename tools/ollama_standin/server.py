@@ -29,10 +29,16 @@ request features (``format``, ``tools``, ``images``, ``think``, ``suffix``,
 silently ignored. An unknown model answers HTTP 404
 ``{"error": "model 'x' not found"}``, so the ``ollama`` client raises
 ``ResponseError`` with ``status_code == 404`` exactly as with a real server.
+A malformed request answers HTTP 400 and fails alone: a ``Content-Length``
+that is not a number, a ``context`` that is not a list of token ids of the
+model's vocabulary (checked before the request can join a decode batch).
+Binding an address other than loopback (``OLLAMA_HOST=0.0.0.0:...``) prints
+a warning (:func:`exposure_warning`): the server has no authentication.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import select
@@ -184,7 +190,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _read_json(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
+        header = (self.headers.get("Content-Length") or "0").strip()
+        if not header.isdigit():  # the body's end is unknown: answer, then close the connection
+            self.close_connection = True
+            raise _HTTPError(400, f"invalid Content-Length header {header!r}: expected a number of bytes")
+        length = int(header)
         raw = self.rfile.read(length) if length else b""
         if not raw:
             return {}
@@ -419,7 +429,9 @@ class Handler(BaseHTTPRequestHandler):
             messages.append({"role": "user", "content": prompt})
             prompt_ids = model.engine.render_chat(messages)
         context = body.get("context") or []
-        prompt_ids = [int(t) for t in context] + prompt_ids
+        if not isinstance(context, list):
+            raise _HTTPError(400, "context must be a list of token ids")
+        prompt_ids = list(context) + prompt_ids
         self._run(model, body, prompt_ids, chat=False)
 
     def _run(self, model: RegisteredModel, body: dict[str, Any], prompt_ids: list[int], chat: bool) -> None:
@@ -430,7 +442,10 @@ class Handler(BaseHTTPRequestHandler):
                 400, f"the prompt is {len(prompt_ids)} tokens, not less than num_ctx={params.num_ctx}; raise num_ctx"
             )
         stream = bool(body.get("stream", True))
-        gen = model.engine.submit(Generation(prompt_ids=prompt_ids, params=params, stream=stream))
+        try:  # token ids are checked against the vocabulary here, so a bad one fails only this request
+            gen = model.engine.submit(Generation(prompt_ids=prompt_ids, params=params, stream=stream))
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from None
 
         def piece(text: str) -> dict[str, Any]:
             out: dict[str, Any] = {"model": model.name, "created_at": _now()}
@@ -507,6 +522,24 @@ class Handler(BaseHTTPRequestHandler):
 class StandInServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when binding ``host`` accepts connections from other machines (any address
+    that is not loopback, e.g. ``0.0.0.0``); ``None`` for ``127.0.0.1``, ``::1``, ``localhost``."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host or None, None, proto=socket.IPPROTO_TCP,
+                                                                flags=socket.AI_PASSIVE)}
+    except socket.gaierror:
+        return None  # binding fails later with its own message
+    exposed = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
+    if not exposed:
+        return None
+    everywhere = any(ipaddress.ip_address(a.split("%")[0]).is_unspecified for a in exposed)
+    what = "every network interface" if everywhere else f"a non-loopback address ({', '.join(exposed)})"
+    return (f"warning: binding {host or '(all interfaces)'} listens on {what}: any machine that can reach this one "
+            "may use the server, which has no authentication. Use --host 127.0.0.1 (or OLLAMA_HOST=127.0.0.1:PORT) "
+            "unless other machines must connect.")
 
 
 def make_server(registry: Registry, host: str = "127.0.0.1", port: int = 11434) -> StandInServer:
