@@ -136,6 +136,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     table, metadata, data = _split_header(raw, path)
     if metadata.get("format") != FORMAT or "state" not in metadata or "sha256" not in metadata:
         raise CheckpointError(_message(path, f"not a checkpoint of format {FORMAT}"))
+    try:
+        ends = [int(entry["data_offsets"][1]) for entry in table.values()]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise CheckpointError(_message(path, "unreadable header (a tensor without valid data_offsets)")) from None
+    if len(data) < max(ends, default=0):
+        raise CheckpointError(_message(path, f"truncated ({len(data)} bytes of tensor data, the header lists "
+                                             f"{max(ends)})"))
     found = _content_sha256(table, metadata["state"], data)
     if found != metadata["sha256"]:
         raise CheckpointError(_message(path, f"damaged (contents do not match the SHA-256 recorded in it: "

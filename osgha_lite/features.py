@@ -163,7 +163,7 @@ def _read_entry(meta_path: Path, files: list[Path], key: str, fits: Callable[[li
 
 
 def _warn(problem: str) -> None:
-    warnings.warn(f"{problem}; computing it again", CacheWarning, stacklevel=3)
+    warnings.warn(f"{problem}; computing it again", CacheWarning, stacklevel=4)
 
 
 def cached_features(
