@@ -216,7 +216,7 @@ def checkpoint_finished(checkpoint: str | Path) -> bool:
     Raises :class:`osgha_lite.checkpoint.CheckpointError` for a damaged file.
     """
     state = _load_state(checkpoint_file(checkpoint))
-    return state is not None and state.get("version") == FIT_VERSION and bool(state["history"].get("finished"))
+    return state is not None and state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))
 
 
 def fit(
