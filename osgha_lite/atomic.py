@@ -1,13 +1,21 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half.
+"""Atomic file writes, and reads verified against a recorded SHA-256.
 
 Every cache, checkpoint and result in the project is written through these
 helpers. The data is written to a temporary file in the destination folder,
 flushed and fsync'ed, then moved over the destination with ``os.replace``
 (atomic on POSIX when source and destination share a file system).
+
+Cached arrays are ``.npy`` files without pickles: :func:`atomic_save_npy`
+returns the SHA-256 of the bytes it wrote, which the caller records next to
+the file (in its sidecar JSON, written after the array), and
+:func:`load_verified_npy` reads the file back only when its bytes hash to
+that value; a missing, truncated, garbled or unparsable file raises
+:class:`IntegrityError` with the file's path in the message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -48,11 +56,52 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Save a numpy array in ``.npy`` format atomically."""
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> str:
+    """Save a numpy array in ``.npy`` format (no pickles) atomically; return the SHA-256 of the file."""
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array), allow_pickle=False)
-    return atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+class IntegrityError(ValueError):
+    """A file that is missing, unreadable or does not match its recorded SHA-256 (the message names it)."""
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """SHA-256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` of an ``.npy`` file with pickles refused; an unreadable file raises :class:`IntegrityError`."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: file is missing") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise IntegrityError(f"{path}: cannot be read as a .npy array ({error})") from error
+
+
+def load_verified_npy(path: str | os.PathLike, sha256: str, mmap_mode: str | None = None) -> np.ndarray:
+    """Read an ``.npy`` file whose bytes must hash to ``sha256`` (see :func:`atomic_save_npy`).
+
+    Raises :class:`IntegrityError` naming ``path`` when the file is missing,
+    its SHA-256 differs (truncated or garbled bytes) or it does not parse.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"{path}: file is missing")
+    found = file_sha256(path)
+    if found != sha256:
+        raise IntegrityError(f"{path}: contents do not match the recorded SHA-256 (recorded {sha256[:16]}..., "
+                             f"found {found[:16]}...; {path.stat().st_size} bytes): the file is damaged")
+    return load_npy(path, mmap_mode)
 
 
 def _json_default(obj: Any) -> Any:

@@ -56,7 +56,7 @@ from torch import nn
 from osgha_lite.data import CaptionDataset, load_profile_split
 from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
 from osgha_lite.features import cache_root, cached_features, split_features, split_local_features
-from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, to_tensor
+from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, split_digest, to_tensor
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -240,14 +240,19 @@ class LiteBackbone(Backbone):
         images, texts = self.raw_features(data, progress)
         return SplitFeatures(to_tensor(images), to_tensor(texts), torch.as_tensor(data.text_to_image))
 
+    def heads_key(self, train: CaptionDataset, train_split: SplitFeatures, dev_split: SplitFeatures) -> str:
+        """Digest naming the heads' checkpoint: settings, encoders, and the training and dev splits
+        (features and ``text_to_image``: dev chooses the kept epoch)."""
+        return config_digest(self._options, self.train_config.__dict__, self.image_encoder.identity,
+                             self.text_encoder.identity, train.name, len(train.captions),
+                             split_digest(train_split), split_digest(dev_split))
+
     def prepare(self, train: CaptionDataset, dev: CaptionDataset, progress: bool = True) -> "LiteBackbone":
         """Train the heads on ``train`` with early stopping on ``dev`` (or load them)."""
         train_split, dev_split = self._split(train, progress), self._split(dev, progress)
         self.heads.set_statistics(train_split.images, train_split.texts)
-        digest = config_digest(self._options, self.train_config.__dict__, self.image_encoder.identity,
-                               self.text_encoder.identity, train.name, len(train.captions),
-                               float(train_split.texts.sum()), float(train_split.images.sum()))
-        checkpoint = cache_root() / "heads" / f"lite-{train.name}-{train.split}-{digest}.pt"
+        digest = self.heads_key(train, train_split, dev_split)
+        checkpoint = cache_root() / "heads" / f"lite-{train.name}-{train.split}-{digest}.safetensors"
         self.history = fit(self.heads, train_split, dev_split, self.train_config, checkpoint=checkpoint,
                            progress=progress, desc="lite heads")
         self.heads.cpu().eval()

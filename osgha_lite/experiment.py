@@ -49,6 +49,7 @@ from osgha_lite.results import write_result
 from osgha_lite.training import (
     SplitFeatures,
     TrainConfig,
+    array_digest,
     checkpoint_finished,
     config_digest,
     encode_split,
@@ -307,24 +308,33 @@ class ScoredMethod:
             return adapter.encode_texts(rows, context).float().numpy()
 
 
+def method_checkpoint(name: str, method: dict, profile: dict, prepared, backbone_identity: str,
+                      train: Embedded, dev: Embedded) -> Path:
+    """``.cache/adapters/<profile>-<name>-<digest>.safetensors``: the digest covers the method, the adapter,
+    the training settings, the backbone, the training features and pairs (``text_to_image``) and the dev
+    split that chooses the kept epoch (its features, pairs and optional inputs)."""
+    digest = config_digest(name, method, prepared.adapter.config(), prepared.train_config.__dict__,
+                           backbone_identity, float(train.texts.sum()), *train.extras_checksum(),
+                           array_digest(train.text_to_image),
+                           array_digest(dev.images, dev.texts, dev.text_to_image), *dev.extras_checksum())
+    return cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.safetensors"
+
+
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
                  train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> ScoredMethod:
     """Prepare a method, train it (or load its checkpoint), and encode dev and test.
 
     Trainable adapters are fitted with :func:`osgha_lite.training.fit`,
-    checkpointed in ``.cache/adapters/<profile>-<name>-<digest>.pt`` where
-    the digest covers the method, the adapter, the training settings, the
-    backbone and the training features; a second call with the same inputs
-    loads the checkpoint instead of training.
+    checkpointed in :func:`method_checkpoint` (a digest of every input that
+    shapes the run); a second call with the same inputs loads the
+    checkpoint instead of training.
     """
     started = time.perf_counter()
     prepared = prepare_method(method, profile, train, dev, test, train_links=False)
     adapter = prepared.adapter
     history = None
     if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
-        digest = config_digest(name, method, adapter.config(), prepared.train_config.__dict__, backbone_identity,
-                               float(train.texts.sum()), *train.extras_checksum())
-        checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
+        checkpoint = method_checkpoint(name, method, profile, prepared, backbone_identity, train, dev)
         if not checkpoint_finished(checkpoint):
             attach_links(adapter, "train", prepared.train)
         history = fit(adapter, prepared.train, prepared.dev, prepared.train_config, checkpoint=checkpoint,

@@ -22,6 +22,16 @@ takes some of the ``train`` images; ``CaptionDataset.source``) is never
 encoded again: :func:`split_features` and :func:`split_local_features` read
 its parent's cached array and take its rows.
 
+Integrity: every array file (final arrays, shards, local features and
+masks) is an ``.npy`` without pickles whose SHA-256 is recorded in a sidecar
+JSON written after it (``<stem>.json`` for finished arrays, ``NNNNN.json``
+for a shard). On a read the bytes must hash to the recorded value and the
+shape must fit the items; otherwise (missing sidecar, truncated or garbled
+bytes, unparsable file, wrong shape) a :class:`CacheWarning` names the file
+and the entry (or just that shard) is computed again and rewritten. Arrays
+cached before hashes were recorded (a sidecar without ``sha256``) are
+checked for shape and finite values, then their hash is recorded.
+
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
 """
 
@@ -31,12 +41,20 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from osgha_lite.atomic import atomic_save_npy, atomic_write_json
+from osgha_lite.atomic import (
+    IntegrityError,
+    atomic_save_npy,
+    atomic_write_json,
+    file_sha256,
+    load_npy,
+    load_verified_npy,
+)
 from osgha_lite.data import PROJECT_ROOT, CaptionDataset
 
 CACHE_ENV = "OSGHA_CACHE_DIR"
@@ -73,10 +91,79 @@ def _stem(encoder_identity: str, items: Sequence, dataset: str, split: str, moda
     return f"{dataset}-{split}-{modality}-{key[:20]}", key, digest
 
 
-def _write_meta(path: Path, identity: str, dataset: str, split: str, modality: str, digest: str, key: str,
-                shape) -> None:
-    atomic_write_json(path, {"encoder": identity, "dataset": dataset, "split": split, "modality": modality,
-                             "inputs_sha256": digest, "key": key, "shape": list(shape)})
+def _meta(identity: str, dataset: str, split: str, modality: str, digest: str, key: str, shape) -> dict:
+    return {"encoder": identity, "dataset": dataset, "split": split, "modality": modality,
+            "inputs_sha256": digest, "key": key, "shape": list(shape)}
+
+
+class CacheWarning(UserWarning):
+    """A cached file was damaged or incomplete and is computed again (the message names it)."""
+
+
+def _write_entry(meta_path: Path, arrays: dict[Path, np.ndarray], meta: dict) -> None:
+    """Write the arrays, then their sidecar ``meta_path`` with each file's SHA-256 (so the sidecar comes last)."""
+    hashes = {path.name: atomic_save_npy(path, array) for path, array in arrays.items()}
+    atomic_write_json(meta_path, {**meta, "sha256": hashes})
+
+
+def _read_entry(meta_path: Path, files: list[Path], key: str, fits: Callable[[list[np.ndarray]], str | None],
+                mmap: tuple[bool, ...] | None = None, adopt: bool = True) -> list[np.ndarray] | None:
+    """The arrays of a cache entry verified against their sidecar, or ``None`` (absent or damaged: recompute).
+
+    ``fits(arrays)`` returns ``None`` when the shapes fit the request, else what is wrong. A damaged entry
+    gives a :class:`CacheWarning` naming the file. With ``adopt``, an entry written before hashes were
+    recorded is checked for shape and finite values and its hashes are added to the sidecar.
+    """
+    mmap = mmap or (False,) * len(files)
+    modes = ["r" if m else None for m in mmap]
+    if not meta_path.exists():
+        present = [path for path in files if path.exists()]
+        if present:
+            _warn(f"{present[0]}: no sidecar {meta_path.name} with its SHA-256 (the write was interrupted)")
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        _warn(f"{meta_path}: unreadable sidecar ({error})")
+        return None
+    if meta.get("key") != key:
+        _warn(f"{meta_path}: records key {meta.get('key')!r}, expected {key!r}")
+        return None
+    hashes = meta.get("sha256")
+    try:
+        if hashes is None and adopt:
+            arrays = [load_npy(path, mode) for path, mode in zip(files, modes)]
+        elif not isinstance(hashes, dict) or any(path.name not in hashes for path in files):
+            _warn(f"{meta_path}: no SHA-256 recorded for {', '.join(p.name for p in files)}")
+            return None
+        else:
+            arrays = [load_verified_npy(path, hashes[path.name], mode) for path, mode in zip(files, modes)]
+    except IntegrityError as error:
+        _warn(str(error))
+        return None
+    problem = fits(arrays)
+    if problem:
+        _warn(f"{files[0]}: {problem}")
+        return None
+    if hashes is None:
+        for path, array in zip(files, arrays):
+            rows = max(1, (1 << 24) // max(1, array[:1].nbytes))
+            if array.dtype.kind == "f" and not all(np.isfinite(array[i:i + rows]).all()
+                                                    for i in range(0, len(array), rows)):
+                _warn(f"{path}: non-finite values in an array cached before hashes were recorded")
+                return None
+        meta["sha256"] = {path.name: file_sha256(path) for path in files}
+        try:
+            atomic_write_json(meta_path, meta)
+        except OSError as error:  # a read-only cache stays usable; the check runs again next time
+            print(f"{meta_path}: checked (shape, finite values) but cannot record its SHA-256 ({error})")
+    return arrays
+
+
+def _warn(problem: str) -> None:
+    warnings.warn(f"{problem}; computing it again", CacheWarning, stacklevel=4)
 
 
 def cached_features(
@@ -100,31 +187,47 @@ def cached_features(
     """
     folder = Path(cache_dir) if cache_dir else cache_root() / "features"
     stem, key, digest = _stem(encoder.identity, items, dataset, split, encoder.modality)
-    final = folder / f"{stem}.npy"
-    if final.exists():
-        array = np.load(final)
-        if array.shape == (len(items), encoder.dim):
-            return array
+    final, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+    found = _read_entry(meta_path, [final], key, _shape_check((len(items), encoder.dim)))
+    if found is not None:
+        return found[0]
     shards_dir = folder / f"{stem}.shards"
     shards = []
     for number, start in enumerate(range(0, len(items), shard_size)):
         shard_file = shards_dir / f"{number:05d}.npy"
         chunk = items[start:start + shard_size]
-        if shard_file.exists():
-            shard = np.load(shard_file)
-            if shard.shape == (len(chunk), encoder.dim):
-                shards.append(shard)
-                continue
+        found = _read_entry(shards_dir / f"{number:05d}.json", [shard_file], key,
+                            _shape_check((len(chunk), encoder.dim)), adopt=False)
+        if found is not None:
+            shards.append(found[0])
+            continue
         if progress and len(items) > shard_size:
             print(f"{stem}: items {start}-{start + len(chunk) - 1} of {len(items)}", flush=True)
         shard = encoder.encode(chunk, batch_size=batch_size, progress=progress).astype(np.float32)
-        atomic_save_npy(shard_file, shard)
+        _write_entry(shards_dir / f"{number:05d}.json", {shard_file: shard}, {"key": key, "start": start})
         shards.append(shard)
     array = np.concatenate(shards) if shards else np.zeros((0, encoder.dim), np.float32)
-    atomic_save_npy(final, array)
-    _write_meta(folder / f"{stem}.json", encoder.identity, dataset, split, encoder.modality, digest, key, array.shape)
+    _write_entry(meta_path, {final: array},
+                 _meta(encoder.identity, dataset, split, encoder.modality, digest, key, array.shape))
     shutil.rmtree(shards_dir, ignore_errors=True)
     return array
+
+
+def _shape_check(shape: tuple[int, ...]) -> Callable[[list[np.ndarray]], str | None]:
+    def check(arrays: list[np.ndarray]) -> str | None:
+        return None if arrays[0].shape == shape else f"shape {arrays[0].shape}, expected {shape}"
+    return check
+
+
+def _local_check(n_items: int) -> Callable[[list[np.ndarray]], str | None]:
+    def check(arrays: list[np.ndarray]) -> str | None:
+        if len(arrays) == 2:  # a finished entry: local [N, size, D], mask [N, size] (images: size x size cells)
+            local, mask = arrays
+            fits = local.ndim == 3 and local.shape[0] == n_items and mask.shape == local.shape[:2]
+            return None if fits else f"shapes {local.shape} and {mask.shape} do not fit {n_items} items"
+        lengths = [len(a) for a in arrays]
+        return None if all(n == n_items for n in lengths) else f"{lengths} rows, expected {n_items}"
+    return check
 
 
 def cached_local_features(
@@ -151,38 +254,36 @@ def cached_local_features(
     stem, key, _ = _stem(identity, items, dataset, split, encoder.modality, digest)
     global_stem, global_key, _ = _stem(encoder.identity, items, dataset, split, encoder.modality, digest)
     local_file, mask_file = folder / f"{stem}.local.npy", folder / f"{stem}.mask.npy"
-    if local_file.exists() and mask_file.exists():
-        local, mask = np.load(local_file, mmap_mode="r"), np.load(mask_file)
-        if local.shape[0] == len(items) and mask.shape == local.shape[:2]:  # images: size x size cells
-            return local, mask
+    found = _read_entry(folder / f"{stem}.json", [local_file, mask_file], key, _local_check(len(items)),
+                        mmap=(True, False))
+    if found is not None:
+        return found[0], found[1]
     shards_dir = folder / f"{stem}.shards"
     parts: dict[str, list[np.ndarray]] = {"global": [], "local": [], "mask": []}
     for number, start in enumerate(range(0, len(items), shard_size)):
         files = {name: shards_dir / f"{number:05d}.{name}.npy" for name in parts}
+        shard_meta = shards_dir / f"{number:05d}.json"
         chunk = items[start:start + shard_size]
-        if all(f.exists() for f in files.values()):
-            loaded = {name: np.load(f) for name, f in files.items()}
-            if all(len(a) == len(chunk) for a in loaded.values()):
-                for name, array in loaded.items():
-                    parts[name].append(array)
-                continue
+        found = _read_entry(shard_meta, list(files.values()), key, _local_check(len(chunk)), adopt=False)
+        if found is not None:
+            for name, array in zip(parts, found):
+                parts[name].append(array)
+            continue
         if progress and len(items) > shard_size:
             print(f"{stem} (local): items {start}-{start + len(chunk) - 1} of {len(items)}", flush=True)
         computed = dict(zip(parts, encoder.encode_local(chunk, size=size, batch_size=batch_size, progress=progress)))
+        _write_entry(shard_meta, {files[name]: array for name, array in computed.items()}, {"key": key, "start": start})
         for name, array in computed.items():
-            atomic_save_npy(files[name], array)
             parts[name].append(array)
     if not parts["global"]:
         raise ValueError(f"cached_local_features: no items for {dataset}/{split}")
     local, mask, pooled = (np.concatenate(parts[n]) for n in ("local", "mask", "global"))
-    global_file = folder / f"{global_stem}.npy"
-    if not global_file.exists():
-        atomic_save_npy(global_file, pooled.astype(np.float32))
-        _write_meta(folder / f"{global_stem}.json", encoder.identity, dataset, split, encoder.modality, digest,
-                    global_key, pooled.shape)
-    atomic_save_npy(local_file, local)
-    atomic_save_npy(mask_file, mask)
-    _write_meta(folder / f"{stem}.json", identity, dataset, split, encoder.modality, digest, key, local.shape)
+    global_file, global_meta = folder / f"{global_stem}.npy", folder / f"{global_stem}.json"
+    if _read_entry(global_meta, [global_file], global_key, _shape_check((len(items), encoder.dim))) is None:
+        _write_entry(global_meta, {global_file: pooled.astype(np.float32)},
+                     _meta(encoder.identity, dataset, split, encoder.modality, digest, global_key, pooled.shape))
+    _write_entry(folder / f"{stem}.json", {local_file: local, mask_file: mask},
+                 _meta(identity, dataset, split, encoder.modality, digest, key, local.shape))
     shutil.rmtree(shards_dir, ignore_errors=True)
     return local, mask
 

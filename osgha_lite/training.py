@@ -22,7 +22,17 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
   improvement; ``epochs = 0`` evaluates the initial state only;
 * a checkpoint (model, loss, optimizer, RNG state, history) is written
   atomically after every epoch, so an interrupted run resumes where it
-  stopped, and a finished run is loaded instead of retrained;
+  stopped, and a finished run is loaded instead of retrained. It is a
+  ``.safetensors`` file with a JSON state and a SHA-256 inside
+  (:mod:`osgha_lite.checkpoint`): loading never unpickles, and a truncated
+  or damaged checkpoint stops the run with an error that names the file and
+  says to delete it to train again (it is neither trusted nor silently
+  overwritten). A checkpoint of another :data:`FIT_VERSION` is trained
+  again; an old pickle checkpoint (``.pt`` next to where the new file goes)
+  is ignored, with a one-line message, and the model is trained again.
+  Callers name checkpoints by :func:`config_digest` over every input that
+  shapes the run, including :func:`array_digest` of the training pairs
+  (``text_to_image``) and of the dev split used for early stopping;
 * ``cuda`` is used when present, with mixed precision, else the CPU, with
   the same code.
 """
@@ -30,7 +40,6 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from osgha_lite.atomic import atomic_write_bytes
+from osgha_lite.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
 from osgha_lite.losses import CombinedLoss
 from osgha_lite.metrics import retrieval_metrics
 from osgha_lite.runtime import pick_device, seed_everything
@@ -154,24 +163,60 @@ def config_digest(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _save(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+def array_digest(*arrays) -> str:
+    """Short SHA-256 of arrays or tensors (dtype, shape and bytes of each, in order; ``None`` allowed)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        array = np.ascontiguousarray(array)
+        digest.update(json.dumps([str(array.dtype), list(array.shape)]).encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def split_digest(split: "SplitFeatures") -> str:
+    """:func:`array_digest` of a split's images, texts and ``text_to_image``."""
+    return array_digest(split.images, split.texts, split.text_to_image)
 
 
 #: Version of :func:`fit`'s checkpoint contents; a checkpoint of another version is trained again.
 #: Version 2: epoch 0 is the state before training.
 FIT_VERSION = 2
 
+_REPORTED_OLD: set[Path] = set()
+
+
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """Where :func:`fit` keeps ``checkpoint``: the same name with the suffix ``.safetensors``.
+
+    An old pickle checkpoint (``.pt``) there is never loaded; it is reported once.
+    """
+    checkpoint = Path(checkpoint)
+    path = checkpoint.with_suffix(SUFFIX)
+    old = checkpoint.with_suffix(".pt")
+    if old.is_file() and not path.exists() and old not in _REPORTED_OLD:
+        _REPORTED_OLD.add(old)
+        print(f"{old}: old pickle checkpoint format, ignored (never loaded); training again into {path.name}",
+              flush=True)
+    return path
+
+
+def _load_state(checkpoint: Path) -> dict | None:
+    """The checkpoint's state, or ``None`` when absent; raises CheckpointError naming a damaged file."""
+    return load_checkpoint(checkpoint) if checkpoint.exists() else None
+
 
 def checkpoint_finished(checkpoint: str | Path) -> bool:
-    """Whether ``checkpoint`` holds a finished run, which :func:`fit` loads without training."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        return False
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))
+    """Whether ``checkpoint`` holds a finished run, which :func:`fit` loads without training.
+
+    Raises :class:`osgha_lite.checkpoint.CheckpointError` for a damaged file.
+    """
+    state = _load_state(checkpoint_file(checkpoint))
+    return state is not None and state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))
 
 
 def fit(
@@ -186,7 +231,8 @@ def fit(
     """Train ``model`` with early stopping on dev rSum; return its history.
 
     On return ``model`` holds the best dev state (in eval mode). With
-    ``checkpoint`` the run resumes from, or is loaded from, that file.
+    ``checkpoint`` the run resumes from, or is loaded from, that file
+    (:func:`checkpoint_file`: stored with the suffix ``.safetensors``).
     """
     seed_everything(config.seed)
     device = pick_device(config.device)
@@ -198,9 +244,9 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     train, dev = train.to(device), dev.to(device)
     history, best_state, start_epoch, stale = TrainHistory(), None, 0, 0
-    checkpoint = Path(checkpoint) if checkpoint else None
+    checkpoint = checkpoint_file(checkpoint) if checkpoint else None
 
-    state = torch.load(checkpoint, map_location=device, weights_only=True) if checkpoint and checkpoint.exists() else None
+    state = _load_state(checkpoint) if checkpoint else None
     if state is not None and state.get("version") == FIT_VERSION:
         history = TrainHistory.from_dict(state["history"])
         best_state = state["best_model"]
@@ -214,11 +260,12 @@ def fit(
         torch.set_rng_state(state["rng"])
         start_epoch, stale = len(history.epochs), state["stale"]
 
-    def save_checkpoint() -> None:
+    def checkpoint_now() -> None:
         if checkpoint:
-            _save(checkpoint, {"version": FIT_VERSION, "model": model.state_dict(), "best_model": best_state,
-                               "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                               "rng": torch.get_rng_state(), "history": history.as_dict(), "stale": stale})
+            save_checkpoint(checkpoint, {"version": FIT_VERSION, "model": model.state_dict(),
+                                         "best_model": best_state, "loss": loss_fn.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                                         "history": history.as_dict(), "stale": stale})
 
     started = time.perf_counter() - history.seconds
     if start_epoch == 0:  # epoch 0: the state before any update
@@ -232,7 +279,7 @@ def fit(
         history.seconds = time.perf_counter() - started
         history.finished = config.epochs == 0
         start_epoch = 1
-        save_checkpoint()
+        checkpoint_now()
 
     n_texts = train.texts.shape[0]
     generator = torch.Generator().manual_seed(config.seed)
@@ -275,7 +322,7 @@ def fit(
         history.seconds = time.perf_counter() - started
         history.finished = stale >= config.patience or epoch == config.epochs
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", dev_rsum=f"{metrics['rsum']:.1f}")
-        save_checkpoint()
+        checkpoint_now()
         if history.finished:
             break
     bar.close()

@@ -39,7 +39,7 @@ def test_lite_backbone_trains_heads_on_pretrain_only_and_reloads(data_env):
     np.testing.assert_allclose(backbone.heads.text_mean.numpy(), pretrain_texts.mean(0), rtol=1e-5, atol=1e-6)
     train_images, _ = backbone.raw_features(load_dataset("flickr8k", "train", skip_missing=True), progress=False)
     assert not np.allclose(backbone.heads.image_mean.numpy(), train_images.mean(0))
-    (checkpoint,) = (cache_root() / "heads").glob("*.pt")
+    (checkpoint,) = (cache_root() / "heads").glob("*.safetensors")
     assert checkpoint.name.startswith("lite-flickr8k-pretrain-")
     # the adapt split's features are rows of the train cache, projected like any split
     adapt = load_profile_split(profile, "adapt")
@@ -61,7 +61,7 @@ def test_lite_shared_profile_trains_the_heads_on_the_whole_train_split(data_env)
                                                       progress=False)
     np.testing.assert_allclose(backbone.heads.image_mean.numpy(), train_images.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(backbone.heads.text_mean.numpy(), train_texts.mean(0), rtol=1e-5, atol=1e-6)
-    (checkpoint,) = (cache_root() / "heads").glob("*.pt")
+    (checkpoint,) = (cache_root() / "heads").glob("*.safetensors")
     assert checkpoint.name.startswith("lite-flickr8k-train-")
 
 

@@ -121,7 +121,7 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     assert first["metrics"]["all"]["rsum"] == pytest.approx(
         retrieval_metrics(first["sims"], splits[2].text_to_image)["rsum"])
     assert first["dev_metrics"]["rsum"] == pytest.approx(history["best_rsum"])
-    checkpoints = list((isolated / "cache" / "adapters").glob("tiny-os-hgadapter-*.pt"))
+    checkpoints = list((isolated / "cache" / "adapters").glob("tiny-os-hgadapter-*.safetensors"))
     assert len(checkpoints) == 1
     # A rerun loads the finished checkpoint: same history, same similarities.
     again = run("os-hgadapter", splits)

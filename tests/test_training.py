@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from osgha_lite.backbones import LiteHeads
+from osgha_lite.checkpoint import load_checkpoint, save_checkpoint
 from osgha_lite.training import (
     FIT_VERSION,
     SplitFeatures,
@@ -74,13 +75,13 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
     full = _heads(train)
     full_history = fit(full, train, dev, TrainConfig(**CONFIG), progress=False)
 
-    checkpoint = tmp_path / "run.pt"
+    checkpoint = tmp_path / "run.safetensors"
     part = _heads(train)
     fit(part, train, dev, TrainConfig(**{**CONFIG, "epochs": 3}), checkpoint=checkpoint, progress=False)
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     assert state["version"] == FIT_VERSION and len(state["history"]["epochs"]) == 4
     state["history"]["finished"] = False  # as if the process had been killed after epoch 3
-    torch.save(state, checkpoint)
+    save_checkpoint(checkpoint, state)
     resumed = _heads(train)
     history = fit(resumed, train, dev, TrainConfig(**CONFIG), checkpoint=checkpoint, progress=False)
     assert len(history.epochs) == 7 and [e["epoch"] for e in history.epochs] == list(range(7))
@@ -156,7 +157,7 @@ def test_zero_epochs_only_evaluates(tmp_path):
     model = Counted(32, 16, embed_dim=8, input_dropout=0.0)
     model.set_statistics(train.images, train.texts)
     before = _state(model)
-    checkpoint = tmp_path / "zero.pt"
+    checkpoint = tmp_path / "zero.safetensors"
     history = fit(model, train, dev, TrainConfig(**{**CONFIG, "epochs": 0}), checkpoint=checkpoint, progress=False)
     assert Counted.calls == 0
     assert len(history.epochs) == 1 and history.epochs[0]["epoch"] == 0 and history.epochs[0]["train_loss"] is None
@@ -165,7 +166,7 @@ def test_zero_epochs_only_evaluates(tmp_path):
     _assert_same_state(model, before)
     assert not model.training
     assert checkpoint_finished(checkpoint)
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     assert state["version"] == FIT_VERSION and state["history"]["finished"]
     again = fit(model, train, dev, TrainConfig(**{**CONFIG, "epochs": 0}), checkpoint=checkpoint, progress=False)
     assert again.epochs == history.epochs and Counted.calls == 0
@@ -187,13 +188,13 @@ def test_history_dict_reports_the_initial_rsum_and_whether_training_helped():
 def test_checkpoint_without_the_fit_version_is_trained_again(tmp_path):
     train, dev = _clustered_split(60, 2, seed=1), _clustered_split(20, 2, seed=2)
     config = TrainConfig(**{**CONFIG, "epochs": 2})
-    checkpoint = tmp_path / "run.pt"
+    checkpoint = tmp_path / "run.safetensors"
     reference = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
     assert checkpoint_finished(checkpoint)
 
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     state["history"]["best_rsum"] = 12345.0  # a marker: only a loaded checkpoint can give it back
-    torch.save(state, checkpoint)
+    save_checkpoint(checkpoint, state)
     assert fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False).best_rsum == 12345.0
 
     for version in (None, 1):  # before versioning, and the numbering where epoch 0 was trained
@@ -202,11 +203,11 @@ def test_checkpoint_without_the_fit_version_is_trained_again(tmp_path):
             del old["version"]
         else:
             old["version"] = version
-        torch.save(old, checkpoint)
+        save_checkpoint(checkpoint, old)
         assert not checkpoint_finished(checkpoint)
         history = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
         assert history.best_rsum != 12345.0 and history.epochs == reference.epochs
-        assert torch.load(checkpoint, weights_only=False)["version"] == FIT_VERSION and checkpoint_finished(checkpoint)
+        assert load_checkpoint(checkpoint)["version"] == FIT_VERSION and checkpoint_finished(checkpoint)
 
 
 def test_resume_right_after_epoch_0_gives_the_same_history(tmp_path):
@@ -214,12 +215,12 @@ def test_resume_right_after_epoch_0_gives_the_same_history(tmp_path):
     full = _heads(train)
     full_history = fit(full, train, dev, TrainConfig(**CONFIG), progress=False)
 
-    checkpoint = tmp_path / "run.pt"
+    checkpoint = tmp_path / "run.safetensors"
     fit(_heads(train), train, dev, TrainConfig(**{**CONFIG, "epochs": 0}), checkpoint=checkpoint, progress=False)
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)
     assert [e["epoch"] for e in state["history"]["epochs"]] == [0]
     state["history"]["finished"] = False  # as if the process had been killed after evaluating epoch 0
-    torch.save(state, checkpoint)
+    save_checkpoint(checkpoint, state)
     resumed = _heads(train)
     history = fit(resumed, train, dev, TrainConfig(**CONFIG), checkpoint=checkpoint, progress=False)
     assert history.epochs == full_history.epochs
@@ -231,15 +232,32 @@ def test_resume_right_after_epoch_0_gives_the_same_history(tmp_path):
 class _Payload:
     """Unpickling this runs code: what a checkpoint received from someone else could hold."""
 
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("code from a checkpoint ran",))
+        return (open, (self.marker, "w"))
 
 
-def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
-    import pickle
+@pytest.mark.parametrize("name", ["evil.pt", "evil.safetensors"])
+def test_a_pickle_placed_as_a_checkpoint_never_runs(tmp_path, capsys, name):
+    """A pickle whose loading would create a marker file: as the old ``.pt`` it is ignored (trained again),
+    under the checkpoint's own name it is refused as not a checkpoint; the marker never appears."""
+    from osgha_lite.checkpoint import CheckpointError
 
-    checkpoint = tmp_path / "evil.pt"
-    torch.save({"version": FIT_VERSION, "history": {"finished": True}, "payload": _Payload()}, checkpoint)
-    with pytest.raises(pickle.UnpicklingError):
-        checkpoint_finished(checkpoint)
-    assert "code from a checkpoint ran" not in capsys.readouterr().out
+    train, dev = _clustered_split(40, 2, seed=1), _clustered_split(20, 2, seed=2)
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / name
+    torch.save({"version": FIT_VERSION, "history": {"finished": True}, "payload": _Payload(marker)}, checkpoint)
+    config = TrainConfig(**{**CONFIG, "epochs": 1})
+    if name.endswith(".pt"):
+        assert not checkpoint_finished(checkpoint)
+        history = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
+        assert len(history.epochs) == 2 and (tmp_path / "evil.safetensors").is_file()
+        assert "old pickle checkpoint format, ignored (never loaded)" in capsys.readouterr().out
+    else:
+        for attempt in (lambda: checkpoint_finished(checkpoint),
+                        lambda: fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)):
+            with pytest.raises(CheckpointError, match=f"{checkpoint}.*Delete the file to train"):
+                attempt()
+    assert not marker.exists()
