@@ -55,6 +55,7 @@ test: $(STAMP)
 	rm -rf $(REGENERATED)
 	OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures \
 	  $(PY) -m pytest $(NBVAL) notebooks
+	$(PY) -m osgha_lite.manifest register-results --profile lite --root $(REGENERATED)
 	$(PY) -m osgha_lite.manifest check --profile lite --regenerated $(REGENERATED)
 	$(PY) -m pytest tests
 
