@@ -22,8 +22,9 @@ Jupyter Book (Sphinx with MyST-NB) turns it into ``<out>/_build/html``.
 Every script, style sheet and font is served from that folder: MathJax 3.2
 comes from the ``django-static-mathjax`` package (the MathJax distribution
 as a wheel; Django is not needed) and is copied into ``_static/mathjax``,
-and ipywidgets progress-bar outputs are reduced to their
-one-line text form, so no widget manager is loaded from a CDN.
+and ipywidgets progress-bar outputs are reduced to their final one-line
+text (from the widget state saved in the notebook), so no widget manager is
+loaded from a CDN.
 
 Usage::
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import html
 import json
 import re
 import shutil
@@ -79,16 +81,39 @@ def run_profile(notebooks: list[Path]) -> str:
     return next(iter(names.values()))
 
 
-def plain_outputs(cell: dict) -> dict:
-    """The cell with widget outputs (tqdm bars) reduced to their text form; outputs with no text are dropped."""
+def _widget_text(model_id: str, state: dict) -> str | None:
+    """The one-line text of a tqdm widget bar in its final state: ``desc: 100%|####| n/n [time, rate]``.
+
+    ``state`` is the widget state nbclient saved in the notebook's metadata; a bar closed while
+    running (``leave=False``) is not in it and has no text."""
+    model = state.get(model_id)
+    if not model or model.get("model_name") != "HBoxModel":
+        return None
+    parts = []
+    for child in model.get("state", {}).get("children", []):
+        child_model = state.get(str(child).removeprefix("IPY_MODEL_"), {})
+        values = child_model.get("state", {})
+        if child_model.get("model_name") == "HTMLModel":
+            parts.append(html.unescape(re.sub(r"<[^>]+>", "", str(values.get("value", "")))).replace("\xa0", " ").strip())
+        elif child_model.get("model_name") == "FloatProgressModel" and values.get("max"):
+            filled = round(10 * float(values.get("value", 0)) / float(values["max"]))
+            parts.append("|" + "#" * filled + " " * (10 - filled) + "|")
+    text = " ".join(p for p in parts if p)
+    return text or None
+
+
+def plain_outputs(cell: dict, state: dict | None = None) -> dict:
+    """The cell with widget outputs (tqdm bars) replaced by their final one-line text (see
+    :func:`_widget_text`); a widget that was closed, or has no saved state, is dropped, as in Jupyter."""
     cell = copy.deepcopy(cell)
     outputs = []
     for output in cell.get("outputs", []):
         data = output.get("data")
         if data and WIDGET_MIME in data:
-            data.pop(WIDGET_MIME)
-            if not data:
+            text = _widget_text(str(data[WIDGET_MIME].get("model_id", "")), state or {})
+            if text is None:
                 continue
+            output["data"] = {"text/plain": text}
         outputs.append(output)
     if "outputs" in cell:
         cell["outputs"] = outputs
@@ -149,10 +174,11 @@ def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile:
     """The executed notebook as a page: plain outputs, linked text, a header cell naming its source,
     and the figures and tables it saved (``artifacts``, keys of the manifest; ``files`` their copies)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    nb.get("metadata", {}).pop("widgets", None)
+    widgets = nb.get("metadata", {}).pop("widgets", {})
+    state = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     cells = []
     for cell in nb["cells"]:
-        cell = plain_outputs(cell)
+        cell = plain_outputs(cell, state)
         if cell["cell_type"] == "markdown":
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = link_markdown(source, modules, pages)
@@ -293,13 +319,13 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
     return {"profile": profile, "notebooks": [p.name for p in notebooks], "modules": modules}
 
 
-def add_mathjax(html: Path) -> None:
+def add_mathjax(site: Path) -> None:
     """Copy MathJax 3 (TeX input, CommonHTML output, menu, fonts) from the ``django-static-mathjax``
     package, which ships the MathJax distribution, into the built site's ``_static/mathjax``."""
     import mathjax
 
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
-    target = html / "_static" / "mathjax"
+    target = site / "_static" / "mathjax"
     shutil.rmtree(target, ignore_errors=True)
     bundles = {p.name for p in es5.glob("*.js")} - {"tex-chtml.js"}
 
@@ -326,15 +352,15 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(out / "src"), "--path-output", str(out),
                "--warningiserror", "--keep-going"]
     done = subprocess.run(command, capture_output=True, text=True)
-    html = out / "_build" / "html"
+    site = out / "_build" / "html"
     if done.returncode != 0:
         raise BookError(f"jupyter-book build failed ({' '.join(command)}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
-    add_mathjax(html)
-    pages = sorted(html.rglob("*.html"))
-    size = sum(p.stat().st_size for p in html.rglob("*") if p.is_file())
+    add_mathjax(site)
+    pages = sorted(site.rglob("*.html"))
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
     print(f"[book] profile {info['profile']}: {len(info['notebooks'])} notebook pages, {len(pages)} HTML pages, "
-          f"{size / 2**20:.1f} MiB in {html} ({time.perf_counter() - started:.0f} s); open {html / 'index.html'}")
-    return html
+          f"{size / 2**20:.1f} MiB in {site} ({time.perf_counter() - started:.0f} s); open {site / 'index.html'}")
+    return site
 
 
 def main(argv: list[str] | None = None) -> int:

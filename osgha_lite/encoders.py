@@ -67,7 +67,9 @@ def load_rgb(path: str | os.PathLike):
 
 
 def _batched(items: Sequence, batch_size: int, desc: str, progress: bool):
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, leave=False)
+    # one bar per encoding, left as its summary line; the bars of loops inside notebooks (training, bootstrap,
+    # adapter encoding) close instead
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, leave=True)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         yield chunk

@@ -49,14 +49,23 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
         build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)
 
 
-def test_widget_progress_bars_become_their_one_line_text():
-    bar = {"output_type": "display_data", "metadata": {},
-           "data": {build_site.WIDGET_MIME: {"model_id": "x"}, "text/plain": "encode texts: 100%|##| 5/5"}}
-    bare = {"output_type": "display_data", "metadata": {}, "data": {build_site.WIDGET_MIME: {"model_id": "y"}}}
+def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
+    def bar(model_id):
+        return {"output_type": "display_data", "metadata": {},
+                "data": {build_site.WIDGET_MIME: {"model_id": model_id}, "text/plain": "images:   0%| | 0/5"}}
+
+    state = {  # as nbclient saves it: tqdm's HBox of HTML (description), FloatProgress, HTML (counts)
+        "kept": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_d", "IPY_MODEL_p", "IPY_MODEL_n"]}},
+        "d": {"model_name": "HTMLModel", "state": {"value": "images: 100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": 5, "max": 5}},
+        "n": {"model_name": "HTMLModel", "state": {"value": "&nbsp;5/5 [00:01&lt;00:00, 4.2item/s]"}},
+    }
     text = {"output_type": "stream", "name": "stdout", "text": "rsum 264.98\n"}
-    cell = build_site.plain_outputs({"cell_type": "code", "source": "", "outputs": [bar, bare, text]})
+    cell = build_site.plain_outputs({"cell_type": "code", "source": "", "outputs": [bar("kept"), bar("closed"), text]},
+                                    state)
     assert cell["outputs"] == [{"output_type": "display_data", "metadata": {},
-                                "data": {"text/plain": "encode texts: 100%|##| 5/5"}}, text]
+                                "data": {"text/plain": "images: 100% |##########| 5/5 [00:01<00:00, 4.2item/s]"}},
+                               text]
 
 
 def test_markdown_links_modules_and_notebooks():
