@@ -22,7 +22,9 @@ Registered encoders (:data:`ENCODERS`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -100,7 +102,10 @@ class EfficientNetLite0Encoder:
         if self._model is None:
             from efficientnet_lite_pytorch import EfficientNet
 
-            self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self.weights)
+            # from_pretrained prints "Loaded pretrained weights for efficientnet-lite0" on every load; the
+            # identity above already names the weights, so the line is kept out of the notebooks
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self.weights)
             self._model.eval().requires_grad_(False).to(self.device)
         return self._model
 
