@@ -84,10 +84,14 @@ def run_profile(notebooks: list[Path]) -> str:
 def _widget_text(model_id: str, state: dict) -> str | None:
     """The one-line text of a tqdm widget bar in its final state: ``desc: 100%|####| n/n [time, rate]``.
 
-    ``state`` is the widget state nbclient saved in the notebook's metadata; a bar closed while
-    running (``leave=False``) is not in it and has no text."""
+    ``state`` is the widget state nbclient saved in the notebook's metadata. A finished
+    ``leave=False`` bar is hidden there (layout visibility ``hidden``) and has no text, nor has a
+    widget missing from the state."""
     model = state.get(model_id)
     if not model or model.get("model_name") != "HBoxModel":
+        return None
+    layout = state.get(str(model.get("state", {}).get("layout", "")).removeprefix("IPY_MODEL_"), {})
+    if layout.get("state", {}).get("visibility") == "hidden":  # tqdm hides a finished leave=False bar
         return None
     parts = []
     for child in model.get("state", {}).get("children", []):

@@ -178,6 +178,8 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     _swap_in(stage.results / name, real.results / name)
     _swap_in(stage.figures / name, real.figures / name)
     shutil.rmtree(stage.figures.parent, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the staging folder itself, when no other run uses it
+        staging_dir.rmdir()
     return written
 
 

@@ -60,9 +60,11 @@ def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
         "p": {"model_name": "FloatProgressModel", "state": {"value": 5, "max": 5}},
         "n": {"model_name": "HTMLModel", "state": {"value": "&nbsp;5/5 [00:01&lt;00:00, 4.2item/s]"}},
     }
+    state["hidden"] = {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_d"], "layout": "IPY_MODEL_l"}}
+    state["l"] = {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}
     text = {"output_type": "stream", "name": "stdout", "text": "rsum 264.98\n"}
-    cell = build_site.plain_outputs({"cell_type": "code", "source": "", "outputs": [bar("kept"), bar("closed"), text]},
-                                    state)
+    cell = build_site.plain_outputs({"cell_type": "code", "source": "",
+                                     "outputs": [bar("kept"), bar("closed"), bar("hidden"), text]}, state)
     assert cell["outputs"] == [{"output_type": "display_data", "metadata": {},
                                 "data": {"text/plain": "images: 100% |##########| 5/5 [00:01<00:00, 4.2item/s]"}},
                                text]

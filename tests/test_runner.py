@@ -128,7 +128,7 @@ def test_a_successful_run_swaps_in_and_records_each_result_with_its_notebook(pro
     assert check_disk("lite", real) == [
         "results/lite/old.test.json: on disk but not in manifest.json; record it with `python -m osgha_lite.manifest "
         "register-results --profile lite` (the runner does after a run), or delete it"]
-    assert not (dirs["staging_dir"] / "lite").exists()
+    assert not dirs["staging_dir"].exists()
 
 
 def test_a_partial_run_keeps_the_entries_of_the_notebooks_it_did_not_run(project):
