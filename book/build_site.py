@@ -70,8 +70,11 @@ def run_profile(notebooks: list[Path]) -> str:
 
     names = {}
     for path in notebooks:
-        parameters = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {}).get(
-            "parameters")
+        papermill = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        parameters = papermill.get("parameters")
+        if papermill.get("exception"):
+            raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
+                            f"rerun `python -m osgha_lite.runner`")
         if not parameters or "PROFILE" not in parameters:
             raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
                             f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")

@@ -42,6 +42,12 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
     second = _executed(tmp_path, "01_b.ipynb", smoke=False)
     with pytest.raises(build_site.BookError, match="different runs"):
         build_site.run_profile([first, second])
+    failed = _executed(tmp_path, "03_d.ipynb")
+    record = json.loads(failed.read_text())
+    record["metadata"]["papermill"]["exception"] = True
+    failed.write_text(json.dumps(record))
+    with pytest.raises(build_site.BookError, match="03_d.ipynb: its run failed"):
+        build_site.run_profile([first, failed])
     (tmp_path / "02_c.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
     with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.runner"):
         build_site.run_profile([tmp_path / "02_c.ipynb"])
