@@ -27,7 +27,7 @@ export OPENBLAS_CORETYPE ?= Haswell
 REGENERATED := build/regenerated
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
-.PHONY: env check-env reproduce test figures smoke augment qwen-model qwen-augment clean-cache
+.PHONY: env check-env reproduce test figures smoke book browser augment qwen-model qwen-augment clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,13 +50,18 @@ reproduce: $(STAMP)
 # `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/
 # stay untouched), the manifest check compares what was regenerated with what is committed, then
 # the unit tests run.
-test: $(STAMP)
+# The website is built from a --smoke run (build/smoke-notebooks) and opened page by page in headless
+# Chromium by tests/test_book.py.
+test: $(STAMP) browser
 	$(PY) -m osgha_lite.envcheck
 	rm -rf $(REGENERATED)
 	OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures \
 	  $(PY) -m pytest $(NBVAL) notebooks
+	$(PY) -m osgha_lite.manifest register-results --profile lite --root $(REGENERATED)
 	$(PY) -m osgha_lite.manifest check --profile lite --regenerated $(REGENERATED)
-	$(PY) -m pytest tests
+	$(PY) -m osgha_lite.runner --profile lite --smoke --output-dir build/smoke-notebooks
+	$(PY) book/build_site.py --notebooks build/smoke-notebooks/lite --out build/book-smoke
+	OSGHA_BOOK_DIR=$(CURDIR)/build/book-smoke/_build/html $(PY) -m pytest tests
 
 # Redraw every figure and table of notebook 05 from results/, then check the manifest.
 figures: $(STAMP)
@@ -65,6 +70,17 @@ figures: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) -m osgha_lite.runner --profile lite --smoke
+
+# The companion website from the runner's executed notebooks (`make reproduce` or `make smoke` first):
+# build/book/_build/html/index.html. BOOK_NOTEBOOKS picks another run's folder.
+BOOK_NOTEBOOKS ?= build/notebooks/lite
+book: $(STAMP)
+	$(PY) book/build_site.py --notebooks $(BOOK_NOTEBOOKS) --out build/book
+
+# Debian's chromium for the browser test of the website: installed when missing (as root, else with sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 # Generate (or resume) every LLM text of Flickr8k with the stand-in Ollama server: the
 # descriptions (all test captions, then the first caption of every training image), the

@@ -357,7 +357,7 @@ def encode_batched(
     """
     outputs = []
     starts = range(0, features.shape[0], batch_size)
-    for start in tqdm(starts, desc=f"encode {modality}s", disable=not progress):
+    for start in tqdm(starts, desc=f"encode {modality}s", disable=not progress, leave=False):
         rows = slice(start, start + batch_size)
         batch_context = None if context is None else context.select(rows)
         outputs.append(adapter.encode(features[rows], modality, batch_context))

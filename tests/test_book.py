@@ -1,0 +1,224 @@
+"""The companion website: how pages are assembled, and a headless browser over a built site.
+
+The browser test needs a built site: ``$OSGHA_BOOK_DIR`` names its HTML
+folder (``make test`` builds one from the ``--smoke`` notebooks and sets it;
+``make book`` builds ``build/book/_build/html``). Without it that test is
+skipped and says how to run it. Chromium is Debian's ``chromium`` package
+(``make browser`` installs it), driven by Playwright.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+
+from osgha_lite.data import PROJECT_ROOT
+
+spec = importlib.util.spec_from_file_location("build_site", PROJECT_ROOT / "book" / "build_site.py")
+build_site = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_site)
+
+
+def _executed(folder: Path, name: str, profile="lite", smoke=True, cells=()):
+    nb = {"cells": list(cells), "metadata": {"papermill": {"parameters": {"PROFILE": profile, "SEED": 0,
+                                                                         "SMOKE": smoke}}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (folder / name).write_text(json.dumps(nb))
+    return folder / name
+
+
+def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_path):
+    first = _executed(tmp_path, "00_a.ipynb")
+    assert build_site.run_profile([first]) == "lite-smoke"
+    second = _executed(tmp_path, "01_b.ipynb", smoke=False)
+    with pytest.raises(build_site.BookError, match="different runs"):
+        build_site.run_profile([first, second])
+    failed = _executed(tmp_path, "03_d.ipynb")
+    record = json.loads(failed.read_text())
+    record["metadata"]["papermill"]["exception"] = True
+    failed.write_text(json.dumps(record))
+    with pytest.raises(build_site.BookError, match="03_d.ipynb: its run failed"):
+        build_site.run_profile([first, failed])
+    (tmp_path / "02_c.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
+    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.runner"):
+        build_site.run_profile([tmp_path / "02_c.ipynb"])
+    with pytest.raises(build_site.BookError, match="no executed notebooks; run `make reproduce` or `make smoke`"):
+        build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)
+
+
+def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
+    def bar(model_id):
+        return {"output_type": "display_data", "metadata": {},
+                "data": {build_site.WIDGET_MIME: {"model_id": model_id}, "text/plain": "images:   0%| | 0/5"}}
+
+    state = {  # as nbclient saves it: tqdm's HBox of HTML (description), FloatProgress, HTML (counts)
+        "kept": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_d", "IPY_MODEL_p", "IPY_MODEL_n"]}},
+        "d": {"model_name": "HTMLModel", "state": {"value": "images: 100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": 5, "max": 5}},
+        "n": {"model_name": "HTMLModel", "state": {"value": "&nbsp;5/5 [00:01&lt;00:00, 4.2item/s]"}},
+    }
+    state["hidden"] = {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_d"], "layout": "IPY_MODEL_l"}}
+    state["l"] = {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}
+    text = {"output_type": "stream", "name": "stdout", "text": "rsum 264.98\n"}
+    cell = build_site.plain_outputs({"cell_type": "code", "source": "",
+                                     "outputs": [bar("kept"), bar("closed"), bar("hidden"), text]}, state)
+    assert cell["outputs"] == [{"output_type": "display_data", "metadata": {},
+                                "data": {"text/plain": "images: 100% |##########| 5/5 [00:01<00:00, 4.2item/s]"}},
+                               text]
+
+
+def test_markdown_links_modules_and_notebooks():
+    text = "See `osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
+    assert build_site.link_markdown(text, {"entropy"}, {"05": "05_figures.ipynb"}) == (
+        "See [`osgha_lite.entropy.spectral_bits`](source/entropy.md) and `osgha_lite.nope`, as in "
+        "[notebook 05](05_figures.ipynb) and notebook 09.")
+
+
+def test_saved_figures_and_tables_follow_the_cell_that_saves_them(tmp_path):
+    png, table = tmp_path / "05_gains.png", tmp_path / "05_main.md"
+    png.write_bytes(b"png")
+    table.write_text("| a |\n|---|\n| 1 |\n")
+    cells = [{"cell_type": "code", "source": 'save_figure(fig, NAME, "05_gains")', "outputs": []},
+             {"cell_type": "code", "source": "x = 1", "outputs": []}]
+    files = {"figures/lite/05_gains.png": png, "results/lite/tables/05_main.md": table}
+    out = build_site.with_artifacts(cells, sorted(files), "lite", files)
+    assert [c["cell_type"] for c in out] == ["code", "markdown", "code", "markdown", "markdown"]
+    assert out[1]["source"].startswith("```{figure} _figures/05_gains.png")
+    assert out[3]["source"] == "## Figures and tables saved by this notebook"
+    assert "| a |" in out[4]["source"] and "results/lite/tables/05_main.md" in out[4]["source"]
+
+
+# --- The browser test over a built site ------------------------------------------------------------
+
+BOOK_DIR = os.environ.get("OSGHA_BOOK_DIR")
+RENDERED_MATH = "mjx-container"
+MATH = ".math.notranslate"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("chromium not found: install Debian's chromium package (`make browser`, run by `make test`)")
+    return path
+
+
+def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int = 30_000) -> tuple[list[str], list[str]]:
+    """Open every page of the site in ``html`` with headless Chromium over a local HTTP server.
+
+    Returns ``(problems, pages)``. A problem is a request to another host (the
+    site must work offline), a console or script error, a response of 400 or
+    more or a failed load, a math element MathJax did not render (or rendered
+    as an error), an image not loaded (natural width 0), a link to a page that
+    does not exist or to an anchor that page lacks. ``screenshot``: where to
+    save a full-page picture of the landing page (``intro.html``)."""
+    from playwright.sync_api import sync_playwright
+
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html") if "_static" not in p.parts)
+    ids: dict[str, set[str]] = {}
+    problems: list[str] = []
+    links: list[tuple[str, str]] = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+
+            def outside(route):  # the site must not need the network: any other host is a failure
+                problems.append(f"request to another host: {route.request.url}")
+                route.abort()
+
+            context.route(lambda url: not url.startswith(base), outside)
+            page = context.new_page()
+            current = {"page": ""}
+            page.on("console", lambda m: m.type == "error" and problems.append(
+                f"{current['page']}: console error: {m.text}"))
+            page.on("pageerror", lambda e: problems.append(f"{current['page']}: script error: {e}"))
+            page.on("response", lambda r: r.status >= 400 and problems.append(
+                f"{current['page']}: {r.status} for {r.url}"))
+            page.on("requestfailed", lambda r: r.url.startswith(base) and problems.append(
+                f"{current['page']}: failed to load {r.url}"))
+            for name in pages:
+                current["page"] = name
+                page.goto(base + name, wait_until="networkidle")
+                if page.locator(MATH).count():
+                    try:
+                        page.wait_for_function(f"() => [...document.querySelectorAll('{MATH}')].every("
+                                               f"e => e.querySelector('{RENDERED_MATH}'))", timeout=math_timeout_ms)
+                    except Exception:
+                        raw = page.eval_on_selector_all(
+                            MATH, f"els => els.filter(e => !e.querySelector('{RENDERED_MATH}')).map(e => e.innerText)")
+                        problems.append(f"{name}: unrendered math: {raw[:3]}")
+                    errors = page.locator("mjx-merror").count()
+                    if errors:
+                        problems.append(f"{name}: {errors} MathJax errors")
+                broken = page.eval_on_selector_all(
+                    "img", "els => els.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+                problems += [f"{name}: broken image {src}" for src in broken]
+                ids[name] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+                links += [(name, h) for h in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")]
+                if name == "intro.html" and screenshot:
+                    page.screenshot(path=str(screenshot), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+
+    for name, href in links:
+        if not href.startswith(base):
+            continue  # a link out of the site (the theme's credits) is not loaded
+        target, fragment = urldefrag(href)
+        path = unquote(urlparse(target).path).lstrip("/") or "index.html"
+        if path.endswith("/"):
+            path += "index.html"
+        if not (html / path).is_file():
+            problems.append(f"{name}: broken link {href[len(base):]}")
+        elif fragment and path in ids and fragment not in ids[path]:
+            problems.append(f"{name}: link {href[len(base):]} names no anchor #{fragment} in {path}")
+    return sorted(set(problems)), pages
+
+
+def test_the_browser_check_catches_each_kind_of_fault(tmp_path):
+    """A two-page site with one fault of each kind: every one is reported."""
+    (tmp_path / "intro.html").write_text(
+        '<html><body><a href="missing.html">x</a> <a href="other.html#nowhere">y</a> <img src="none.png">'
+        '<span class="math notranslate">\\(x^2\\)</span><script>console.error("boom")</script>'
+        '<img src="https://cdn.example.org/a.png"></body></html>')
+    (tmp_path / "other.html").write_text('<html><body><p id="here">ok</p></body></html>')
+    problems, pages = check_site(tmp_path, tmp_path / "landing.png", math_timeout_ms=1000)
+    text = "\n".join(problems)
+    assert pages == ["intro.html", "other.html"]
+    for expected in ("intro.html: broken link missing.html", "intro.html: link other.html#nowhere names no anchor",
+                     "intro.html: broken image", "intro.html: console error: boom",
+                     "intro.html: unrendered math: ['\\\\(x^2\\\\)']",
+                     "request to another host: https://cdn.example.org/a.png", "intro.html: 404 for"):
+        assert expected in text, (expected, problems)
+    assert (tmp_path / "landing.png").stat().st_size > 1000
+
+
+def test_every_page_of_the_built_site_loads_offline_with_working_links_images_and_math():
+    if not BOOK_DIR:
+        pytest.skip("no built site: set OSGHA_BOOK_DIR to its HTML folder (`make test` builds one from the "
+                    "--smoke notebooks; `make book` builds build/book/_build/html)")
+    html = Path(BOOK_DIR).resolve()
+    assert (html / "index.html").is_file(), f"{html}/index.html missing; build the site with `make book`"
+    screenshot = html.parent.parent / "landing.png"
+    problems, pages = check_site(html, screenshot)
+    assert not problems, "\n".join(problems)
+    assert {"intro.html", "source/index.html"} <= set(pages) and sum(p[:2].isdigit() for p in pages) >= 2
+    assert screenshot.stat().st_size > 10_000
