@@ -308,14 +308,16 @@ class ScoredMethod:
 
 
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
-                 train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> ScoredMethod:
+                 train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
+                 log=None) -> ScoredMethod:
     """Prepare a method, train it (or load its checkpoint), and encode dev and test.
 
     Trainable adapters are fitted with :func:`osgha_lite.training.fit`,
     checkpointed in ``.cache/adapters/<profile>-<name>-<digest>.pt`` where
     the digest covers the method, the adapter, the training settings, the
     backbone and the training features; a second call with the same inputs
-    loads the checkpoint instead of training.
+    loads the checkpoint instead of training. ``log`` (a callable taking a
+    line) is told before a method without a finished checkpoint is trained.
     """
     started = time.perf_counter()
     prepared = prepare_method(method, profile, train, dev, test, train_links=False)
@@ -326,6 +328,9 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
                                float(train.texts.sum()), *train.extras_checksum())
         checkpoint = cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.pt"
         if not checkpoint_finished(checkpoint):
+            if log is not None:
+                log(f"{name}: no finished checkpoint {checkpoint}; training it on the profile's "
+                    f"{len(train.images)} training images")
             attach_links(adapter, "train", prepared.train)
         history = fit(adapter, prepared.train, prepared.dev, prepared.train_config, checkpoint=checkpoint,
                       progress=progress, desc=name)
@@ -342,8 +347,16 @@ def protocol_record(profile: dict, train: Embedded) -> dict:
 
 
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
-               train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> dict:
+               train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
+               dataset: str | None = None, split: str = "test", folder: str | Path | None = None,
+               log=None) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
+
+    ``test`` is the profile's test split by default; for another dataset
+    (:mod:`osgha_lite.evaluate`) ``dataset`` and ``split`` name it in the
+    record and ``folder`` is where the file goes
+    (:func:`osgha_lite.results.write_result`). ``log`` goes to
+    :func:`score_method`.
 
     Returns ``{"path", "sims" (test image x caption scores), "metrics"
     (test, per protocol), "dev_metrics", "history" (None when nothing is
@@ -352,13 +365,13 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
-    scored = score_method(name, method, profile, backbone_identity, train, dev, test, progress=progress)
+    scored = score_method(name, method, profile, backbone_identity, train, dev, test, progress=progress, log=log)
     prepared, history, sims = scored.prepared, scored.history, scored.sims
     protocols = profile["eval"]["protocols"]
     metrics, intervals = evaluate_similarity(sims, test.text_to_image, protocols,
                                              n_boot=profile["eval"]["bootstrap"], seed=seed)
     record = dict(
-        profile=profile["name"], method=name, dataset=profile["dataset"], split="test",
+        profile=profile["name"], method=name, dataset=dataset or profile["dataset"], split=split,
         backbone=backbone_identity, metrics=metrics, config={"profile": profile, "method": method,
                                                              "adapter": prepared.adapter.config(),
                                                              "train": prepared.train_config.__dict__},
@@ -378,9 +391,9 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     record_seconds = record["seconds"]
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
-                        record.pop("config"), **record)
-    return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": scored.dev_metrics, "history": history,
-            "seconds": record_seconds}
+                        record.pop("config"), folder=folder, **record)
+    return {"path": path, "sims": sims, "metrics": metrics, "intervals": intervals, "dev_metrics": scored.dev_metrics,
+            "history": history, "seconds": record_seconds}
 
 
 _EXTRA_CACHE: dict[tuple, object] = {}
