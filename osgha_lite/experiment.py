@@ -295,16 +295,27 @@ class ScoredMethod:
         """Test image x caption scores."""
         return (self.test_images @ self.test_texts.T).numpy()
 
-    def encode_texts(self, features: np.ndarray) -> np.ndarray:
-        """Adapt extra text rows (such as LLM descriptions) as test queries: inductive, no descriptions."""
+    def encode(self, features: np.ndarray, modality: str, local: tuple | None = None) -> np.ndarray:
+        """Adapt extra rows of backbone vectors as test queries: inductive, no LLM texts.
+
+        ``modality`` is ``"image"`` or ``"text"``; ``local`` is ``(features
+        [N, L, d], mask [N, L])`` for the methods that need local features (HGAN).
+        """
         adapter = self.adapter
         rows = to_tensor(features)
         context = AdapterContext()
+        if local is not None:
+            context.local_features, context.local_mask = torch.as_tensor(local[0]), torch.as_tensor(local[1])
         if adapter.uses_memory and hasattr(adapter, "precompute_links"):
-            context.links = adapter.precompute_links(rows, "text")
+            context.links = adapter.precompute_links(rows, modality)
         adapter.eval()
         with torch.no_grad():
-            return adapter.encode_texts(rows, context).float().numpy()
+            encode = adapter.encode_images if modality == "image" else adapter.encode_texts
+            return encode(rows, context).float().numpy()
+
+    def encode_texts(self, features: np.ndarray) -> np.ndarray:
+        """Adapt extra text rows (such as LLM descriptions) as test queries: inductive, no descriptions."""
+        return self.encode(features, "text")
 
 
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
