@@ -148,8 +148,9 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
 
     Returns ``{"table" (DataFrame, :func:`results_table`), "runs" (method ->
     :func:`osgha_lite.experiment.run_method`'s record plus ``checkpoint``),
-    "skipped" (method -> reason), "folder", "dataset", "coverage" (share of
-    the captions with descriptions), "description_caches"}``.
+    "skipped" (method -> reason), "folder", "dataset" (its name), "data"
+    (the split read), "backbone", "coverage" (share of the captions with
+    descriptions), "description_caches"}``.
     """
     from osgha_lite.backbones import build_backbone
     from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, run_method
@@ -200,7 +201,8 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
             f"({time.perf_counter() - method_started:.0f} s) -> {run['path']}")
     protocol = profile["eval"]["protocols"][0]
     return {"table": results_table(runs, protocol), "runs": runs, "skipped": skipped, "folder": folder,
-            "dataset": data.name, "coverage": covered / data.n_texts, "description_caches": caches}
+            "dataset": data.name, "data": data, "backbone": backbone, "coverage": covered / data.n_texts,
+            "description_caches": caches}
 
 
 def main(argv: list[str] | None = None) -> int:

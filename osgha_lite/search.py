@@ -120,6 +120,17 @@ def index_captions(backbone, texts, local: bool = False, progress: bool = True) 
     return CaptionIndex(texts, vectors, backbone.identity, _local(backbone, texts, "text", progress) if local else None)
 
 
+def dataset_indexes(backbone, data, local: bool = False, progress: bool = True) -> tuple[ImageIndex, CaptionIndex]:
+    """A dataset split's images and captions as indexes, from the split's own cached features."""
+    images, texts = backbone.embed(data, progress=progress)
+    image_local = text_local = None
+    if local:
+        features = backbone.embed_local(data, progress=progress)
+        image_local, text_local = (features.images, features.image_mask), (features.texts, features.text_mask)
+    return (ImageIndex([Path(p) for p in data.image_paths], images, backbone.identity, image_local),
+            CaptionIndex(list(data.captions), texts, backbone.identity, text_local))
+
+
 @dataclass
 class Space:
     """A retrieval space: the backbone, and a trained method on top of it (``scored``; None = frozen)."""

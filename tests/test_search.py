@@ -134,3 +134,25 @@ def test_cli_indexes_once_and_answers_text_and_image_queries(tiny_lite, tiny_roo
     assert "either a text query or --image" in capsys.readouterr().err
     assert main(["--profile", str(path), "index", str(tmp_path / "nothing")]) == 2
     assert "is not a folder of images" in capsys.readouterr().err
+
+
+def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(gallery):
+    from osgha_lite.search_widget import search_widget
+
+    profile, backbone, images, captions = gallery
+    searchers = {"frozen": Searcher(Space("frozen-backbone", backbone), images, captions),
+                 "trained": Searcher(load_space(profile, "os-hgadapter", backbone, progress=False), images, captions)}
+    widget = search_widget(searchers, k=3, k_captions=2, initial_query="a cup of coffee")
+    _, status, columns, picked = widget.children
+    assert len(columns.children) == 2 and "query time: frozen:" in status.value
+    for column, searcher in zip(columns.children, searchers.values()):
+        expected = searcher.text_to_images("a cup of coffee", 3)
+        assert len(column.children) == 4  # title and three images
+        assert [cell.children[1].description.split()[0] for cell in column.children[1:]] == ["#1", "#2", "#3"]
+        assert column.children[1].children[0].value[:2] == b"\xff\xd8"  # a JPEG thumbnail
+        assert f"({expected.score.iloc[0]:.2f})" in column.children[1].children[1].description
+    columns.children[1].children[1].children[1].click()
+    row = searchers["trained"].text_to_images("a cup of coffee", 1)["index"].iloc[0]
+    assert f"Top captions of {images.paths[row].name}" in picked.value
+    for caption in searchers["frozen"].image_to_captions(int(row), 2).caption:
+        assert caption in picked.value.replace("&#x27;", "'")
