@@ -11,6 +11,7 @@ from osgha_lite.data import load_dataset
 from osgha_lite.features import cache_root
 from osgha_lite.search import (
     ImageIndex,
+    dataset_indexes,
     SearchError,
     Searcher,
     Space,
@@ -156,3 +157,15 @@ def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(galler
     assert f"Top captions of {images.paths[row].name}" in picked.value
     for caption in searchers["frozen"].image_to_captions(int(row), 2).caption:
         assert caption in picked.value.replace("&#x27;", "'")
+
+
+def test_a_dataset_split_is_indexed_from_its_own_cached_features(gallery, tiny_root):
+    _, backbone, _, _ = gallery
+    train = load_dataset("flickr8k", "train")
+    images, captions = dataset_indexes(backbone, train, progress=False)
+    expected_images, expected_texts = backbone.embed(train, progress=False)
+    np.testing.assert_array_equal(images.vectors, expected_images)
+    np.testing.assert_array_equal(captions.vectors, expected_texts)
+    assert images.paths == list(train.image_paths) and captions.texts == train.captions
+    with_local = dataset_indexes(backbone, train, local=True, progress=False)
+    assert with_local[0].local[0].shape[:2] == with_local[0].local[1].shape == (4, 16)
