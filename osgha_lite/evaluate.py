@@ -159,6 +159,9 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     data = load_external(dataset, split, profile, limit_images)
     folder = external_folder(profile, data.name, out)
     log(f"{data.name}/{split}: {data.n_images} images, {data.n_texts} captions; results -> {folder}")
+    if data.name == profile["dataset"] and split in ("train", "dev"):
+        log(f"warning: {data.name}/{split} holds images the profile trains on or stops training with "
+            f"(pretrain/adapt or dev); these scores are not a test")
     started = time.perf_counter()
     log("backbone: loading (the lite heads are trained on the profile's pretrain images when not cached)")
     backbone = build_backbone(profile, progress=progress)

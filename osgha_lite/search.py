@@ -268,7 +268,9 @@ def load_index(name: str, backbone, local: bool = False) -> ImageIndex:
     return ImageIndex(paths, np.load(vectors_file), record["backbone"])
 
 
-def _caption_set(args, profile: dict) -> list[str]:
+def _caption_index(args, profile: dict, backbone, local: bool) -> CaptionIndex:
+    """The caption set of ``query --image``: a file (one caption per line) or a dataset split's captions,
+    the latter from the split's own cached features."""
     if args.captions_file:
         path = Path(args.captions_file)
         if not path.is_file():
@@ -276,7 +278,7 @@ def _caption_set(args, profile: dict) -> list[str]:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not texts:
             raise SearchError(f"{path}: no caption (one caption per line)")
-        return list(dict.fromkeys(texts))
+        return index_captions(backbone, list(dict.fromkeys(texts)), local=local, progress=False)
     from osgha_lite.data import DataError, load_dataset
 
     dataset = args.captions or profile["dataset"]
@@ -284,7 +286,7 @@ def _caption_set(args, profile: dict) -> list[str]:
         data = load_dataset(dataset, args.captions_split, **profile.get("data", {}))
     except DataError as error:
         raise SearchError(f"caption set {dataset}/{args.captions_split}: {error}") from None
-    return list(dict.fromkeys(data.captions))
+    return dataset_indexes(backbone, data, local=local, progress=False)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             table = searcher.text_to_images(args.text, args.k)
         else:
-            captions = index_captions(backbone, _caption_set(args, profile), local=space.needs_local, progress=False)
-            searcher = Searcher(space, captions=captions)
+            searcher = Searcher(space, captions=_caption_index(args, profile, backbone, space.needs_local))
             started = time.perf_counter()
             table = searcher.image_to_captions(args.image, args.k)
         seconds = time.perf_counter() - started

@@ -65,6 +65,7 @@ def test_without_a_covering_cache_the_methods_run_without_descriptions(tiny_lite
     outcome = evaluate_external(load_profile(str(path)), "flickr8k", "dev", ["frozen-backbone"], out=tmp_path / "x",
                                 progress=False, log=lines.append)
     assert any("no cache covers the captions of flickr8k" in line for line in lines)
+    assert any("warning: flickr8k/dev holds images the profile trains on" in line for line in lines)
     assert outcome["coverage"] == 0.0 and (tmp_path / "x" / "frozen-backbone.dev.json").is_file()
 
 
