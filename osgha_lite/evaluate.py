@@ -154,6 +154,7 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     """
     from osgha_lite.backbones import build_backbone
     from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, run_method
+    from osgha_lite.training import config_digest
 
     names = resolve_methods(profile, methods)
     data = load_external(dataset, split, profile, limit_images)
@@ -172,7 +173,8 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     embedded = {s: embed_with_descriptions(backbone, d, augmentations, k, progress=progress) for s, d in splits.items()}
     texts, caches = description_texts(profile, data.name)
     log(f"embedding {data.name}/{split} ({data.n_images} images, {data.n_texts} captions)")
-    key = f"{data.name}:{split}"  # the new split's entry; per-process caches of extra inputs are keyed by it
+    # the new split's entry; method_embeddings keeps extra inputs per process under this key, so it names the rows
+    key = f"{data.name}:{split}:" + config_digest([str(p) for p in data.image_paths], data.captions)
     splits[key] = data
     embedded[key] = embed_with_descriptions(backbone, data, texts, k, progress=progress)
     covered = int(embedded[key].description_mask.any(axis=1).sum())

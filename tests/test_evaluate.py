@@ -54,6 +54,10 @@ def test_command_scores_every_method_on_another_dataset(tiny_lite, capsys):
     assert list(again["table"].method) == ["os-hgadapter", "frozen-backbone"]
     assert list(again["table"].checkpoint) == ["reused", "none"]
     assert again["table"].rsum.iloc[0] == pytest.approx(hypergraph["metrics"]["all"]["rsum"])
+    first_image = evaluate_external(load_profile(str(path)), "flickr30k", "test", ["os-hgadapter"], limit_images=1,
+                                    out=folder / "one", progress=False, log=lambda line: None)
+    assert read_result(folder / "one" / "os-hgadapter.test.json")["n_images"] == 1
+    assert first_image["runs"]["os-hgadapter"]["sims"].shape == (1, 2)
     frozen = again["runs"]["frozen-backbone"]
     expected = retrieval_metrics(frozen["sims"], np.array([0, 0, 1, 1]))["rsum"]
     assert frozen["metrics"]["all"]["rsum"] == pytest.approx(expected)
