@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         if args.command == "query" and bool(args.text) == bool(args.image):
             raise SearchError("give either a text query or --image PATH (not both)")
+        if args.command == "query" and args.method not in profile["methods"]:
+            raise SearchError(f"unknown method {args.method!r} for profile {profile['name']!r}; known: "
+                              f"{', '.join(profile['methods'])}")
         if args.command == "index":
             paths = list_images(args.folder)
             backbone = build_backbone(profile, progress=False)
