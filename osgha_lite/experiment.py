@@ -80,14 +80,12 @@ class Embedded:
     image_text_mask: np.ndarray | None = None
     local: object | None = None
 
-    def extras_checksum(self) -> list[float]:
-        """Sums of the optional inputs (part of a trained method's checkpoint digest)."""
-        sums = [float(self.descriptions.sum())]
-        if self.image_texts is not None:
-            sums.append(float(self.image_texts.sum()))
-        if self.local is not None:
-            sums += [float(self.local.images.sum(dtype=np.float64)), float(self.local.texts.sum(dtype=np.float64))]
-        return sums
+    def extras_checksum(self) -> list[str]:
+        """Byte digests of the optional inputs (part of a trained method's checkpoint digest; exact and
+        independent of the thread count, unlike a float sum)."""
+        local = (None, None) if self.local is None else (self.local.images, self.local.texts)
+        return [array_digest(self.descriptions, self.description_mask),
+                array_digest(self.image_texts, self.image_text_mask), array_digest(*local)]
 
     @property
     def description_coverage(self) -> float:
@@ -296,16 +294,27 @@ class ScoredMethod:
         """Test image x caption scores."""
         return (self.test_images @ self.test_texts.T).numpy()
 
-    def encode_texts(self, features: np.ndarray) -> np.ndarray:
-        """Adapt extra text rows (such as LLM descriptions) as test queries: inductive, no descriptions."""
+    def encode(self, features: np.ndarray, modality: str, local: tuple | None = None) -> np.ndarray:
+        """Adapt extra rows of backbone vectors as test queries: inductive, no LLM texts.
+
+        ``modality`` is ``"image"`` or ``"text"``; ``local`` is ``(features
+        [N, L, d], mask [N, L])`` for the methods that need local features (HGAN).
+        """
         adapter = self.adapter
         rows = to_tensor(features)
         context = AdapterContext()
+        if local is not None:
+            context.local_features, context.local_mask = torch.as_tensor(local[0]), torch.as_tensor(local[1])
         if adapter.uses_memory and hasattr(adapter, "precompute_links"):
-            context.links = adapter.precompute_links(rows, "text")
+            context.links = adapter.precompute_links(rows, modality)
         adapter.eval()
         with torch.no_grad():
-            return adapter.encode_texts(rows, context).float().numpy()
+            encode = adapter.encode_images if modality == "image" else adapter.encode_texts
+            return encode(rows, context).float().numpy()
+
+    def encode_texts(self, features: np.ndarray) -> np.ndarray:
+        """Adapt extra text rows (such as LLM descriptions) as test queries: inductive, no descriptions."""
+        return self.encode(features, "text")
 
 
 def method_checkpoint(name: str, method: dict, profile: dict, prepared, backbone_identity: str,
@@ -314,20 +323,22 @@ def method_checkpoint(name: str, method: dict, profile: dict, prepared, backbone
     the training settings, the backbone, the training features and pairs (``text_to_image``) and the dev
     split that chooses the kept epoch (its features, pairs and optional inputs)."""
     digest = config_digest(name, method, prepared.adapter.config(), prepared.train_config.__dict__,
-                           backbone_identity, float(train.texts.sum()), *train.extras_checksum(),
+                           backbone_identity, array_digest(train.images, train.texts), *train.extras_checksum(),
                            array_digest(train.text_to_image),
                            array_digest(dev.images, dev.texts, dev.text_to_image), *dev.extras_checksum())
     return cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.safetensors"
 
 
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
-                 train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> ScoredMethod:
+                 train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
+                 log=None) -> ScoredMethod:
     """Prepare a method, train it (or load its checkpoint), and encode dev and test.
 
     Trainable adapters are fitted with :func:`osgha_lite.training.fit`,
     checkpointed in :func:`method_checkpoint` (a digest of every input that
     shapes the run); a second call with the same inputs loads the
-    checkpoint instead of training.
+    checkpoint instead of training. ``log`` (a callable taking a line) is
+    told before a method without a finished checkpoint is trained.
     """
     started = time.perf_counter()
     prepared = prepare_method(method, profile, train, dev, test, train_links=False)
@@ -336,6 +347,9 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
     if adapter.trainable and any(p.requires_grad for p in adapter.parameters()):
         checkpoint = method_checkpoint(name, method, profile, prepared, backbone_identity, train, dev)
         if not checkpoint_finished(checkpoint):
+            if log is not None:
+                log(f"{name}: no finished checkpoint {checkpoint}; training it on the profile's "
+                    f"{len(train.images)} training images")
             attach_links(adapter, "train", prepared.train)
         history = fit(adapter, prepared.train, prepared.dev, prepared.train_config, checkpoint=checkpoint,
                       progress=progress, desc=name)
@@ -352,8 +366,16 @@ def protocol_record(profile: dict, train: Embedded) -> dict:
 
 
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
-               train: Embedded, dev: Embedded, test: Embedded, progress: bool = True) -> dict:
+               train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
+               dataset: str | None = None, split: str = "test", folder: str | Path | None = None,
+               log=None) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
+
+    ``test`` is the profile's test split by default; for another dataset
+    (:mod:`osgha_lite.evaluate`) ``dataset`` and ``split`` name it in the
+    record and ``folder`` is where the file goes
+    (:func:`osgha_lite.results.write_result`). ``log`` goes to
+    :func:`score_method`.
 
     Returns ``{"path", "sims" (test image x caption scores), "metrics"
     (test, per protocol), "dev_metrics", "history" (None when nothing is
@@ -362,13 +384,13 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
-    scored = score_method(name, method, profile, backbone_identity, train, dev, test, progress=progress)
+    scored = score_method(name, method, profile, backbone_identity, train, dev, test, progress=progress, log=log)
     prepared, history, sims = scored.prepared, scored.history, scored.sims
     protocols = profile["eval"]["protocols"]
     metrics, intervals = evaluate_similarity(sims, test.text_to_image, protocols,
                                              n_boot=profile["eval"]["bootstrap"], seed=seed)
     record = dict(
-        profile=profile["name"], method=name, dataset=profile["dataset"], split="test",
+        profile=profile["name"], method=name, dataset=dataset or profile["dataset"], split=split,
         backbone=backbone_identity, metrics=metrics, config={"profile": profile, "method": method,
                                                              "adapter": prepared.adapter.config(),
                                                              "train": prepared.train_config.__dict__},
@@ -388,9 +410,9 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     record_seconds = record["seconds"]
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
-                        record.pop("config"), **record)
-    return {"path": path, "sims": sims, "metrics": metrics, "dev_metrics": scored.dev_metrics, "history": history,
-            "seconds": record_seconds}
+                        record.pop("config"), folder=folder, **record)
+    return {"path": path, "sims": sims, "metrics": metrics, "intervals": intervals, "dev_metrics": scored.dev_metrics,
+            "history": history, "seconds": record_seconds}
 
 
 _EXTRA_CACHE: dict[tuple, object] = {}

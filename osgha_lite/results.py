@@ -43,15 +43,20 @@ def result_path(profile: str, method: str, split: str) -> Path:
 
 
 def write_result(profile: str, method: str, dataset: str, split: str, backbone: str,
-                 metrics: dict, config: dict, **extra) -> Path:
-    """Write one evaluation; ``metrics`` maps protocol name -> metric dict."""
+                 metrics: dict, config: dict, folder: str | os.PathLike | None = None, **extra) -> Path:
+    """Write one evaluation; ``metrics`` maps protocol name -> metric dict.
+
+    The file is :func:`result_path`, or ``<folder>/<method>.<split>.json`` when ``folder`` is given
+    (evaluations on other datasets, :mod:`osgha_lite.evaluate`).
+    """
     for protocol, values in metrics.items():
         missing = [key for key in METRIC_KEYS if key not in values]
         if missing:
             raise ValueError(f"write_result({method}): protocol {protocol!r} lacks metrics {missing}")
     record = {"method": method, "dataset": dataset, "split": split, "backbone": backbone,
               "metrics": metrics, "config": config, **extra}
-    return atomic_write_json(result_path(profile, method, split), record)
+    path = Path(folder) / f"{method}.{split}.json" if folder is not None else result_path(profile, method, split)
+    return atomic_write_json(path, record)
 
 
 def read_result(path: str | os.PathLike) -> dict:

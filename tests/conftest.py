@@ -79,3 +79,41 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_lite(tiny_root, tmp_path_factory):
+    """The lite profile shrunk to the tiny data root (2 pretrain and 2 adapt images, one-epoch training,
+    three methods), written as a JSON file; data, cache and results roots point at module-wide temporary folders.
+
+    Yields ``(profile_path, profile, folder)``; the cache persists across the module's tests, so the
+    backbone heads and the methods are trained once.
+    """
+    from osgha_lite import experiment
+    from osgha_lite.config import load_profile
+
+    folder = tmp_path_factory.mktemp("tiny_lite")
+    profile = load_profile("lite")
+    profile.update(name="tiny-lite", protocol={"kind": "disjoint", "pretrain_images": 2, "seed": 0},
+                   eval={"protocols": ["all"], "bootstrap": 20},
+                   augmentation={"cache": str(folder / "augmentations" / "flickr8k.jsonl"), "descriptions": 2})
+    profile["backbone"]["train"].update(epochs=1, batch_size=4)
+    profile["adapter_training"]["train"].update(epochs=1, batch_size=4, patience=1)
+    hypergraph = dict(profile["methods"]["os-hgadapter"])
+    hypergraph["options"] = {**hypergraph["options"], "k": 1, "reduced_dim": 8, "hubness_k": 2}
+    hypergraph["descriptions"] = 2
+    hypergraph["train"] = {"epochs": 1}
+    profile["methods"] = {"frozen-backbone": profile["methods"]["frozen-backbone"],
+                          "clip-adapter": profile["methods"]["clip-adapter"], "os-hgadapter": hypergraph}
+    path = folder / "tiny-lite.json"
+    path.write_text(json.dumps(profile))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OSGHA_DATA_ROOT", str(tiny_root))
+        patch.setenv("OSGHA_CACHE_DIR", str(folder / "cache"))
+        patch.setenv("OSGHA_RESULTS_DIR", str(folder / "results"))
+        patch.setattr(experiment, "_TABLE_CACHE", {})
+        patch.setattr(experiment, "_EXTRA_CACHE", {})
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield path, profile, folder
+        torch.set_num_threads(previous)

@@ -1,0 +1,357 @@
+"""Search a folder of images by text, and a set of captions by image, in any method's space.
+
+::
+
+    python -m osgha_lite.search index photos/                      # embed every image once (cached)
+    python -m osgha_lite.search query "a dog runs on the beach" --k 5
+    python -m osgha_lite.search query "a dog runs on the beach" --method os-hgadapter
+    python -m osgha_lite.search query --image photos/dog.jpg --k 5   # top captions of Flickr8k test
+
+The same from Python::
+
+    space = load_space(profile, "os-hgadapter")
+    search = Searcher(space, index_images(space.backbone, list_images("photos/")),
+                      index_captions(space.backbone, captions))
+    search.text_to_images("a dog runs on the beach", k=5)   # DataFrame: rank, score, path
+    search.image_to_captions("photos/dog.jpg", k=5)          # DataFrame: rank, score, caption
+
+A *space* (:func:`load_space`) is the profile's frozen backbone
+(``frozen-backbone``) or the backbone followed by one of the profile's
+trained methods, loaded from its checkpoint (trained first on the profile's
+adapt images when there is none, as in notebook 03). Scores are cosine
+similarities :math:`s(q, g) = \\langle f(q), f(g) \\rangle` of unit vectors,
+with :math:`f` the method's encoder of the query's or the gallery item's
+modality; results are the ``k`` largest, ties broken by gallery order.
+
+Gallery images are encoded through the feature cache
+(:mod:`osgha_lite.features`, keyed by the bytes of every file), so indexing
+the same files again reads the cache; the CLI also keeps the last index
+under ``<cache>/search/<name>.json`` and ``.npy`` so that a query does not
+re-read the folder. Queries are encoded directly, never cached. Trained
+methods adapt gallery and queries inductively: no LLM texts, memory links
+against the training memory only (:meth:`osgha_lite.experiment.ScoredMethod.encode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from osgha_lite.atomic import atomic_save_npy, atomic_write_json
+from osgha_lite.features import cache_root, cached_local_features
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+INDEX_DATASET = "search"  # dataset and split names of indexed files in the feature cache
+
+
+class SearchError(ValueError):
+    """A search request that cannot be answered; the message says what to do."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), sorted by path."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise SearchError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SearchError(f"{folder} holds no image file (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, best first; equal scores keep their gallery order."""
+    if k < 1:
+        raise SearchError(f"k must be at least 1, not {k}")
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+@dataclass
+class ImageIndex:
+    """Gallery images in the backbone's space: ``vectors`` ``[n, d]`` unit rows, ``local`` for HGAN."""
+
+    paths: list[Path]
+    vectors: np.ndarray
+    identity: str
+    local: tuple | None = None
+
+
+@dataclass
+class CaptionIndex:
+    """Captions in the backbone's space: ``vectors`` ``[n, d]`` unit rows, ``local`` for HGAN."""
+
+    texts: list[str]
+    vectors: np.ndarray
+    identity: str
+    local: tuple | None = None
+
+
+def _local(backbone, items, modality: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Cached local features of ``items`` projected into the backbone's space (float32) and their mask."""
+    from osgha_lite.backbones import _local_options
+
+    options = _local_options(backbone.local)
+    encoder = backbone.image_encoder if modality == "image" else backbone.text_encoder
+    size = options["image_grid"] if modality == "image" else options["text_tokens"]
+    local, mask = cached_local_features(encoder, list(items), INDEX_DATASET, "index", size, progress=progress)
+    return backbone.project_local(local, modality), np.asarray(mask)
+
+
+def index_images(backbone, paths, local: bool = False, progress: bool = True) -> ImageIndex:
+    """Embed gallery images (through the feature cache, keyed by their bytes); ``local`` also their regions."""
+    paths = [Path(p) for p in paths]
+    vectors = backbone.encode_images(paths, INDEX_DATASET, "index", progress=progress)
+    return ImageIndex(paths, vectors, backbone.identity, _local(backbone, paths, "image", progress) if local else None)
+
+
+def index_captions(backbone, texts, local: bool = False, progress: bool = True) -> CaptionIndex:
+    """Embed a caption set (through the feature cache); ``local`` also their tokens."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise SearchError("the caption set is empty")
+    vectors = backbone.encode_texts(texts, INDEX_DATASET, "captions", progress=progress)
+    return CaptionIndex(texts, vectors, backbone.identity, _local(backbone, texts, "text", progress) if local else None)
+
+
+def dataset_indexes(backbone, data, local: bool = False, progress: bool = True) -> tuple[ImageIndex, CaptionIndex]:
+    """A dataset split's images and captions as indexes, from the split's own cached features."""
+    images, texts = backbone.embed(data, progress=progress)
+    image_local = text_local = None
+    if local:
+        features = backbone.embed_local(data, progress=progress)
+        image_local, text_local = (features.images, features.image_mask), (features.texts, features.text_mask)
+    return (ImageIndex([Path(p) for p in data.image_paths], images, backbone.identity, image_local),
+            CaptionIndex(list(data.captions), texts, backbone.identity, text_local))
+
+
+@dataclass
+class Space:
+    """A retrieval space: the backbone, and a trained method on top of it (``scored``; None = frozen)."""
+
+    name: str
+    backbone: object
+    scored: object | None = None
+    needs_local: bool = False
+
+    def adapt(self, vectors: np.ndarray, modality: str, local: tuple | None = None) -> np.ndarray:
+        """Backbone vectors into this space (the identity for the frozen backbone)."""
+        if self.scored is None:
+            return np.asarray(vectors, dtype=np.float32)
+        return self.scored.encode(vectors, modality, local)
+
+    def encode_query(self, item, modality: str) -> np.ndarray:
+        """One query (a text, or an image path) in this space: ``[1, d]``, encoded directly (not cached)."""
+        encoder = self.backbone.image_encoder if modality == "image" else self.backbone.text_encoder
+        items = [Path(item)] if modality == "image" else [str(item)]
+        local = None
+        if self.needs_local:
+            from osgha_lite.backbones import _local_options
+
+            options = _local_options(self.backbone.local)
+            size = options["image_grid"] if modality == "image" else options["text_tokens"]
+            raw, tokens, mask = encoder.encode_local(items, size=size, progress=False)
+            local = (self.backbone.project_local(tokens, modality), mask)
+        else:
+            raw = encoder.encode(items, progress=False)
+        return self.adapt(self.backbone.from_raw(np.asarray(raw, dtype=np.float32), modality), modality, local)
+
+
+def load_space(profile: dict, method: str = "frozen-backbone", backbone=None, progress: bool = True) -> Space:
+    """The frozen backbone, or the backbone with the profile's trained ``method`` (checkpoint reused).
+
+    The method is prepared as in notebook 03: trained on the profile's adapt
+    images with early stopping on dev, its checkpoint loaded when it exists.
+    """
+    from osgha_lite.backbones import build_backbone
+    from osgha_lite.data import load_profile_split
+    from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, score_method
+
+    if method not in profile["methods"]:
+        raise SearchError(f"unknown method {method!r} for profile {profile['name']!r}; known: "
+                          f"{', '.join(profile['methods'])}")
+    backbone = backbone or build_backbone(profile, progress=progress)
+    spec = profile["methods"][method]
+    if spec.get("adapter") == "identity":
+        return Space(method, backbone)
+    k = int(profile.get("augmentation", {}).get("descriptions", 0))
+    augmentations = load_profile_augmentations(profile)
+    splits = {"train": load_profile_split(profile, "adapt"), "dev": load_profile_split(profile, "dev")}
+    embedded = {s: embed_with_descriptions(backbone, d, augmentations, k, progress=progress) for s, d in splits.items()}
+    inputs = method_embeddings(spec, backbone, splits, embedded, progress=progress)
+    # dev stands in for the test split, whose scores are not needed here
+    scored = score_method(method, spec, profile, backbone.identity, inputs["train"], inputs["dev"], inputs["dev"],
+                          progress=progress, log=lambda line: print(f"[search] {line}", flush=True))
+    return Space(method, backbone, scored, needs_local=bool(spec.get("local")))
+
+
+class Searcher:
+    """Text -> gallery images and image -> captions in one space, over precomputed gallery vectors."""
+
+    def __init__(self, space: Space, images: ImageIndex | None = None, captions: CaptionIndex | None = None):
+        for index in (images, captions):
+            if index is not None and index.identity != space.backbone.identity:
+                raise SearchError(f"the index was built with backbone {index.identity}, the space uses "
+                                  f"{space.backbone.identity}; index again")
+        if space.needs_local and any(i is not None and i.local is None for i in (images, captions)):
+            raise SearchError(f"{space.name} needs local features; build the indexes with local=True")
+        self.space, self.images, self.captions = space, images, captions
+        self.image_vectors = space.adapt(images.vectors, "image", images.local) if images is not None else None
+        self.caption_vectors = (space.adapt(captions.vectors, "text", captions.local)
+                                if captions is not None else None)
+
+    def text_to_images(self, text: str, k: int = 5) -> pd.DataFrame:
+        """The ``k`` gallery images closest to ``text``: columns ``rank``, ``score``, ``index``, ``path``."""
+        if self.images is None:
+            raise SearchError("no image index: index a folder first")
+        if not str(text).strip():
+            raise SearchError("the text query is empty")
+        scores = self.image_vectors @ self.space.encode_query(text, "text")[0]
+        best = top_k(scores, k)
+        return pd.DataFrame({"rank": np.arange(1, len(best) + 1), "score": scores[best], "index": best,
+                             "path": [str(self.images.paths[i]) for i in best]})
+
+    def image_to_captions(self, image, k: int = 5) -> pd.DataFrame:
+        """The ``k`` captions closest to ``image`` (a path, or the row of an indexed gallery image):
+        columns ``rank``, ``score``, ``index``, ``caption``."""
+        if self.captions is None:
+            raise SearchError("no caption index: give a caption set")
+        if isinstance(image, (int, np.integer)):
+            if self.images is None or not 0 <= int(image) < len(self.images.paths):
+                raise SearchError(f"no gallery image number {image}")
+            query = self.image_vectors[int(image)]
+        else:
+            if not Path(image).is_file():
+                raise SearchError(f"query image {image} does not exist")
+            query = self.space.encode_query(image, "image")[0]
+        scores = self.caption_vectors @ query
+        best = top_k(scores, k)
+        return pd.DataFrame({"rank": np.arange(1, len(best) + 1), "score": scores[best], "index": best,
+                             "caption": [self.captions.texts[i] for i in best]})
+
+
+# --------------------------------------------------------------------------- the CLI's stored index
+
+def index_files(name: str) -> tuple[Path, Path]:
+    """The record (JSON) and vectors (``.npy``) of the CLI's index ``name``."""
+    folder = cache_root() / "search"
+    return folder / f"{name}.json", folder / f"{name}.npy"
+
+
+def save_index(index: ImageIndex, name: str, profile: str) -> Path:
+    record, vectors = index_files(name)
+    atomic_save_npy(vectors, index.vectors.astype(np.float32))
+    return atomic_write_json(record, {"profile": profile, "backbone": index.identity,
+                                      "paths": [str(p) for p in index.paths]})
+
+
+def load_index(name: str, backbone, local: bool = False) -> ImageIndex:
+    """The stored index ``name`` (error when missing, built by another backbone, or its files changed count)."""
+    record_file, vectors_file = index_files(name)
+    if not record_file.is_file() or not vectors_file.is_file():
+        raise SearchError(f"no index {name!r} in {record_file.parent}; run: python -m osgha_lite.search index FOLDER")
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    if record["backbone"] != backbone.identity:
+        raise SearchError(f"index {name!r} was built with {record['backbone']}, not {backbone.identity}; index again")
+    paths = [Path(p) for p in record["paths"]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SearchError(f"index {name!r}: {len(missing)} indexed images are gone (e.g. {missing[0]}); index again")
+    if local:  # HGAN: regions from the feature cache (keyed by the files' bytes)
+        return index_images(backbone, paths, local=True, progress=False)
+    return ImageIndex(paths, np.load(vectors_file), record["backbone"])
+
+
+def _caption_index(args, profile: dict, backbone, local: bool) -> CaptionIndex:
+    """The caption set of ``query --image``: a file (one caption per line) or a dataset split's captions,
+    the latter from the split's own cached features."""
+    if args.captions_file:
+        path = Path(args.captions_file)
+        if not path.is_file():
+            raise SearchError(f"caption file {path} does not exist")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise SearchError(f"{path}: no caption (one caption per line)")
+        return index_captions(backbone, list(dict.fromkeys(texts)), local=local, progress=False)
+    from osgha_lite.data import DataError, load_dataset
+
+    dataset = args.captions or profile["dataset"]
+    try:
+        data = load_dataset(dataset, args.captions_split, profile=profile, **profile.get("data", {}))
+    except DataError as error:
+        raise SearchError(f"caption set {dataset}/{args.captions_split}: {error}") from None
+    return dataset_indexes(backbone, data, local=local, progress=False)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="lite", help="profile name or JSON file (default: lite)")
+    parser.add_argument("--name", default="default", help="name of the stored index (default: default)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="embed every image of a folder (cached by file contents)")
+    index.add_argument("folder")
+    query = commands.add_parser("query", help="text -> top images of the index, or --image -> top captions")
+    query.add_argument("text", nargs="?", help="a caption to search the indexed images with")
+    query.add_argument("--image", help="an image file to search the caption set with")
+    query.add_argument("--k", type=int, default=5)
+    query.add_argument("--method", default="frozen-backbone", help="a method of the profile (default: frozen-backbone)")
+    query.add_argument("--captions", help="dataset whose captions --image searches (default: the profile's dataset)")
+    query.add_argument("--captions-split", default="test")
+    query.add_argument("--captions-file", help="a text file with one caption per line, instead of a dataset")
+    args = parser.parse_args(argv)
+    from osgha_lite.backbones import build_backbone
+    from osgha_lite.config import ProfileError, load_profile
+    from osgha_lite.runtime import seed_everything
+
+    seed_everything(0)
+    try:
+        profile = load_profile(args.profile)
+        if args.command == "query" and bool(args.text) == bool(args.image):
+            raise SearchError("give either a text query or --image PATH (not both)")
+        if args.command == "query" and args.method not in profile["methods"]:
+            raise SearchError(f"unknown method {args.method!r} for profile {profile['name']!r}; known: "
+                              f"{', '.join(profile['methods'])}")
+        if args.command == "index":
+            paths = list_images(args.folder)
+            backbone = build_backbone(profile, progress=False)
+            started = time.perf_counter()
+            built = index_images(backbone, paths)
+            seconds = time.perf_counter() - started
+            save_index(built, args.name, profile["name"])
+            print(f"indexed {len(paths)} images of {Path(args.folder).resolve()} in {seconds:.1f} s "
+                  f"({1000 * seconds / len(paths):.1f} s per 1,000 images; cached files are not encoded again) "
+                  f"as index {args.name!r}")
+            return 0
+        backbone = build_backbone(profile, progress=False)
+        space = load_space(profile, args.method, backbone, progress=False)
+        loading = time.perf_counter()
+        space.encode_query("a photo", "text")  # loads the query encoder, so the timing below is the query's own
+        if args.image:
+            space.encode_query(args.image, "image")
+        loading = time.perf_counter() - loading
+        if args.text:
+            searcher = Searcher(space, images=load_index(args.name, backbone, local=space.needs_local))
+            started = time.perf_counter()
+            table = searcher.text_to_images(args.text, args.k)
+        else:
+            searcher = Searcher(space, captions=_caption_index(args, profile, backbone, space.needs_local))
+            started = time.perf_counter()
+            table = searcher.image_to_captions(args.image, args.k)
+        seconds = time.perf_counter() - started
+    except (SearchError, ProfileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.max_colwidth", 120):
+        print(table.drop(columns="index").round(3).to_string(index=False))
+    print(f"({space.name}: query answered in {1000 * seconds:.0f} ms; loading the query encoder took {loading:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

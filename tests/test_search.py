@@ -1,0 +1,171 @@
+"""Tests for osgha_lite.search: folder index, text -> images, image -> captions, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osgha_lite.backbones import build_backbone
+from osgha_lite.config import load_profile
+from osgha_lite.data import load_dataset
+from osgha_lite.features import cache_root
+from osgha_lite.search import (
+    ImageIndex,
+    dataset_indexes,
+    SearchError,
+    Searcher,
+    Space,
+    index_captions,
+    index_images,
+    list_images,
+    load_space,
+    main,
+    top_k,
+)
+
+
+def test_top_k_is_best_first_and_keeps_gallery_order_on_ties():
+    assert top_k(np.array([0.1, 0.9, 0.5, 0.9, -1.0]), 3).tolist() == [1, 3, 2]
+    assert top_k(np.array([0.2, 0.1]), 10).tolist() == [0, 1]
+    with pytest.raises(SearchError, match="at least 1"):
+        top_k(np.array([0.2]), 0)
+
+
+def test_list_images_recurses_sorts_and_refuses_what_is_not_a_gallery(tmp_path):
+    (tmp_path / "b").mkdir()
+    for name in ("b/z.JPG", "a.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "z.JPG"]
+    with pytest.raises(SearchError, match="holds no image file"):
+        list_images(_empty(tmp_path))
+    with pytest.raises(SearchError, match="is not a folder"):
+        list_images(tmp_path / "missing")
+
+
+def _empty(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gallery(tiny_lite, tiny_root):
+    """The tiny backbone, its index of the six sample photos and of every flickr8k caption of the tiny root."""
+    path, _, _ = tiny_lite
+    profile = load_profile(str(path))
+    backbone = build_backbone(profile, progress=False)
+    images = index_images(backbone, list_images(tiny_root / "flickr8k" / "images"), progress=False)
+    captions = [c for split in ("train", "dev", "test") for c in load_dataset("flickr8k", split).captions]
+    return profile, backbone, images, index_captions(backbone, captions, progress=False)
+
+
+def test_frozen_space_answers_by_cosine_similarity(gallery):
+    _, backbone, images, captions = gallery
+    search = Searcher(Space("frozen-backbone", backbone), images, captions)
+    found = search.text_to_images("an orange cat on a floor", k=3)
+    query = backbone.from_raw(backbone.text_encoder.encode(["an orange cat on a floor"], progress=False), "text")[0]
+    scores = images.vectors @ query
+    assert found["rank"].tolist() == [1, 2, 3]
+    assert found["index"].tolist() == np.argsort(-scores, kind="stable")[:3].tolist()
+    np.testing.assert_allclose(found["score"], np.sort(scores)[::-1][:3], atol=1e-5)
+    assert found["path"].tolist() == [str(images.paths[i]) for i in found["index"]]
+    # an image given by path is encoded directly; the same image from the index gives the same captions
+    by_path = search.image_to_captions(images.paths[2], k=4)
+    by_row = search.image_to_captions(2, k=4)
+    assert by_path["caption"].tolist() == by_row["caption"].tolist()
+    np.testing.assert_allclose(by_path["score"], by_row["score"], atol=1e-4)
+    np.testing.assert_allclose(by_row["score"], np.sort(captions.vectors @ images.vectors[2])[::-1][:4], atol=1e-5)
+
+
+def test_trained_method_space_adapts_gallery_and_queries(gallery):
+    profile, backbone, images, captions = gallery
+    space = load_space(profile, "os-hgadapter", backbone, progress=False)
+    assert space.scored is not None and not space.needs_local
+    search = Searcher(space, images, captions)
+    np.testing.assert_allclose(search.image_vectors, space.scored.encode(images.vectors, "image"), atol=1e-6)
+    assert not np.allclose(search.image_vectors[:, :images.vectors.shape[1]], images.vectors, atol=1e-3)
+    found = search.text_to_images("a rocket on a launch pad", k=6)
+    assert sorted(found["index"].tolist()) == list(range(6)) and found["score"].is_monotonic_decreasing
+    by_path, by_row = search.image_to_captions(images.paths[0], k=3), search.image_to_captions(0, k=3)
+    np.testing.assert_allclose(by_path["score"], by_row["score"], atol=1e-4)
+
+
+def test_search_errors_say_what_to_do(gallery, tmp_path):
+    profile, backbone, images, captions = gallery
+    with pytest.raises(SearchError, match="known: frozen-backbone, clip-adapter, os-hgadapter"):
+        load_space(profile, "nope", backbone)
+    other = ImageIndex(images.paths, images.vectors, "another-backbone")
+    with pytest.raises(SearchError, match="index again"):
+        Searcher(Space("frozen-backbone", backbone), other)
+    search = Searcher(Space("frozen-backbone", backbone), images=images)
+    with pytest.raises(SearchError, match="no caption index"):
+        search.image_to_captions(0)
+    with pytest.raises(SearchError, match="empty"):
+        search.text_to_images("  ")
+    with pytest.raises(SearchError, match="does not exist"):
+        Searcher(Space("frozen-backbone", backbone), captions=captions).image_to_captions(tmp_path / "none.jpg")
+
+
+def test_cli_indexes_once_and_answers_text_and_image_queries(tiny_lite, tiny_root, tmp_path, capsys):
+    path, _, _ = tiny_lite
+    folder = tiny_root / "flickr30k" / "images"
+    assert main(["--profile", str(path), "--name", "cli", "index", str(folder)]) == 0
+    assert "indexed 6 images" in capsys.readouterr().out
+    features = sorted((cache_root() / "features").glob("search-index-*"))
+    assert features and (cache_root() / "search" / "cli.json").is_file()
+    assert main(["--profile", str(path), "--name", "cli", "index", str(folder)]) == 0  # read from the cache
+    assert sorted((cache_root() / "features").glob("search-index-*")) == features
+    capsys.readouterr()
+    assert main(["--profile", str(path), "--name", "cli", "query", "a motorbike", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(str(folder)) == 2 and "frozen-backbone: query answered in" in out
+    assert main(["--profile", str(path), "query", "--image", str(folder / "coffee.jpg"), "--k", "3",
+                 "--method", "os-hgadapter", "--captions-split", "train"]) == 0
+    out = capsys.readouterr().out
+    train_captions = load_dataset("flickr8k", "train").captions
+    assert sum(line.strip().endswith(tuple(train_captions)) for line in out.splitlines()) == 3
+    captions_file = tmp_path / "captions.txt"
+    captions_file.write_text("a cup of coffee\n\na rocket\n")
+    assert main(["--profile", str(path), "query", "--image", str(folder / "coffee.jpg"),
+                 "--captions-file", str(captions_file)]) == 0
+    assert "a cup of coffee" in capsys.readouterr().out
+    assert main(["--profile", str(path), "--name", "never-built", "query", "a cat"]) == 2
+    assert "no index 'never-built'" in capsys.readouterr().err
+    assert main(["--profile", str(path), "query", "a cat", "--image", str(folder / "coffee.jpg")]) == 2
+    assert "either a text query or --image" in capsys.readouterr().err
+    assert main(["--profile", str(path), "index", str(tmp_path / "nothing")]) == 2
+    assert "is not a folder of images" in capsys.readouterr().err
+
+
+def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(gallery):
+    from osgha_lite.search_widget import search_widget
+
+    profile, backbone, images, captions = gallery
+    searchers = {"frozen": Searcher(Space("frozen-backbone", backbone), images, captions),
+                 "trained": Searcher(load_space(profile, "os-hgadapter", backbone, progress=False), images, captions)}
+    widget = search_widget(searchers, k=3, k_captions=2, initial_query="a cup of coffee")
+    _, status, columns, picked = widget.children
+    assert len(columns.children) == 2 and "query time: frozen:" in status.value
+    for column, searcher in zip(columns.children, searchers.values()):
+        expected = searcher.text_to_images("a cup of coffee", 3)
+        assert len(column.children) == 4  # title and three images
+        assert [cell.children[1].description.split()[0] for cell in column.children[1:]] == ["#1", "#2", "#3"]
+        assert column.children[1].children[0].value[:2] == b"\xff\xd8"  # a JPEG thumbnail
+        assert f"({expected.score.iloc[0]:.2f})" in column.children[1].children[1].description
+    columns.children[1].children[1].children[1].click()
+    row = searchers["trained"].text_to_images("a cup of coffee", 1)["index"].iloc[0]
+    assert f"Top captions of {images.paths[row].name}" in picked.value
+    for caption in searchers["frozen"].image_to_captions(int(row), 2).caption:
+        assert caption in picked.value.replace("&#x27;", "'")
+
+
+def test_a_dataset_split_is_indexed_from_its_own_cached_features(gallery, tiny_root):
+    _, backbone, _, _ = gallery
+    train = load_dataset("flickr8k", "train")
+    images, captions = dataset_indexes(backbone, train, progress=False)
+    expected_images, expected_texts = backbone.embed(train, progress=False)
+    np.testing.assert_array_equal(images.vectors, expected_images)
+    np.testing.assert_array_equal(captions.vectors, expected_texts)
+    assert images.paths == list(train.image_paths) and captions.texts == train.captions
+    with_local = dataset_indexes(backbone, train, local=True, progress=False)
+    assert with_local[0].local[0].shape[:2] == with_local[0].local[1].shape == (4, 16)
