@@ -933,7 +933,7 @@ def check_out_path(cache_path: str | os.PathLike) -> None:
     target = Path(cache_path).expanduser().resolve()
     root = data_root().resolve()
     for spec in DATASETS.values():
-        folder = root / spec.folder
+        folder, _ = spec.resolve(root)
         if target.is_relative_to(folder):
             raise CacheAccessError(
                 f"--out {cache_path} is inside the dataset folder {folder} of the data root; the code never "

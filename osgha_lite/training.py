@@ -285,9 +285,9 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(start_epoch - 1):  # keep the shuffles of a resumed run identical
         torch.randperm(n_texts, generator=generator)
-    bar = tqdm(range(start_epoch, config.epochs + 1), desc=desc, disable=not progress or history.finished,
-               leave=False)
-    for epoch in bar:
+    bar = tqdm(total=max(config.epochs - start_epoch + 1, 0), desc=desc, unit="epoch",
+               disable=not progress or history.finished, leave=False)
+    for epoch in range(start_epoch, config.epochs + 1):
         if history.finished:
             break
         model.train()
@@ -321,10 +321,14 @@ def fit(
             stale += 1
         history.seconds = time.perf_counter() - started
         history.finished = stale >= config.patience or epoch == config.epochs
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", dev_rsum=f"{metrics['rsum']:.1f}")
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", dev_rsum=f"{metrics['rsum']:.1f}", refresh=False)
+        bar.update(1)
         checkpoint_now()
         if history.finished:
             break
+    if bar.n < (bar.total or 0):  # stopped early is finished, not failed: no red bar in Jupyter
+        bar.total = bar.n
+        bar.refresh()
     bar.close()
     history.finished = True
     if best_state is not None:
