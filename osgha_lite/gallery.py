@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 
 from osgha_lite.metrics import (
+    BLOCK_ENTRIES,
     DEFAULT_KS,
     QueryRanks,
     _format_indices,
@@ -84,6 +85,8 @@ from osgha_lite.metrics import (
 
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 UNIT_TOLERANCE = 1e-3  # largest accepted | ||x|| - 1 | of a row
+CHECK_ROWS = 1 << 14  # rows checked at a time by check_vectors
+TRAIN_POINTS_PER_CELL = 64  # IVF k-means trains on at most this many (seeded) sample rows per cell
 
 
 class GalleryError(ValueError):
@@ -112,11 +115,17 @@ def check_vectors(vectors: Any, name: str, dim: int | None = None, unit: bool = 
             "embed queries and gallery with the same model (same joint space)"
         )
     array = np.ascontiguousarray(array, dtype=np.float32)
-    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    finite = np.empty(array.shape[0], dtype=bool)
+    squares = np.empty(array.shape[0], dtype=np.float64)
+    for start in range(0, array.shape[0], CHECK_ROWS):  # in chunks: no [n, d] temporary
+        chunk = array[start:start + CHECK_ROWS]
+        finite[start:start + CHECK_ROWS] = np.isfinite(chunk).all(axis=1)
+        squares[start:start + CHECK_ROWS] = np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
+    bad = np.flatnonzero(~finite)
     if bad.size:
         raise GalleryError(f"{name} has NaN or infinite entries in {bad.size} row(s): {_format_indices(bad)}")
     if unit:
-        norms = np.linalg.norm(array, axis=1)
+        norms = np.sqrt(squares)
         off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
         if off.size:
             raise GalleryError(
@@ -154,15 +163,19 @@ def _order_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return best
 
 
-def dense_search(queries: Any, gallery: Any, k: int, block_rows: int = 1024,
+def dense_search(queries: Any, gallery: Any, k: int, block_rows: int | None = None,
                  unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``k`` of every query by NumPy, one ``block_rows x n_gallery`` score block at a time.
 
-    Returns ``(scores, indices)``, both ``[n_queries, k]`` (float32, int64),
-    best first; equal scores keep gallery order.
+    ``block_rows`` defaults to :data:`osgha_lite.metrics.BLOCK_ENTRIES` //
+    ``n_gallery`` (about 4 M scores per block; with ``argpartition``'s int64
+    indices about 64 MB). Returns ``(scores, indices)``, both ``[n_queries,
+    k]`` (float32, int64), best first; equal scores keep gallery order.
     """
     gallery = check_vectors(gallery, "gallery", unit=unit)
     queries = check_vectors(queries, "queries", dim=gallery.shape[1], unit=unit)
+    if block_rows is None:
+        block_rows = max(1, BLOCK_ENTRIES // gallery.shape[0])
     k, block_rows = _positive(k, "k"), _positive(block_rows, "block_rows")
     if k > gallery.shape[0]:
         raise GalleryError(f"k={k} exceeds the gallery size {gallery.shape[0]}")
@@ -212,7 +225,8 @@ class GalleryIndex:
 
         ``nlist`` (IVF cells) defaults to :math:`\\lceil 4\\sqrt{n} \\rceil`
         capped at ``n // 39`` (FAISS wants about 39 training points per cell);
-        the k-means is seeded with ``seed``. ``threads`` sets FAISS's OpenMP
+        the k-means runs on at most :data:`TRAIN_POINTS_PER_CELL` x ``nlist``
+        rows sampled with ``seed`` (all rows when fewer). ``threads`` sets FAISS's OpenMP
         threads (default: :data:`osgha_lite.runtime.DEFAULT_THREADS`).
         """
         import faiss
@@ -233,6 +247,7 @@ class GalleryIndex:
                 raise GalleryError(f"nlist={nlist} cells for {n} gallery items; use at most {n}")
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = int(seed)
+            index.cp.max_points_per_centroid = TRAIN_POINTS_PER_CELL
             index.train(vectors)
             index.nprobe = min(_positive(nprobe, "nprobe"), nlist)
             params = {"nlist": nlist, "nprobe": index.nprobe, "seed": int(seed)}
