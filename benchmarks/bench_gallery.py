@@ -24,7 +24,7 @@ blockwise exact Recall@K (``blockwise_retrieval_metrics``, both directions) on
 the first ``--eval-images`` images and their captions, next to
 ``metrics.retrieval_metrics`` on the full matrix at a size where it fits (and
 checks that the two agree there); ``--full-eval`` evaluates all 100,000 x
-500,000 (several minutes on two cores).
+500,000 (576 s on two shared cores).
 
 Threads: ``OSGHA_THREADS`` (default 2) for OpenBLAS and FAISS. On a shared,
 loaded machine absolute figures move from run to run; compare the ratios.
