@@ -90,7 +90,8 @@ def compare_hosts(args, captions: list[str], modelfile: Path) -> dict:
         for server in servers:
             server.stop()
     results["loadavg_after"] = os.getloadavg()
-    print(f"{len(batch)} Flickr8k dev captions, {args.concurrency} requests in flight per host, dtype {args.dtype}")
+    print(f"{len(batch)} Flickr8k dev captions, {args.concurrency} requests in flight per host, dtype {args.dtype} "
+          "(auto: bfloat16 where the CPU has native bf16; the server logs name it)")
     print(f"{'':>14} {'1 host':>10} {'2 hosts':>10} {'ratio':>6}")
     print(f"{'seconds':>14} {one['seconds']:>10.1f} {two['seconds']:>10.1f}")
     print(f"{'captions/s':>14} {one['captions_per_second']:>10.3f} {two['captions_per_second']:>10.3f} "
