@@ -12,6 +12,14 @@ second). Then it measures the cost of a fully cached rerun and of reading a
 40,455-record cache with ``load_augmentations``, and extrapolates the time to
 augment Flickr8k (40,455 captions), Flickr30K (155,070) and COCO (616,767) at
 the best measured rate.
+
+``--compare-hosts`` measures scale-out instead: two stand-in servers, each
+pinned to its own core (``taskset -c``, one torch thread each), augment the
+same Flickr8k dev captions first through one host, then through both
+(``--concurrency`` requests in flight per host, a fresh cache for each run),
+and the captions/s and tokens/s of the two runs are printed side by side with
+their ratio, the captions each host answered, and how many records the two
+runs wrote identically.
 """
 
 from __future__ import annotations
@@ -32,6 +40,84 @@ from tools.ollama_standin.launcher import REPO_ROOT, StandInProcess  # noqa: E40
 FULL_SIZES = {"Flickr8k": 40_455, "Flickr30K": 155_070, "COCO": 616_767}
 
 
+def _pinned_server(model: str, modelfile: Path, core: int, max_batch: int, dtype: str) -> StandInProcess:
+    """A stand-in server on one core (``taskset -c core``) with one torch thread."""
+    server = StandInProcess({model: modelfile}, max_batch=max_batch, dtype=dtype, threads=1)
+    server.command = ["taskset", "-c", str(core), *server.command]
+    return server
+
+
+def compare_hosts(args, captions: list[str], modelfile: Path) -> dict:
+    """One host, then two, on the same captions; returns the figures."""
+    import httpx
+
+    batch = captions[: args.captions]
+    cores = [int(c) for c in args.cores.split(",")]
+    if len(cores) != 2:
+        raise SystemExit("--cores takes two core numbers, e.g. 0,1")
+    servers = [_pinned_server(args.model, modelfile, core, args.concurrency, args.dtype) for core in cores]
+    results: dict = {"mode": "compare-hosts", "captions": len(batch), "concurrency_per_host": args.concurrency,
+                     "cores": cores, "dtype": args.dtype, "runs": [], "loadavg_before": os.getloadavg()}
+    work = Path(tempfile.mkdtemp(prefix="bench-hosts-"))
+    try:
+        hosts = [server.start() for server in servers]
+        for core, host, server in zip(cores, hosts, servers):
+            print(f"stand-in server on {host}, core {core}, 1 thread (log {server.log_path})")
+        for host in hosts:  # warm up each server outside the timed runs
+            augment_captions(captions[-1:], work / f"warmup-{host.rsplit(':', 1)[1]}.jsonl",
+                             AugmentConfig(host=host, model=args.model, concurrency=1, timeout=900), progress=False)
+        for n_hosts in (1, 2):
+            config = AugmentConfig(host=hosts[:n_hosts], model=args.model, concurrency=args.concurrency, timeout=900)
+            path = work / f"hosts{n_hosts}.jsonl"
+            summary = augment_captions(batch, path, config, progress=False)
+            results["runs"].append({
+                "hosts": n_hosts,
+                "seconds": round(summary.seconds, 2),
+                "captions_per_second": round(summary.captions_per_second, 3),
+                "tokens_per_second": round(summary.eval_tokens / summary.seconds, 1),
+                "eval_tokens": summary.eval_tokens,
+                "failed": summary.failed,
+                "per_host": summary.per_host,
+            })
+        one, two = results["runs"]
+        records = [{r["key"]: r for r in map(json.loads, (work / f"hosts{n}.jsonl").read_text().splitlines())}
+                   for n in (1, 2)]
+        results["identical_records"] = sum(records[0][key] == records[1].get(key) for key in records[0])
+        results["captions_ratio"] = round(two["captions_per_second"] / one["captions_per_second"], 2)
+        results["tokens_ratio"] = round(two["tokens_per_second"] / one["tokens_per_second"], 2)
+        results["server_stats"] = [httpx.get(f"http://{host}/standin/stats").json() for host in hosts]
+    finally:
+        for server in servers:
+            server.stop()
+    results["loadavg_after"] = os.getloadavg()
+    print(f"{len(batch)} Flickr8k dev captions, {args.concurrency} requests in flight per host, dtype {args.dtype} "
+          "(auto: bfloat16 where the CPU has native bf16; the server logs name it)")
+    print(f"{'':>14} {'1 host':>10} {'2 hosts':>10} {'ratio':>6}")
+    print(f"{'seconds':>14} {one['seconds']:>10.1f} {two['seconds']:>10.1f}")
+    print(f"{'captions/s':>14} {one['captions_per_second']:>10.3f} {two['captions_per_second']:>10.3f} "
+          f"{results['captions_ratio']:>6.2f}")
+    print(f"{'tokens/s':>14} {one['tokens_per_second']:>10.1f} {two['tokens_per_second']:>10.1f} "
+          f"{results['tokens_ratio']:>6.2f}")
+    print(f"{'failed':>14} {one['failed']:>10} {two['failed']:>10}")
+    print("captions per host, 2 hosts: " + ", ".join(f"{h} {n}" for h, n in two["per_host"].items()))
+    print(f"records identical between the two runs: {results['identical_records']} of {len(batch)} "
+          "(batched decoding can flip a near tie)")
+    per_server = one["captions_per_second"]
+    results["estimates"] = {}
+    print(f"arithmetic from the measured one-server rate ({per_server:.3f} captions/s per server):")
+    for name, size in {"Flickr30K": 158_915, "COCO": 616_767}.items():
+        results["estimates"][name] = {}
+        cells = []
+        for n in (1, 4, 16):
+            seconds = size / (per_server * n)
+            results["estimates"][name][n] = round(seconds / 3600, 1)
+            cells.append(f"{n} server{'s' if n > 1 else ''}: {_hours(seconds)}")
+        print(f"  {name:<10} {size:>8,} captions  " + ", ".join(cells))
+    print(f"load average before {results['loadavg_before'][0]:.1f}, after {results['loadavg_after'][0]:.1f} "
+          f"({os.cpu_count()} cores, shared)")
+    return results
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} days"
 
@@ -46,10 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="stand-in dtype")
     parser.add_argument("--threads", type=int, default=None, help="stand-in torch threads (default 1)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--compare-hosts", action="store_true",
+                        help="one host against two, each server pinned to its own core (see the module docstring)")
+    parser.add_argument("--captions", type=int, default=32, help="--compare-hosts: captions per run (default 32)")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="--compare-hosts: requests in flight per host (default 8)")
+    parser.add_argument("--cores", default="0,1", help="--compare-hosts: the two cores to pin the servers to")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     os.environ.setdefault("OSGHA_DATA_ROOT", str(REPO_ROOT.parent / "shared" / "data"))
     captions = list(dict.fromkeys(select_captions("flickr8k", "dev")))
+    if args.compare_hosts:
+        if args.host is not None:
+            parser.error("--compare-hosts starts its own two servers; drop --host")
+        modelfile_dir = Path(tempfile.mkdtemp(prefix="bench-modelfile-"))
+        from tools.ollama_standin.gguf_path import link_gguf
+
+        (modelfile_dir / "Modelfile.smollm2").write_text((REPO_ROOT / "data/ollama/Modelfile.smollm2").read_text())
+        link_gguf(modelfile_dir)
+        results = compare_hosts(args, captions, modelfile_dir / "Modelfile.smollm2")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
 
     server = None
     host = args.host

@@ -38,7 +38,9 @@ model, so everything below is our design:
   answered with a reply the client cannot read; the run goes on, and the
   failure is printed with the caption's key and counted in the summary.
 * **Client**: the official ``ollama`` package against ``OLLAMA_HOST``
-  (default ``127.0.0.1:11434``); ``concurrency`` requests in flight, a
+  (default ``127.0.0.1:11434``), or against several servers at once
+  (:mod:`osgha_lite.llm_hosts`: a host list, ``concurrency`` requests in
+  flight per host, failover to the others when one goes down); a
   timeout per request, retries with exponential backoff on transport errors
   and 5xx answers. An unreachable server or a missing model stops the run
   before the cache is touched, with a message saying what to run.
@@ -88,8 +90,8 @@ import re
 import sys
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -108,6 +110,18 @@ from .llm_cache import (  # noqa: F401 - the cache API is also reachable as osgh
     load_augmentations,
     lock_path,
     read_records,
+)
+from .llm_hosts import (
+    AllHostsDown,
+    Host,
+    HostMismatch,
+    HostPool,
+    HostSpecError,
+    check_same_model,
+    model_fingerprint,
+    open_pool,
+    parse_hosts,
+    spread,
 )
 from .reply_check import caption_as_data, prompt_fixed_lines, screen_item
 
@@ -380,8 +394,9 @@ class AugmentConfig:
     """Everything that decides what the LLM is asked and what is accepted."""
 
     model: str = DEFAULT_MODEL
-    host: str | None = None
-    """``None``: ``$OLLAMA_HOST``, else ``127.0.0.1:11434``."""
+    host: str | Sequence[str] | None = None
+    """One server or several (:func:`osgha_lite.llm_hosts.parse_hosts`); ``None``: ``$OLLAMA_HOST``,
+    else ``127.0.0.1:11434``."""
     k: int = 3
     template: str = DEFAULT_TEMPLATE
     temperature: float = 0.4
@@ -397,6 +412,7 @@ class AugmentConfig:
     max_attempts: int = 3
     rules: ValidationRules = field(default_factory=ValidationRules)
     concurrency: int = 16
+    """Requests in flight per host."""
     timeout: float = 600.0
     """Seconds to wait for one reply."""
     transport_retries: int = 4
@@ -410,6 +426,11 @@ class AugmentConfig:
 
     @property
     def resolved_host(self) -> str:
+        """The one server of this configuration (a run over several gives each host its own copy)."""
+        if self.host is not None and not isinstance(self.host, str):
+            if len(self.host) != 1:
+                raise AugmentError(f"this configuration names {len(self.host)} hosts, not one")
+            return self.host[0]
         return self.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
 
     def options(self) -> dict[str, Any]:
@@ -432,6 +453,8 @@ class ModelIdentity:
     name: str
     digest: str
     host: str
+    served: dict = field(default_factory=dict, compare=False)
+    """Chat template and Modelfile parameters from ``/api/show`` (every host of a run must agree)."""
 
 
 def generation_settings(identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> dict[str, Any]:
@@ -528,7 +551,7 @@ def connect(config: AugmentConfig) -> tuple[Any, ModelIdentity]:
                 digest = entry.digest if entry.digest.startswith("sha256:") else f"sha256:{entry.digest}"
     if digest is None:
         raise AugmentError(f"the Ollama server at {host} reports no digest for model {config.model!r}")
-    return client, ModelIdentity(name=config.model, digest=digest, host=host)
+    return client, ModelIdentity(name=config.model, digest=digest, host=host, served=model_fingerprint(shown))
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -665,6 +688,8 @@ class RunSummary:
     repaired_bytes: int = 0
     status: str = "completed"
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    per_host: dict[str, int] = field(default_factory=dict)
+    """Captions each host answered (``http://host:port`` -> count)."""
 
     @property
     def captions_per_second(self) -> float:
@@ -681,6 +706,8 @@ class RunSummary:
             eval_tokens=self.eval_tokens + later.eval_tokens,
             repaired_bytes=self.repaired_bytes + later.repaired_bytes, status=later.status,
             failure_reasons=dict(reasons),
+            per_host={h: self.per_host.get(h, 0) + later.per_host.get(h, 0)
+                      for h in dict.fromkeys([*self.per_host, *later.per_host])},
         )
 
 
@@ -725,14 +752,34 @@ def augment_captions(
     template = load_template(config.template)
     template.messages("x", config.k)  # fails early when the template cannot serve this k
     check_writable(cache_path)
+    try:
+        specs = parse_hosts(config.host, config.concurrency, default=DEFAULT_HOST)
+    except HostSpecError as exc:
+        raise AugmentError(str(exc)) from None
     with CacheLock(cache_path) as lock:  # one writer per cache, from before reading it until the end
-        client, identity = connect(config)  # before any change to the cache
+        pool, identity = connect_hosts(specs, config)  # before any change to the cache
         cache = AugmentationCache(cache_path, lock=lock)
-        return _augment_locked(captions, cache, client, identity, template, config, retry_failed=retry_failed,
+        return _augment_locked(captions, cache, pool, identity, template, config, retry_failed=retry_failed,
                                progress=progress, run_info=run_info)
 
 
-def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelIdentity, template: PromptTemplate,
+def connect_hosts(specs, config: AugmentConfig) -> tuple[HostPool, ModelIdentity]:
+    """Connect to every host of the run (:func:`osgha_lite.llm_hosts.open_pool`); the model's identity.
+
+    A host that does not answer is left for later (a warning); none answering raises
+    :class:`OllamaUnavailable`, a host serving the model differently :class:`AugmentError`.
+    """
+    try:
+        return open_pool(specs, lambda spec: connect(replace(config, host=spec.url)),
+                         lambda exc: isinstance(exc, OllamaUnavailable), model=config.model, backoff=config.backoff,
+                         log=lambda line: print(line, file=sys.stderr, flush=True))
+    except AllHostsDown as exc:
+        raise OllamaUnavailable(f"{exc}\n{START_SERVER_HELP}") from None
+    except HostMismatch as exc:
+        raise AugmentError(str(exc)) from None
+
+
+def _augment_locked(captions, cache: AugmentationCache, pool: HostPool, identity: ModelIdentity, template: PromptTemplate,
                     config: AugmentConfig, *, retry_failed: bool, progress: bool,
                     run_info: dict[str, Any] | None) -> RunSummary:
     from tqdm.auto import tqdm
@@ -756,55 +803,55 @@ def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelI
     started = time.perf_counter()
     reasons: Counter = Counter()
     fatal: BaseException | None = None
-    pool = ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="augment")
-    inflight: dict[Future, tuple[str, str]] = {}
-    pending = iter(todo)
     interactive = progress and sys.stderr.isatty()
     bar = tqdm(total=len(todo), desc=f"augment ({identity.name})", unit="caption", disable=not interactive)
     last_line = time.perf_counter()
+    configs = {host.url: replace(config, host=host.url, concurrency=host.spec.concurrency) for host in pool.hosts}
 
-    def fill() -> None:
-        while len(inflight) < max(1, config.concurrency):
-            item = next(pending, None)
-            if item is None:
-                return
-            future = pool.submit(augment_caption, client, item[0], item[1], config, template, identity)
-            inflight[future] = item
+    def work(host: Host, item: tuple[str, str]) -> dict[str, Any]:
+        return augment_caption(host.client, item[0], item[1], configs[host.url], template, identity)
+
+    def probe(host: Host):
+        client, found = connect(configs[host.url])
+        check_same_model(identity.host, (identity.digest, identity.served), host.url, (found.digest, found.served),
+                         identity.name)
+        return client
+
+    def on_done(host: Host, item: tuple[str, str], future: Future) -> bool:
+        nonlocal fatal, last_line
+        try:
+            record = future.result()
+        except AugmentError as exc:
+            fatal = fatal or exc
+            return False
+        try:
+            cache.append(record)
+        except OSError as exc:
+            fatal = fatal or AugmentError(
+                f"cannot append to {cache.path}: {exc.strerror or exc}; free space on its disk or make it "
+                "writable, then run again (finished captions are kept and skipped)")
+            return False
+        summary.eval_tokens += record["eval_tokens"]
+        if record["status"] == "ok":
+            summary.ok += 1
+        else:
+            summary.failed += 1
+            reasons[record["reason"]] += 1
+            shown = record["caption"] if len(record["caption"]) <= 80 else record["caption"][:77] + "..."
+            print(f"failed: caption {record['key'][:12]} {shown!r}: {record['reason']}", file=sys.stderr, flush=True)
+        bar.update(1)
+        bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
+        if progress and not interactive and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
+            last_line = time.perf_counter()
+            print(_progress_line(summary, len(todo), last_line - started), file=sys.stderr, flush=True)
+        return fatal is None
 
     try:
-        fill()
-        while inflight:
-            finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            for future in finished:
-                inflight.pop(future)
-                try:
-                    record = future.result()
-                except AugmentError as exc:
-                    fatal = fatal or exc
-                    continue
-                try:
-                    cache.append(record)
-                except OSError as exc:
-                    fatal = fatal or AugmentError(
-                        f"cannot append to {cache.path}: {exc.strerror or exc}; free space on its disk or make it "
-                        "writable, then run again (finished captions are kept and skipped)")
-                    continue
-                summary.eval_tokens += record["eval_tokens"]
-                if record["status"] == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
-                    reasons[record["reason"]] += 1
-                    shown = record["caption"] if len(record["caption"]) <= 80 else record["caption"][:77] + "..."
-                    print(f"failed: caption {record['key'][:12]} {shown!r}: {record['reason']}",
-                          file=sys.stderr, flush=True)
-                bar.update(1)
-                bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
-                if progress and not interactive and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
-                    last_line = time.perf_counter()
-                    print(_progress_line(summary, len(todo), last_line - started), file=sys.stderr, flush=True)
-            if fatal is None:
-                fill()
+        spread(todo, pool, work=work, probe=probe, on_done=on_done,
+               is_host_lost=lambda exc: isinstance(exc, (OllamaUnavailable, ModelNotFound)),
+               log=lambda line: print(line, file=sys.stderr, flush=True))
+    except AllHostsDown as exc:
+        fatal = fatal or AugmentError(str(exc))
     except KeyboardInterrupt:
         summary.status = "interrupted"
         raise
@@ -813,7 +860,7 @@ def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelI
         raise
     finally:
         bar.close()
-        pool.shutdown(wait=fatal is not None, cancel_futures=True)
+        summary.per_host = pool.answered()
         summary.seconds = time.perf_counter() - started
         summary.failure_reasons = dict(reasons.most_common())
         if fatal is not None:
@@ -828,6 +875,7 @@ def _augment_locked(captions, cache: AugmentationCache, client, identity: ModelI
             "new_failed": summary.failed,
             "eval_tokens": summary.eval_tokens,
             "captions_per_second": round(summary.captions_per_second, 3),
+            "hosts": summary.per_host,
             "status": summary.status,
         }
         settings = generation_settings(identity, template, config)
@@ -967,11 +1015,15 @@ def _parser() -> argparse.ArgumentParser:
         help="one request per image with the image attached (Ollama's `images` field) for a vision model; "
              "needs a vision template such as perspectives_vlm_v1 and a vision model (e.g. llava)")
     add("--model", default=d.model, help=f"Ollama model name (default: {d.model})")
-    add("--host", default=None, help=f"Ollama server (default: $OLLAMA_HOST, else {DEFAULT_HOST})")
+    add("--host", action="append", default=None, metavar="URL",
+        help=f"Ollama server; repeat it, or give a comma-separated list, to spread the work over several "
+             f"(host=URL,concurrency=N gives one its own requests in flight). Default: $OLLAMA_HOST (same forms), "
+             f"else {DEFAULT_HOST}")
     add("--k", type=int, default=d.k, help=f"descriptions per caption (default: {d.k})")
     add("--template", default=d.template, help=f"prompt template name or path (default: {d.template})")
     add("--out", default=None, help="cache file (default: data/augmentations/<dataset>.jsonl)")
-    add("--concurrency", type=int, default=d.concurrency, help=f"requests in flight (default: {d.concurrency})")
+    add("--concurrency", type=int, default=d.concurrency,
+        help=f"requests in flight per host (default: {d.concurrency})")
     add("--timeout", type=float, default=d.timeout, help=f"seconds to wait for one reply (default: {d.timeout:.0f})")
     add("--max-attempts", type=int, default=d.max_attempts, help=f"replies per caption at most (default: {d.max_attempts})")
     add("--temperature", type=float, default=d.temperature, help=f"(default: {d.temperature})")
@@ -1023,6 +1075,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.split is None:
         print("error: --split is required (unless --compress)", file=sys.stderr)
+        return 1
+    try:
+        hosts = parse_hosts(config.host, config.concurrency, default=DEFAULT_HOST)
+    except HostSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
         from .data import DataError
@@ -1082,6 +1139,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({summary.seconds:.0f} s, {summary.captions_per_second:.2f} captions/s, "
         f"{summary.eval_tokens / summary.seconds if summary.seconds and done else 0:.0f} tokens/s) -> {cache_path}"
     )
+    if len(hosts) > 1:
+        print("answered per host: " + ", ".join(f"{url} {count}" for url, count in summary.per_host.items()))
     if summary.repaired_bytes:
         print(f"repaired: dropped an unfinished last line ({summary.repaired_bytes} bytes) before appending")
     for reason, count in summary.failure_reasons.items():
