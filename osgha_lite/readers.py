@@ -78,12 +78,11 @@ class Report:
             shown.append(example)
 
     def warn(self, name: str, split: str) -> None:
-        """One warning line per reason with the count and the first examples."""
+        """One warning line per skip reason with the count and the first examples. Rows kept on purpose
+        (a declaration's ``"duplicate_captions": "keep"``, which says so in its description) are counted
+        in ``kept`` and ``summary(details=True)``, not warned about: there is nothing for a reader to do."""
         for reason, count in self.skipped.items():
             warnings.warn(f"{name}/{split}: skipped {count} ({reason}), e.g. " + "; ".join(self.examples[reason]),
-                          SkippedDataWarning, stacklevel=4)
-        for reason, count in self.kept.items():
-            warnings.warn(f"{name}/{split}: kept {count} ({reason}) as the dataset declaration asks",
                           SkippedDataWarning, stacklevel=4)
 
 
