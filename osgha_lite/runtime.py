@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -44,6 +45,20 @@ def portable_kernel_environment() -> dict[str, str]:
     for name, value in PORTABLE_CPU_KERNELS.items():
         os.environ.setdefault(name, value)
     return {name: os.environ[name] for name in PORTABLE_CPU_KERNELS}
+
+
+def restart_with_portable_kernels(module: str) -> None:
+    """Run ``python -m module`` again with :data:`PORTABLE_CPU_KERNELS` set where any is unset.
+
+    For command lines whose outputs must match the committed ones (checkpoint
+    keys are byte digests of features): the libraries have already chosen
+    their kernels when a module runs, so the variables only take effect in a
+    new process. Does nothing when every variable is set (as under ``make``).
+    """
+    missing = [name for name in PORTABLE_CPU_KERNELS if name not in os.environ]
+    if missing:
+        environment = {**os.environ, **{name: PORTABLE_CPU_KERNELS[name] for name in missing}}
+        os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], environment)
 
 
 def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = DEFAULT_THREADS) -> None:

@@ -354,4 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from osgha_lite.runtime import restart_with_portable_kernels
+
+    restart_with_portable_kernels("osgha_lite.search")  # the same features (and checkpoint keys) as under make
     raise SystemExit(main())

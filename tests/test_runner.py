@@ -138,3 +138,28 @@ def test_a_partial_run_keeps_the_entries_of_the_notebooks_it_did_not_run(project
     runner.run_notebooks("lite", only=["05"], **dirs)
     assert sorted(read_manifest("lite", real)) == ["results/lite/old.test.json"]
     assert check_disk("lite", real) == []
+
+
+def test_a_command_line_restarts_itself_with_the_portable_kernels(tmp_path):
+    """``python -m osgha_lite.evaluate`` outside make: the AVX2 variables are set in the process that does the work."""
+    import os
+    import subprocess
+    import sys
+
+    from osgha_lite.runtime import PORTABLE_CPU_KERNELS
+
+    script = tmp_path / "show_env.py"
+    script.write_text(
+        "import os, sys\n"
+        "from osgha_lite.runtime import PORTABLE_CPU_KERNELS, restart_with_portable_kernels\n"
+        "restart_with_portable_kernels('show_env')\n"
+        "print(';'.join(f'{k}={os.environ[k]}' for k in sorted(PORTABLE_CPU_KERNELS)))\n")
+    environment = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_KERNELS}
+    environment["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    output = subprocess.run([sys.executable, "-m", "show_env"], env=environment, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert output == ";".join(f"{k}={PORTABLE_CPU_KERNELS[k]}" for k in sorted(PORTABLE_CPU_KERNELS))
+    environment["MKL_CBWR"] = "AUTO"  # a value the user set wins
+    output = subprocess.run([sys.executable, "-m", "show_env"], env=environment, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert "MKL_CBWR=AUTO" in output.split(";")
