@@ -22,11 +22,15 @@ Reproducibility (replacing nothing of the default path's guarantees):
   ``EXECUTION_MODE_HINT=ACCURACY``): on CPUs with bf16 or AMX units OpenVINO
   would otherwise compute in bfloat16;
 * one stream and a fixed thread count (``OSGHA_THREADS``, default 2);
-  the output was measured bit-identical with 1 and 2 threads and across runs
-  (``tests/test_fast_images.py`` checks the runs);
+  the output is bit-identical with 1 and 2 threads and across runs
+  (``tests/test_fast_images.py`` checks both);
 * :func:`osgha_lite.runtime.portable_kernel_environment` is applied before
   OpenVINO loads, and OpenVINO's oneDNN honours ``ONEDNN_MAX_CPU_ISA=AVX2``:
-  its convolutions then run the ``brgconv_avx2`` kernels on AVX-512 CPUs too.
+  on an AVX-512 CPU every arithmetic kernel of the compiled graph is then an
+  AVX2 one (``brgconv_avx2`` convolutions, ``jit_avx2`` element-wise), only
+  layout reorders are generic; the test reads the compiled graph's kernels.
+  OpenVINO's own reduction kernel ignores the cap, which is one more reason
+  the pooling is left to PyTorch.
 
 Features from this path are a different feature set: the encoder's identity
 names the runtime and its version, so a feature cache never mixes them with

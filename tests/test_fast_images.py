@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -56,6 +57,16 @@ def test_openvino_features_are_bit_identical_across_runs_and_thread_counts(photo
             for threads in (1, 2)}
     np.testing.assert_array_equal(maps[1].numpy(), maps[2].numpy())
     np.testing.assert_array_equal(maps[1].mean(dim=(2, 3)).numpy(), first)
+
+
+def test_openvino_kernels_are_capped_at_avx2(fast_encoder):
+    from osgha_lite.runtime import PORTABLE_CPU_KERNELS
+
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == PORTABLE_CPU_KERNELS["ONEDNN_MAX_CPU_ISA"]
+    kernels = [op.get_rt_info()["primitiveType"].astype(str)
+               for op in fast_encoder.fast.compiled.get_runtime_model().get_ops()]
+    assert sum("conv" in kernel for kernel in kernels) >= 40  # EfficientNet-Lite0's convolutions are all there
+    assert not [k for k in kernels if "avx512" in k or "amx" in k], kernels
 
 
 def test_openvino_local_features_share_the_global_pass(photos, fast_encoder):
