@@ -1,0 +1,150 @@
+"""Opt-in OpenVINO execution of an image network's feature maps, with parallel JPEG decoding.
+
+The default image features come from PyTorch (:mod:`osgha_lite.encoders`).
+This module runs the same frozen weights through OpenVINO's CPU runtime,
+which fuses convolutions with their batch norms and activations and picks
+blocked memory layouts: on two cores it computes EfficientNet-Lite0 several
+times faster than the PyTorch loop (``benchmarks/bench_features.py``).
+
+The converted graph takes the decoded pixels as ``uint8 [N, H, W, 3]`` and
+computes, in float32,
+
+.. math:: x' = (x - 255\\,\\mu) / (255\\,\\sigma), \\qquad F = f(x'),
+
+which equals the PyTorch path's :math:`(x/255 - \\mu)/\\sigma` up to float
+rounding; it returns the feature maps :math:`F` ``[N, C, h, w]``. Pooling
+stays with the caller (PyTorch, under the AVX2 kernel caps), so global and
+grid features are pooled by exactly the same code as the default path.
+
+Reproducibility (replacing nothing of the default path's guarantees):
+
+* precision is pinned to float32 (``INFERENCE_PRECISION_HINT=f32``,
+  ``EXECUTION_MODE_HINT=ACCURACY``): on CPUs with bf16 or AMX units OpenVINO
+  would otherwise compute in bfloat16;
+* one stream and a fixed thread count (``OSGHA_THREADS``, default 2);
+  the output is bit-identical with 1 and 2 threads and across runs
+  (``tests/test_fast_images.py`` checks both);
+* :func:`osgha_lite.runtime.portable_kernel_environment` is applied before
+  OpenVINO loads, and OpenVINO's oneDNN honours ``ONEDNN_MAX_CPU_ISA=AVX2``:
+  on an AVX-512 CPU every arithmetic kernel of the compiled graph is then an
+  AVX2 one (``brgconv_avx2`` convolutions, ``jit_avx2`` element-wise), only
+  layout reorders are generic; the test reads the compiled graph's kernels.
+  OpenVINO's own reduction kernel ignores the cap, which is one more reason
+  the pooling is left to PyTorch.
+
+Features from this path are a different feature set: the encoder's identity
+names the runtime and its version, so a feature cache never mixes them with
+the default ones.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from osgha_lite.runtime import DEFAULT_THREADS, portable_kernel_environment
+
+#: Runtimes an image encoder can run on; ``"torch"`` is the default.
+IMAGE_RUNTIMES = ("torch", "openvino")
+
+#: Environment variable that selects the image runtime when none is passed.
+RUNTIME_VARIABLE = "OSGHA_IMAGE_RUNTIME"
+
+
+def chosen_runtime(runtime: str | None = None) -> str:
+    """``runtime`` if given, else ``$OSGHA_IMAGE_RUNTIME``, else ``"torch"``; refuses unknown names."""
+    name = runtime or os.environ.get(RUNTIME_VARIABLE) or "torch"
+    if name not in IMAGE_RUNTIMES:
+        where = "runtime=" if runtime else f"${RUNTIME_VARIABLE}="
+        raise ValueError(f"{where}{name!r}: unknown image runtime; choose one of {', '.join(IMAGE_RUNTIMES)}")
+    return name
+
+
+def import_openvino():
+    """The ``openvino`` module, loaded under the portable (AVX2) kernel caps; a clear error when missing."""
+    portable_kernel_environment()
+    try:
+        import openvino
+    except ImportError as error:
+        raise ImportError(
+            f"the 'openvino' image runtime needs the openvino package ({error}); install it with "
+            f"`pip install openvino` (or `make env`), or use the default runtime='torch'"
+        ) from None
+    return openvino
+
+
+def runtime_tag() -> str:
+    """The runtime part of an encoder identity, e.g. ``openvino2026.4.1-f32``."""
+    version = import_openvino().__version__.split("-")[0]
+    return f"openvino{version}-f32"
+
+
+class _Normalised(torch.nn.Module):
+    """``uint8 [N, H, W, 3]`` pixels -> ImageNet-normalised float input -> ``features(x)``."""
+
+    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], mean, std):
+        super().__init__()
+        self.features = features
+        self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("scale", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features((pixels.permute(0, 3, 1, 2).float() - self.shift) / self.scale)
+
+
+_CONVERTED: dict[tuple, object] = {}
+
+
+class OpenVinoFeatureMaps:
+    """Feature maps of a frozen torch network, computed by OpenVINO on the CPU.
+
+    Args:
+        key: names the network and its weights (converted graphs are reused
+            within a process under this key; conversion takes seconds).
+        module: the torch network; ``features`` its method returning maps.
+        image_size: the square input side.
+        mean, std: per-channel normalisation of pixels scaled to [0, 1].
+        threads: inference and decoding threads (default ``OSGHA_THREADS``).
+    """
+
+    def __init__(self, key: str, module: torch.nn.Module, features: Callable, image_size: int,
+                 mean: Sequence[float], std: Sequence[float], threads: int | None = None):
+        openvino = import_openvino()
+        self.threads = int(threads or DEFAULT_THREADS)
+        cache_key = (key, image_size)
+        if cache_key not in _CONVERTED:
+            wrapper = _Normalised(features, mean, std).eval()
+            example = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8)
+            # OpenVINO converts through torch.jit.trace, which warns that it is deprecated on every call
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+                _CONVERTED[cache_key] = openvino.convert_model(
+                    wrapper, example_input=example,
+                    input=[(openvino.PartialShape([-1, image_size, image_size, 3]), openvino.Type.u8)])
+        self.compiled = openvino.Core().compile_model(_CONVERTED[cache_key], "CPU", {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": "f32",
+            "EXECUTION_MODE_HINT": "ACCURACY",
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        self.request = self.compiled.create_infer_request()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads) if self.threads > 1 else None
+
+    def decode(self, paths: Sequence, load: Callable[[object], np.ndarray]) -> np.ndarray:
+        """``load`` (a path -> ``uint8 [H, W, 3]``) over ``paths`` on the decoding threads, stacked in order.
+        PIL releases the interpreter lock while it decodes, so the threads decode in parallel."""
+        arrays = list(self._pool.map(load, paths)) if self._pool else [load(p) for p in paths]
+        return np.stack(arrays)
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        """Feature maps ``float32 [N, C, h, w]`` of ``uint8 [N, H, W, 3]`` pixels."""
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected uint8 pixels [N, H, W, 3], got {pixels.dtype} {pixels.shape}")
+        result = self.request.infer([np.ascontiguousarray(pixels)])
+        return torch.from_numpy(np.array(result[self.compiled.output(0)], dtype=np.float32, copy=True))
