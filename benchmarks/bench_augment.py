@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--compare-hosts", action="store_true",
                         help="one host against two, each server pinned to its own core (see the module docstring)")
-    parser.add_argument("--captions", type=int, default=32, help="--compare-hosts: captions per run (default 32)")
+    parser.add_argument("--captions", type=int, default=32, help="--compare-hosts / --compare-engines: captions per run (default 32)")
     parser.add_argument("--concurrency", type=int, default=8,
                         help="--compare-hosts: requests in flight per host (default 8)")
     parser.add_argument("--cores", default="0,1", help="--compare-hosts: the two cores to pin the servers to")
