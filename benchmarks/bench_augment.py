@@ -20,6 +20,20 @@ same Flickr8k dev captions first through one host, then through both
 and the captions/s and tokens/s of the two runs are printed side by side with
 their ratio, the captions each host answered, and how many records the two
 runs wrote identically.
+
+``--compare-engines`` measures the stand-in against llama.cpp (through
+``llama-cpp-python``, a benchmark-only reference that is not a project
+dependency; without it the reference is skipped with a message) on the same
+GGUF, for SmolLM2-135M and Qwen2.5-Coder-0.5B: the augmentation prompt of the
+same ``--captions`` Flickr8k dev captions (rendered once with the GGUF's chat
+template, so both engines get the same token ids), the augment config's
+sampling options and token budget, ``--threads`` threads each (default
+``$OSGHA_THREADS``, else 2). The stand-in runs with 1 and 8 requests in
+flight; a ``Llama`` object decodes one sequence at a time, so its row is one
+sequential run, reported for both levels. Per run: generated tokens/s (output
+tokens over wall seconds) and prompt tokens/s (prompt tokens over the seconds
+spent evaluating prompts; both engines reuse a cached common prompt prefix,
+and requests the stand-in admitted together share one prefill, counted once).
 """
 
 from __future__ import annotations
@@ -118,6 +132,161 @@ def compare_hosts(args, captions: list[str], modelfile: Path) -> dict:
     return results
 
 
+ENGINE_MODELS = {"smollm2-135m": "Modelfile.smollm2", "qwen2.5-coder-0.5b": "Modelfile.qwen2.5-coder-0.5b"}
+
+
+def _model_dir(model: str) -> Path | None:
+    """A folder holding the Modelfile of ``model`` next to its GGUF, or ``None`` (with a message) if the GGUF is missing."""
+    from tools.ollama_standin.gguf_path import link_gguf
+    from tools.ollama_standin.modelfile import parse_modelfile
+
+    source = REPO_ROOT / "data/ollama" / ENGINE_MODELS[model]
+    if model == "smollm2-135m":
+        folder = Path(tempfile.mkdtemp(prefix="bench-modelfile-"))
+        (folder / source.name).write_text(source.read_text())
+        link_gguf(folder)
+    else:
+        folder = source.parent
+    gguf = parse_modelfile(folder / source.name).gguf
+    if not gguf.is_file():
+        print(f"skipping {model}: {gguf} is missing (python -m tools.ollama_standin.qwen_gguf --install "
+              "--out data/ollama)")
+        return None
+    return folder
+
+
+def _standin_run(host: str, model: str, messages: list, options: list[dict], in_flight: int) -> dict:
+    """All requests through the server's /api/chat with ``in_flight`` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ollama
+
+    client = ollama.Client(host=host, timeout=1800)
+
+    def one(i: int):
+        return client.chat(model=model, messages=messages[i], options=options[i], stream=False)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        replies = list(pool.map(one, range(len(messages))))
+    seconds = time.perf_counter() - started
+    prefills = {r.prompt_eval_duration for r in replies}  # rows admitted together report one prefill
+    return {"seconds": seconds, "generated": sum(r.eval_count for r in replies),
+            "prompt": sum(r.prompt_eval_count for r in replies), "prompt_seconds": sum(prefills) / 1e9,
+            "prompt_counts": [r.prompt_eval_count for r in replies]}
+
+
+def _llama_run(gguf: Path, prompts: list[list[int]], options: list[dict], threads: int) -> dict | None:
+    """The same prompts through llama.cpp, one after another; ``None`` if llama-cpp-python is missing."""
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama-cpp-python is not installed: the llama.cpp reference is skipped (benchmark-only, CPU build: "
+              "CMAKE_ARGS='-DGGML_CUDA=OFF' pip install llama-cpp-python)")
+        return None
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                          n_batch=512, seed=0, verbose=False)
+    ctx = llm._ctx.ctx
+
+    def complete(ids: list[int], opts: dict) -> dict:
+        return llm.create_completion(
+            prompt=ids, max_tokens=opts["num_predict"], temperature=opts["temperature"], top_p=opts["top_p"],
+            top_k=opts["top_k"], min_p=0.0, repeat_penalty=opts["repeat_penalty"], seed=opts["seed"],
+            stop=opts["stop"])
+
+    complete(prompts[-1], options[-1])  # warm-up outside the timed run
+    llm.reset()
+    llama_cpp.llama_perf_context_reset(ctx)
+    started = time.perf_counter()
+    replies = [complete(ids, opts) for ids, opts in zip(prompts, options)]
+    seconds = time.perf_counter() - started
+    perf = llama_cpp.llama_perf_context(ctx)
+    del llm
+    return {"seconds": seconds, "generated": sum(r["usage"]["completion_tokens"] for r in replies),
+            "prompt": sum(len(ids) for ids in prompts), "prompt_seconds": perf.t_p_eval_ms / 1000.0,
+            "prompt_evaluated": int(perf.n_p_eval)}
+
+
+def _rates(run: dict) -> dict:
+    return {**{k: v for k, v in run.items() if k != "prompt_counts"},
+            "seconds": round(run["seconds"], 2), "prompt_seconds": round(run["prompt_seconds"], 3),
+            "generated_per_second": round(run["generated"] / run["seconds"], 1),
+            "prompt_per_second": round(run["prompt"] / max(run["prompt_seconds"], 1e-9), 1)}
+
+
+def compare_engines(args, captions: list[str]) -> dict:
+    """Stand-in (1 and 8 in flight) against llama.cpp (sequential) per model; returns the figures."""
+    from transformers import AutoTokenizer
+
+    from osgha_lite.augment import attempt_seed, load_template
+    from tools.ollama_standin.modelfile import parse_modelfile
+
+    threads = args.threads or int(os.environ.get("OSGHA_THREADS", "2"))
+    batch = captions[: args.captions]
+    config = AugmentConfig()
+    template = load_template(config.template)
+    messages = [template.messages(c, config.k) for c in batch]
+    options = [{**config.options(), "seed": attempt_seed(f"{i:064x}", 0)} for i in range(len(batch))]
+    results: dict = {"mode": "compare-engines", "captions": len(batch), "threads": threads, "dtype": args.dtype,
+                     "options": config.options(), "models": {}, "loadavg_before": os.getloadavg()}
+    for model in [m.strip() for m in args.engine_models.split(",")]:
+        folder = _model_dir(model)
+        if folder is None:
+            continue
+        gguf = parse_modelfile(folder / ENGINE_MODELS[model]).gguf
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        prompts = [tokenizer(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)["input_ids"] for m in messages]
+        row: dict = {}
+        server = StandInProcess({model: folder / ENGINE_MODELS[model]}, max_batch=max(ENGINE_LEVELS),
+                                dtype=args.dtype, threads=threads)
+        try:
+            host = server.start()
+            _standin_run(host, model, messages[-1:], options[-1:], 1)  # warm-up
+            for level in ENGINE_LEVELS:
+                run = _standin_run(host, model, messages, options, level)
+                if run["prompt_counts"] != [len(p) for p in prompts]:
+                    raise SystemExit(f"{model}: the server tokenized the prompts differently from the GGUF "
+                                     f"tokenizer ({run['prompt_counts']} vs {[len(p) for p in prompts]})")
+                row[f"standin_{level}"] = _rates(run)
+                print(f"{model} stand-in, {level} in flight: {row[f'standin_{level}']}", flush=True)
+        finally:
+            server.stop()
+        llama = _llama_run(gguf, prompts, options, threads)
+        if llama is not None:
+            row["llamacpp"] = _rates(llama)
+            print(f"{model} llama.cpp, sequential: {row['llamacpp']}", flush=True)
+        results["models"][model] = row
+    results["loadavg_after"] = os.getloadavg()
+    print(f"\n{len(batch)} Flickr8k dev captions, augmentation prompt, temperature {config.temperature}, "
+          f"num_predict {config.options()['num_predict']}, {threads} threads each, stand-in dtype {args.dtype}")
+    print(f"{'model':<20} {'engine':<10} {'in flight':>9} {'gen tok/s':>9} {'prompt tok/s':>12} "
+          f"{'gen ratio':>9} {'prompt ratio':>12}")
+    for model, row in results["models"].items():
+        ref = row.get("llamacpp")
+        for level in ENGINE_LEVELS:
+            mine = row[f"standin_{level}"]
+            ratios = (f"{mine['generated_per_second'] / ref['generated_per_second']:>9.2f} "
+                      f"{mine['prompt_per_second'] / ref['prompt_per_second']:>12.2f}") if ref else f"{'-':>9} {'-':>12}"
+            if ref:
+                row[f"ratio_{level}"] = {
+                    "generated": round(mine["generated_per_second"] / ref["generated_per_second"], 2),
+                    "prompt": round(mine["prompt_per_second"] / ref["prompt_per_second"], 2)}
+            print(f"{model:<20} {'stand-in':<10} {level:>9} {mine['generated_per_second']:>9.1f} "
+                  f"{mine['prompt_per_second']:>12.1f} {ratios}")
+        if ref:
+            print(f"{model:<20} {'llama.cpp':<10} {'1 (seq.)':>9} {ref['generated_per_second']:>9.1f} "
+                  f"{ref['prompt_per_second']:>12.1f}")
+    print("ratio = stand-in / llama.cpp; llama.cpp decodes one sequence at a time, so its sequential run is the "
+          "reference for both levels")
+    print(f"load average before {results['loadavg_before'][0]:.1f}, after {results['loadavg_after'][0]:.1f} "
+          f"({os.cpu_count()} cores, shared: run it twice and compare ratios)")
+    return results
+
+
+ENGINE_LEVELS = (1, 8)
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} days"
 
@@ -134,14 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--compare-hosts", action="store_true",
                         help="one host against two, each server pinned to its own core (see the module docstring)")
-    parser.add_argument("--captions", type=int, default=32, help="--compare-hosts: captions per run (default 32)")
+    parser.add_argument("--captions", type=int, default=32, help="--compare-hosts / --compare-engines: captions per run (default 32)")
     parser.add_argument("--concurrency", type=int, default=8,
                         help="--compare-hosts: requests in flight per host (default 8)")
     parser.add_argument("--cores", default="0,1", help="--compare-hosts: the two cores to pin the servers to")
+    parser.add_argument("--compare-engines", action="store_true",
+                        help="the stand-in against llama.cpp (llama-cpp-python) on the same GGUFs (see the module "
+                             "docstring); --captions (default 32) prompts, --threads (default $OSGHA_THREADS or 2)")
+    parser.add_argument("--engine-models", default=",".join(ENGINE_MODELS),
+                        help="--compare-engines: comma-separated models (default: both)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     os.environ.setdefault("OSGHA_DATA_ROOT", str(REPO_ROOT.parent / "shared" / "data"))
     captions = list(dict.fromkeys(select_captions("flickr8k", "dev")))
+    if args.compare_engines:
+        if args.host is not None or args.compare_hosts:
+            parser.error("--compare-engines starts its own servers; drop --host and --compare-hosts")
+        results = compare_engines(args, captions)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     if args.compare_hosts:
         if args.host is not None:
             parser.error("--compare-hosts starts its own two servers; drop --host")
