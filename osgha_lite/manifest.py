@@ -66,7 +66,7 @@ VOLATILE_RESULT_FIELD = re.compile(r"(^|_)seconds$")
 #: The notebook that writes each folder of result files (first path part under ``results/<profile>/``;
 #: ``""`` for the files directly in it). Used by ``register-results`` for a file the runner has not seen.
 RESULT_WRITERS = {"": "03_training", "entropy": "02_entropy", "evaluation": "04_evaluation",
-                  "ladder": "06_fair_test", "protocol": "06_fair_test"}
+                  "ladder": "06_fair_test", "protocol": "06_fair_test", "external": "07_own_data"}
 
 
 @dataclass(frozen=True)

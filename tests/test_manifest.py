@@ -249,3 +249,14 @@ def test_register_results_records_a_tree_and_the_regeneration_check_compares_res
     (committed.results / "toy" / "odd" / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="no notebook is known to write results/toy/odd/"):
         manifest.register_results("toy", committed)
+
+
+def test_the_folder_rule_names_the_notebook_of_every_committed_result_file():
+    """`register-results --root build/regenerated` (run by make test) relies on the folder rule alone:
+    every folder of committed result files must be in RESULT_WRITERS, with the notebook the manifest records."""
+    roots = manifest.Roots.under(PROJECT_ROOT)
+    entries = manifest.read_manifest("lite", roots)
+    results = {key: entry for key, entry in entries.items() if entry["kind"] == "result"}
+    assert results
+    for key, entry in results.items():
+        assert manifest.result_writer("lite", roots, roots.resolve(key)) == entry["notebook"], key
