@@ -263,20 +263,27 @@ def test_one_and_two_hosts_write_identical_records(one_and_two, servers, standin
     assert first.digest == second.digest and first.served == second.served and first.served["parameters"]
 
 
-def test_a_host_killed_mid_run_hands_its_captions_to_the_other(servers, standin, tmp_path, capsys):  # noqa: F811
-    victim = servers["victim"]
-    path = tmp_path / "kill.jsonl"
+def _kill_after_two_records(process, path: Path) -> threading.Thread:
+    """A started thread that kills ``process`` once the cache ``path`` holds two records (or after 300 s)."""
 
     def kill_when_started() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if path.exists() and path.read_bytes().count(b"\n") >= 2:
-                victim.process.kill()
+                process.kill()
                 return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_when_started)
     killer.start()
+    return killer
+
+
+def test_a_host_killed_mid_run_hands_its_captions_to_the_other(servers, standin, tmp_path, capsys):  # noqa: F811
+    victim = servers["victim"]
+    path = tmp_path / "kill.jsonl"
+
+    killer = _kill_after_two_records(victim.process, path)
     summary = augment_captions(CAPTIONS, path, _config([victim.host, standin.host]), progress=False)
     killer.join()
     assert victim.process.poll() is not None, "the victim was not killed during the run"
@@ -303,16 +310,7 @@ def test_every_host_lost_mid_run_stops_with_a_clear_message(servers, tmp_path, c
     path = tmp_path / "down.jsonl"
     dead = f"127.0.0.1:{_free_port()}"
 
-    def kill_when_started() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if path.exists() and path.read_bytes().count(b"\n") >= 2:
-                last.process.kill()
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_when_started)
-    killer.start()
+    killer = _kill_after_two_records(last.process, path)
     with pytest.raises(AugmentError, match=r"(?s)every Ollama host of the run is down:\n"
                                            rf"  http://{last.host}: .*\n  http://{dead}: .*"
                                            r"\(stopped; \d+ captions were saved to .*down.jsonl\)") as info:

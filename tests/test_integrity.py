@@ -17,9 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from toy_training import clustered_split, toy_heads
 
 from osgha_lite.atomic import IntegrityError, load_npy, load_verified_npy
-from osgha_lite.backbones import LiteBackbone, LiteHeads
+from osgha_lite.backbones import LiteBackbone
 from osgha_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from osgha_lite.features import CacheWarning, cached_features, cached_local_features
 from osgha_lite.training import SplitFeatures, TrainConfig, checkpoint_finished, fit
@@ -194,32 +195,14 @@ def test_verified_reader_names_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _split(n_images: int, seed: int) -> SplitFeatures:
-    rng = np.random.default_rng(seed)
-    codes = rng.normal(size=(n_images, 8))
-    maps = np.random.default_rng(99)
-    index = np.repeat(np.arange(n_images), 2)
-    images = codes @ maps.normal(size=(8, 32)) + 0.3 * rng.normal(size=(n_images, 32))
-    texts = codes[index] @ maps.normal(size=(8, 16)) + 0.3 * rng.normal(size=(len(index), 16))
-    return SplitFeatures(torch.tensor(images, dtype=torch.float32), torch.tensor(texts, dtype=torch.float32),
-                         torch.tensor(index))
-
-
-def _heads(train: SplitFeatures) -> LiteHeads:
-    torch.manual_seed(0)
-    heads = LiteHeads(32, 16, embed_dim=8, input_dropout=0.0)
-    heads.set_statistics(train.images, train.texts)
-    return heads
-
-
 CONFIG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, weight_decay=0.0, patience=10, device="cpu")
 
 
 @pytest.fixture
 def trained(tmp_path):
-    train, dev = _split(60, 1), _split(20, 2)
+    train, dev = clustered_split(60, 2, 1), clustered_split(20, 2, 2)
     checkpoint = tmp_path / "run.safetensors"
-    history = fit(_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
+    history = fit(toy_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
     assert checkpoint_finished(checkpoint)
     return train, dev, checkpoint, history
 
@@ -231,7 +214,7 @@ def test_truncated_checkpoint_is_refused_by_name(trained):
     with pytest.raises(CheckpointError, match=message):
         checkpoint_finished(checkpoint)
     with pytest.raises(CheckpointError, match=message):
-        fit(_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
+        fit(toy_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
 
 
 def test_checkpoint_with_corrupted_tensor_bytes_is_not_a_finished_run(trained):
@@ -242,9 +225,9 @@ def test_checkpoint_with_corrupted_tensor_bytes_is_not_a_finished_run(trained):
     with pytest.raises(CheckpointError, match=rf"{checkpoint}: damaged \(contents do not match the SHA-256"):
         checkpoint_finished(checkpoint)
     with pytest.raises(CheckpointError, match="Delete the file to train this model again"):
-        fit(_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
+        fit(toy_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
     checkpoint.unlink()  # what the message says: then the run is trained again, identical to the first
-    again = fit(_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
+    again = fit(toy_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
     assert again.epochs[1:] == history.epochs[1:] and again.best_rsum == history.best_rsum
 
 
@@ -295,12 +278,12 @@ def test_a_pickle_in_place_of_a_checkpoint_is_never_executed(tmp_path):
 def test_changing_the_dev_split_changes_the_heads_key():
     backbone = LiteBackbone()
     train_data = SimpleNamespace(name="demo", captions=["a"] * 40)
-    train, dev = _split(20, 1), _split(10, 2)
+    train, dev = clustered_split(20, 2, 1), clustered_split(10, 2, 2)
     key = backbone.heads_key(train_data, train, dev)
-    assert backbone.heads_key(train_data, train, _split(10, 2)) == key
+    assert backbone.heads_key(train_data, train, clustered_split(10, 2, 2)) == key
     moved = SplitFeatures(dev.images, dev.texts, dev.text_to_image.flip(0))
     assert backbone.heads_key(train_data, train, moved) != key
-    assert backbone.heads_key(train_data, train, _split(10, 3)) != key
+    assert backbone.heads_key(train_data, train, clustered_split(10, 2, 3)) != key
     train_moved = SplitFeatures(train.images, train.texts, train.text_to_image.flip(0))
     assert backbone.heads_key(train_data, train_moved, dev) != key
 

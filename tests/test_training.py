@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from toy_training import clustered_split, toy_heads
 
 from osgha_lite.backbones import LiteHeads
 from osgha_lite.checkpoint import load_checkpoint, save_checkpoint
@@ -21,32 +22,12 @@ from osgha_lite.training import (
 )
 
 
-def _clustered_split(n_images: int, per_image: int, seed: int) -> SplitFeatures:
-    """Images and captions that share a latent code through two different fixed maps plus noise."""
-    rng = np.random.default_rng(seed)
-    maps = np.random.default_rng(99)
-    to_image, to_text = maps.normal(size=(8, 32)), maps.normal(size=(8, 16))
-    codes = rng.normal(size=(n_images, 8))
-    images = codes @ to_image + 0.3 * rng.normal(size=(n_images, 32))
-    index = np.repeat(np.arange(n_images), per_image)
-    texts = codes[index] @ to_text + 0.3 * rng.normal(size=(len(index), 16))
-    return SplitFeatures(torch.tensor(images, dtype=torch.float32), torch.tensor(texts, dtype=torch.float32),
-                         torch.tensor(index))
-
-
-def _heads(train: SplitFeatures) -> LiteHeads:
-    torch.manual_seed(0)
-    heads = LiteHeads(32, 16, embed_dim=8, input_dropout=0.0)
-    heads.set_statistics(train.images, train.texts)
-    return heads
-
-
 CONFIG = dict(epochs=6, batch_size=64, lr=3e-3, weight_decay=0.0, patience=10, device="cpu", eval_batch_size=128)
 
 
 def test_fit_improves_dev_rsum_and_keeps_best_state():
-    train, dev = _clustered_split(200, 3, seed=1), _clustered_split(60, 3, seed=2)
-    heads = _heads(train)
+    train, dev = clustered_split(200, 3, seed=1), clustered_split(60, 3, seed=2)
+    heads = toy_heads(train)
     initial = evaluate(copy.deepcopy(heads), dev)["rsum"]
     history = fit(heads, train, dev, TrainConfig(**CONFIG), progress=False)
     rsums = [e["dev_rsum"] for e in history.epochs]
@@ -62,34 +43,34 @@ def test_fit_improves_dev_rsum_and_keeps_best_state():
 
 
 def test_early_stopping_stops_after_patience():
-    train, dev = _clustered_split(100, 2, seed=1), _clustered_split(30, 2, seed=2)
+    train, dev = clustered_split(100, 2, seed=1), clustered_split(30, 2, seed=2)
     config = TrainConfig(**{**CONFIG, "epochs": 50, "lr": 0.0, "patience": 2})  # lr 0: never improves
-    history = fit(_heads(train), train, dev, config, progress=False)
+    history = fit(toy_heads(train), train, dev, config, progress=False)
     # epoch 0 is the best; epochs 1 and 2 do not beat it, and patience 2 stops there
     assert [e["epoch"] for e in history.epochs] == [0, 1, 2]
     assert history.best_epoch == 0 and not history.improved and history.finished
 
 
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
-    train, dev = _clustered_split(120, 2, seed=1), _clustered_split(40, 2, seed=2)
-    full = _heads(train)
+    train, dev = clustered_split(120, 2, seed=1), clustered_split(40, 2, seed=2)
+    full = toy_heads(train)
     full_history = fit(full, train, dev, TrainConfig(**CONFIG), progress=False)
 
     checkpoint = tmp_path / "run.safetensors"
-    part = _heads(train)
+    part = toy_heads(train)
     fit(part, train, dev, TrainConfig(**{**CONFIG, "epochs": 3}), checkpoint=checkpoint, progress=False)
     state = load_checkpoint(checkpoint)
     assert state["version"] == FIT_VERSION and len(state["history"]["epochs"]) == 4
     state["history"]["finished"] = False  # as if the process had been killed after epoch 3
     save_checkpoint(checkpoint, state)
-    resumed = _heads(train)
+    resumed = toy_heads(train)
     history = fit(resumed, train, dev, TrainConfig(**CONFIG), checkpoint=checkpoint, progress=False)
     assert len(history.epochs) == 7 and [e["epoch"] for e in history.epochs] == list(range(7))
     assert history.epochs == full_history.epochs and history.best_epoch == full_history.best_epoch
     for key, value in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value)
 
-    loaded = _heads(train)
+    loaded = toy_heads(train)
     again = fit(loaded, train, dev, TrainConfig(**CONFIG), checkpoint=checkpoint, progress=False)
     assert again.epochs == history.epochs
     for key, value in resumed.state_dict().items():
@@ -97,7 +78,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
 
 
 def test_fit_adds_the_models_auxiliary_loss():
-    train, dev = _clustered_split(40, 3, 0), _clustered_split(20, 3, 1)
+    train, dev = clustered_split(40, 3, 0), clustered_split(20, 3, 1)
 
     class WithAuxiliary(LiteHeads):
         calls = 0
@@ -127,8 +108,8 @@ def _assert_same_state(model, state):
 
 def test_training_that_never_beats_epoch_0_keeps_the_initial_state():
     """A good model trained on pairs with shuffled captions gets worse on dev; fit hands back the initial state."""
-    train, dev = _clustered_split(100, 2, seed=1), _clustered_split(30, 2, seed=2)
-    heads = _heads(train)
+    train, dev = clustered_split(100, 2, seed=1), clustered_split(30, 2, seed=2)
+    heads = toy_heads(train)
     fit(heads, train, dev, TrainConfig(**CONFIG), progress=False)
     initial_state, initial_rsum = _state(heads), evaluate(heads, dev)["rsum"]
     shuffled = torch.randperm(len(train.text_to_image), generator=torch.Generator().manual_seed(5))
@@ -144,7 +125,7 @@ def test_training_that_never_beats_epoch_0_keeps_the_initial_state():
 
 
 def test_zero_epochs_only_evaluates(tmp_path):
-    train, dev = _clustered_split(40, 3, 0), _clustered_split(20, 3, 1)
+    train, dev = clustered_split(40, 3, 0), clustered_split(20, 3, 1)
 
     class Counted(LiteHeads):
         calls = 0
@@ -186,16 +167,16 @@ def test_history_dict_reports_the_initial_rsum_and_whether_training_helped():
 
 
 def test_checkpoint_without_the_fit_version_is_trained_again(tmp_path):
-    train, dev = _clustered_split(60, 2, seed=1), _clustered_split(20, 2, seed=2)
+    train, dev = clustered_split(60, 2, seed=1), clustered_split(20, 2, seed=2)
     config = TrainConfig(**{**CONFIG, "epochs": 2})
     checkpoint = tmp_path / "run.safetensors"
-    reference = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
+    reference = fit(toy_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
     assert checkpoint_finished(checkpoint)
 
     state = load_checkpoint(checkpoint)
     state["history"]["best_rsum"] = 12345.0  # a marker: only a loaded checkpoint can give it back
     save_checkpoint(checkpoint, state)
-    assert fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False).best_rsum == 12345.0
+    assert fit(toy_heads(train), train, dev, config, checkpoint=checkpoint, progress=False).best_rsum == 12345.0
 
     for version in (None, 1):  # before versioning, and the numbering where epoch 0 was trained
         old = dict(state)
@@ -205,23 +186,23 @@ def test_checkpoint_without_the_fit_version_is_trained_again(tmp_path):
             old["version"] = version
         save_checkpoint(checkpoint, old)
         assert not checkpoint_finished(checkpoint)
-        history = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
+        history = fit(toy_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
         assert history.best_rsum != 12345.0 and history.epochs == reference.epochs
         assert load_checkpoint(checkpoint)["version"] == FIT_VERSION and checkpoint_finished(checkpoint)
 
 
 def test_resume_right_after_epoch_0_gives_the_same_history(tmp_path):
-    train, dev = _clustered_split(120, 2, seed=1), _clustered_split(40, 2, seed=2)
-    full = _heads(train)
+    train, dev = clustered_split(120, 2, seed=1), clustered_split(40, 2, seed=2)
+    full = toy_heads(train)
     full_history = fit(full, train, dev, TrainConfig(**CONFIG), progress=False)
 
     checkpoint = tmp_path / "run.safetensors"
-    fit(_heads(train), train, dev, TrainConfig(**{**CONFIG, "epochs": 0}), checkpoint=checkpoint, progress=False)
+    fit(toy_heads(train), train, dev, TrainConfig(**{**CONFIG, "epochs": 0}), checkpoint=checkpoint, progress=False)
     state = load_checkpoint(checkpoint)
     assert [e["epoch"] for e in state["history"]["epochs"]] == [0]
     state["history"]["finished"] = False  # as if the process had been killed after evaluating epoch 0
     save_checkpoint(checkpoint, state)
-    resumed = _heads(train)
+    resumed = toy_heads(train)
     history = fit(resumed, train, dev, TrainConfig(**CONFIG), checkpoint=checkpoint, progress=False)
     assert history.epochs == full_history.epochs
     assert (history.best_epoch, history.best_rsum) == (full_history.best_epoch, full_history.best_rsum)
@@ -245,19 +226,19 @@ def test_a_pickle_placed_as_a_checkpoint_never_runs(tmp_path, capsys, name):
     under the checkpoint's own name it is refused as not a checkpoint; the marker never appears."""
     from osgha_lite.checkpoint import CheckpointError
 
-    train, dev = _clustered_split(40, 2, seed=1), _clustered_split(20, 2, seed=2)
+    train, dev = clustered_split(40, 2, seed=1), clustered_split(20, 2, seed=2)
     marker = tmp_path / "code-ran"
     checkpoint = tmp_path / name
     torch.save({"version": FIT_VERSION, "history": {"finished": True}, "payload": _Payload(marker)}, checkpoint)
     config = TrainConfig(**{**CONFIG, "epochs": 1})
     if name.endswith(".pt"):
         assert not checkpoint_finished(checkpoint)
-        history = fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
+        history = fit(toy_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)
         assert len(history.epochs) == 2 and (tmp_path / "evil.safetensors").is_file()
         assert "old pickle checkpoint format, ignored (never loaded)" in capsys.readouterr().out
     else:
         for attempt in (lambda: checkpoint_finished(checkpoint),
-                        lambda: fit(_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)):
+                        lambda: fit(toy_heads(train), train, dev, config, checkpoint=checkpoint, progress=False)):
             with pytest.raises(CheckpointError, match=f"{checkpoint}.*Delete the file to train"):
                 attempt()
     assert not marker.exists()
