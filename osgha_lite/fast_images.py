@@ -1,7 +1,8 @@
-"""Opt-in OpenVINO execution of an image network's feature maps, with parallel JPEG decoding.
+"""OpenVINO execution of an image network's feature maps, with parallel JPEG decoding.
 
-The default image features come from PyTorch (:mod:`osgha_lite.encoders`).
-This module runs the same frozen weights through OpenVINO's CPU runtime,
+The default runtime of the lite image encoder (:mod:`osgha_lite.encoders`;
+``runtime="torch"`` or ``OSGHA_IMAGE_RUNTIME=torch`` selects the PyTorch
+loop). This module runs the frozen weights through OpenVINO's CPU runtime,
 which fuses convolutions with their batch norms and activations and picks
 blocked memory layouts: on two cores it computes EfficientNet-Lite0 several
 times faster than the PyTorch loop (``benchmarks/bench_features.py``).
@@ -16,7 +17,7 @@ rounding; it returns the feature maps :math:`F` ``[N, C, h, w]``. Pooling
 stays with the caller (PyTorch, under the AVX2 kernel caps), so global and
 grid features are pooled by exactly the same code as the default path.
 
-Reproducibility (replacing nothing of the default path's guarantees):
+Reproducibility (the same guarantees as the PyTorch path):
 
 * precision is pinned to float32 (``INFERENCE_PRECISION_HINT=f32``,
   ``EXECUTION_MODE_HINT=ACCURACY``): on CPUs with bf16 or AMX units OpenVINO
@@ -32,9 +33,9 @@ Reproducibility (replacing nothing of the default path's guarantees):
   OpenVINO's own reduction kernel ignores the cap, which is one more reason
   the pooling is left to PyTorch.
 
-Features from this path are a different feature set: the encoder's identity
-names the runtime and its version, so a feature cache never mixes them with
-the default ones.
+Features from the two runtimes differ by float rounding (about 1e-5): the
+encoder's identity names the OpenVINO runtime and its version, so a feature
+cache never mixes them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import torch
 
 from osgha_lite.runtime import DEFAULT_THREADS, portable_kernel_environment
 
-#: Runtimes an image encoder can run on; ``"torch"`` is the default.
+#: Runtimes an image encoder can run on; ``"openvino"`` is the default.
 IMAGE_RUNTIMES = ("torch", "openvino")
 
 #: Environment variable that selects the image runtime when none is passed.
@@ -57,8 +58,8 @@ RUNTIME_VARIABLE = "OSGHA_IMAGE_RUNTIME"
 
 
 def chosen_runtime(runtime: str | None = None) -> str:
-    """``runtime`` if given, else ``$OSGHA_IMAGE_RUNTIME``, else ``"torch"``; refuses unknown names."""
-    name = runtime or os.environ.get(RUNTIME_VARIABLE) or "torch"
+    """``runtime`` if given, else ``$OSGHA_IMAGE_RUNTIME``, else ``"openvino"``; refuses unknown names."""
+    name = runtime or os.environ.get(RUNTIME_VARIABLE) or "openvino"
     if name not in IMAGE_RUNTIMES:
         where = "runtime=" if runtime else f"${RUNTIME_VARIABLE}="
         raise ValueError(f"{where}{name!r}: unknown image runtime; choose one of {', '.join(IMAGE_RUNTIMES)}")
@@ -73,7 +74,7 @@ def import_openvino():
     except ImportError as error:
         raise ImportError(
             f"the 'openvino' image runtime needs the openvino package ({error}); install it with "
-            f"`pip install openvino` (or `make env`), or use the default runtime='torch'"
+            f"`pip install openvino` (or `make env`), or use runtime='torch' (OSGHA_IMAGE_RUNTIME=torch)"
         ) from None
     return openvino
 

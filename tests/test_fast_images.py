@@ -1,4 +1,4 @@
-"""Tests for the opt-in OpenVINO image runtime (osgha_lite.fast_images) on real photos."""
+"""Tests for the OpenVINO image runtime (the default) (osgha_lite.fast_images) on real photos."""
 
 from __future__ import annotations
 
@@ -76,8 +76,9 @@ def test_openvino_local_features_share_the_global_pass(photos, fast_encoder):
 
 
 def test_identity_differs_and_the_cache_keeps_both(photos, torch_features, fast_encoder, tmp_path):
-    default = build_encoder("efficientnet-lite0", device="cpu")
+    default = build_encoder("efficientnet-lite0", device="cpu", runtime="torch")
     assert default.runtime == "torch" and "openvino" not in default.identity
+    assert build_encoder("efficientnet-lite0").identity == fast_encoder.identity  # OpenVINO is the default
     assert fast_encoder.identity.startswith(default.identity + ":openvino") and fast_encoder.identity != default.identity
     slow = cached_features(default, photos[:2], "flickr8k", "dev", cache_dir=tmp_path, progress=False)
     fast = cached_features(fast_encoder, photos[:2], "flickr8k", "dev", cache_dir=tmp_path, progress=False)
@@ -88,9 +89,9 @@ def test_identity_differs_and_the_cache_keeps_both(photos, torch_features, fast_
 
 def test_runtime_comes_from_the_environment_and_unknown_names_are_refused(monkeypatch):
     monkeypatch.delenv(RUNTIME_VARIABLE, raising=False)
-    assert chosen_runtime() == "torch"
-    monkeypatch.setenv(RUNTIME_VARIABLE, "openvino")
-    assert chosen_runtime() == "openvino" and chosen_runtime("torch") == "torch"
+    assert chosen_runtime() == "openvino"
+    monkeypatch.setenv(RUNTIME_VARIABLE, "torch")
+    assert chosen_runtime() == "torch" and chosen_runtime("openvino") == "openvino"
     monkeypatch.setenv(RUNTIME_VARIABLE, "onnx")
     with pytest.raises(ValueError, match=r"\$OSGHA_IMAGE_RUNTIME='onnx': unknown image runtime; choose one of"):
         chosen_runtime()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osgha_lite.encoders import build_encoder
+from osgha_lite.encoders import build_encoder, length_order
 from osgha_lite.features import cached_features
 
 TEXTS = ["a dog runs on the grass", "two children play football", "a red car", "a cat sleeps", "snow"]
@@ -230,3 +230,17 @@ def test_smoke_limited_protocol_split_still_reads_the_parents_cache(data_env):
     assert encoder.calls == 1
     split_features(encoder, load_profile_split(profile, "adapt"), progress=False)
     assert encoder.calls == 1
+
+
+def test_texts_are_encoded_by_length_and_returned_in_the_given_order(minilm):
+    texts = ["a dog runs along the beach chasing a red ball thrown by a child", "snow", "two men ride bikes",
+             "a cat", "a very long caption about a crowded street market full of people buying fruit and bread"]
+    order = length_order(texts)
+    assert [len(texts[i]) for i in order] == sorted(len(t) for t in texts)
+    together = minilm.encode(texts, batch_size=2, progress=False)
+    one_by_one = np.concatenate([minilm.encode([t], progress=False) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    sentences, tokens, mask = minilm.encode_local(texts, size=8, batch_size=2, progress=False)
+    np.testing.assert_allclose(sentences, one_by_one, atol=1e-5)
+    assert mask[1].sum() < mask[0].sum() == 8  # "snow" has fewer tokens than the long first caption
+    assert "bylength" in minilm.identity

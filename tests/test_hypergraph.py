@@ -19,6 +19,7 @@ from osgha_lite.hypergraph import (
     combine_hypergraphs,
     edge_degrees,
     hypergraph_conv,
+    hypergraph_conv_rows,
     hypergraph_from_edges,
     knn_hyperedges,
     hubness_beta_squared,
@@ -85,6 +86,25 @@ def test_hypergraph_conv_matches_dense_reference(seed):
     torch.testing.assert_close(hypergraph_conv(X, H, w, Theta), expected)
     torch.testing.assert_close(hypergraph_conv(X, H.to_sparse(), w), dense_reference_conv(X, H, w))
     assert torch.all(hypergraph_conv(X, H, w, Theta)[0] == 0)  # isolated vertex gets the zero message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n_rows", [0, 1, 4, 9])
+def test_hypergraph_conv_rows_are_the_first_rows_and_commute_with_a_projection(seed, n_rows):
+    H, w = random_incidence(9, 7, 0.35, seed)
+    X = unit(9, 5, seed=seed + 10, dtype=torch.float64)
+    P = torch.randn(5, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    expected = dense_reference_conv(X, H, w)[:n_rows]
+    for incidence in (H, H.to_sparse()):
+        rows = hypergraph_conv_rows(X, incidence, w, n_rows)
+        assert rows.shape == (n_rows, 5)
+        torch.testing.assert_close(rows, expected)
+        torch.testing.assert_close(rows @ P, hypergraph_conv(X @ P, incidence, w)[:n_rows])
+    if n_rows:
+        assert torch.all(hypergraph_conv_rows(X, H, w, n_rows)[0] == 0)  # the isolated vertex
+    assert torch.all(hypergraph_conv_rows(X, H[:, :0], w[:0], n_rows) == 0)
+    with pytest.raises(ValueError, match="n_rows 10 outside"):
+        hypergraph_conv_rows(X, H, w, 10)
 
 
 def test_hypergraph_conv_from_index_lists_and_degrees():
@@ -310,6 +330,27 @@ def test_adapter_forward_matches_dense_computation(init):
     torch.testing.assert_close(out, expected)
     assert out.shape == (3, 8)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
+
+
+@pytest.mark.parametrize("hyperedges", [("semantic", "knn"), ("semantic", "pair")])
+def test_one_layer_adapter_projects_only_the_query_rows_with_the_same_values_and_gradients(hyperedges):
+    """The one-layer forward aggregates before projecting; values and weight gradients match the
+    project-every-node formula of the class docstring."""
+    adapter = make_adapter(reduced_dim=4, k=2, alpha=0.3, hyperedges=hyperedges).double().train()
+    queries, descriptions = unit(3, 8, seed=43, dtype=torch.float64), unit(3, 2, 8, seed=44, dtype=torch.float64)
+    out = adapter.encode_texts(queries, AdapterContext(description_features=descriptions))
+    weights = unit(3, 8, seed=45, dtype=torch.float64)  # a linear read-out (|out| is 1, so out**2 has no gradient)
+    fast = torch.autograd.grad((out * weights).sum(), [adapter.down.weight, adapter.thetas[0].weight, adapter.up.weight])
+    ego = adapter.build_hypergraph(queries, descriptions)
+    z = dense_reference_conv(ego.node_features @ adapter.down.weight.T, ego.graph.dense_incidence().double(),
+                             ego.graph.edge_weights.double(), adapter.thetas[0].weight.T)
+    expected = F.normalize(0.3 * (z[:3] @ adapter.up.weight.T) + 0.7 * queries, dim=-1)
+    torch.testing.assert_close(out, expected)
+    reference = torch.autograd.grad((expected * weights).sum(),
+                                    [adapter.down.weight, adapter.thetas[0].weight, adapter.up.weight])
+    for got, want in zip(fast, reference):
+        assert want.abs().max() > 1e-3
+        torch.testing.assert_close(got, want)
 
 
 def test_adapter_without_reduction_convolves_in_full_dimension():

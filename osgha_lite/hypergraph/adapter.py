@@ -45,7 +45,7 @@ from osgha_lite.hypergraph.hubness import hubness_beta_squared, hubness_phase
 from osgha_lite.hypergraph.links import MemoryLinks, NeighbourTable, hubness_cohesion, memory_links, neighbour_table
 from osgha_lite.hypergraph.memory import IMAGE, TEXT, MemoryBank, _modality_code, _modality_pool
 from osgha_lite.hypergraph.query import QueryHypergraph, build_query_hypergraph
-from osgha_lite.hypergraph.structure import hypergraph_conv
+from osgha_lite.hypergraph.structure import hypergraph_conv, hypergraph_conv_rows
 
 __all__ = ["DUPLICATE_SIMILARITY", "HYPEREDGE_KINDS", "INITS", "TEST_MODES", "HypergraphAdapter"]
 
@@ -443,12 +443,19 @@ class HypergraphAdapter(RetrievalAdapter):
             modality,
         )
         incidence = ego.graph.incidence(query_features.dtype)
-        z = self.down(self.dropout(ego.node_features))
-        for layer, theta in enumerate(self.thetas):
-            z = hypergraph_conv(z, incidence, ego.graph.edge_weights, theta.weight.T)
-            if layer < self.num_layers - 1:
-                z = F.relu(z)
-        message = self.up(z[: ego.n_queries])
+        nodes = self.dropout(ego.node_features)
+        if self.num_layers == 1:
+            # One layer is linear in the node features: aggregate them first, then project the query
+            # rows only (hypergraph_conv_rows), rather than projecting every node of the ego graphs.
+            z = hypergraph_conv_rows(nodes, incidence, ego.graph.edge_weights, ego.n_queries)
+            message = self.up(self.thetas[0](self.down(z)))
+        else:
+            z = self.down(nodes)
+            for layer, theta in enumerate(self.thetas):
+                z = hypergraph_conv(z, incidence, ego.graph.edge_weights, theta.weight.T)
+                if layer < self.num_layers - 1:
+                    z = F.relu(z)
+            message = self.up(z[: ego.n_queries])
         adapted = F.normalize(self.alpha * message + (1.0 - self.alpha) * query_features, dim=-1)
         if self.hubness_weight == 0:
             return adapted

@@ -14,7 +14,7 @@ frozen embedding space.
   (:mod:`osgha_lite.hypergraph.links`).
 * :func:`hypergraph_conv` - HGNN's convolution with sparse matmuls
   (:func:`vertex_degrees`, :func:`edge_degrees`; the formula is in its
-  docstring).
+  docstring); :func:`hypergraph_conv_rows` - the first rows of it only.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "combine_hypergraphs",
     "edge_degrees",
     "hypergraph_conv",
+    "hypergraph_conv_rows",
     "hypergraph_from_edges",
     "knn_hyperedges",
     "nearest_neighbour_similarities",
@@ -353,3 +354,49 @@ def _hypergraph_conv(X: Tensor, H: Tensor, edge_weights: Tensor, Theta: Tensor |
     else:
         out = H @ (edge_scale[:, None] * (H.T @ Y))
     return inv_sqrt_dv[:, None] * out
+
+
+def hypergraph_conv_rows(X: Tensor, H: Tensor, edge_weights: Tensor, n_rows: int) -> Tensor:
+    r"""Rows ``[0, n_rows)`` of :func:`hypergraph_conv` ``(X, H, edge_weights)`` (no ``Theta``).
+
+    .. math::
+
+        X'_{v} = d(v)^{-1/2} \sum_{e \ni v} \frac{W_{ee}}{\delta(e)}
+                 \sum_{u \in e} d(u)^{-1/2} X_u, \qquad v < n_{rows}
+
+    The convolution is linear in ``X`` and acts on it from the left, so
+    for any right factor :math:`P`, ``hypergraph_conv(X @ P)[:n_rows]``
+    equals ``hypergraph_conv_rows(X, ...) @ P``. A one-layer adapter whose
+    output needs only its query rows (:class:`~osgha_lite.hypergraph.adapter.HypergraphAdapter`)
+    therefore aggregates the raw node features first and projects only
+    ``n_rows`` vectors, instead of projecting every node. Same conventions
+    as :func:`hypergraph_conv` (isolated vertices and empty hyperedges give
+    zero); ``H`` sparse COO or dense; float32 under mixed precision.
+    """
+    if H.ndim != 2 or H.shape[0] != X.shape[0]:
+        raise ValueError(f"hypergraph_conv_rows: H has shape {tuple(H.shape)}, expected [{X.shape[0]}, n_edges]")
+    if edge_weights.shape != (H.shape[1],):
+        raise ValueError(
+            f"hypergraph_conv_rows: edge_weights has shape {tuple(edge_weights.shape)}, expected ({H.shape[1]},)"
+        )
+    if not 0 <= n_rows <= X.shape[0]:
+        raise ValueError(f"hypergraph_conv_rows: n_rows {n_rows} outside [0, {X.shape[0]}]")
+    with torch.autocast(X.device.type, enabled=False):
+        X = X.float() if X.dtype in (torch.float16, torch.bfloat16) else X
+        if H.shape[1] == 0 or (H.is_sparse and H._nnz() == 0):
+            return X.new_zeros((n_rows, X.shape[1]))
+        H = H.to(X.dtype)
+        edge_weights = edge_weights.to(X.dtype)
+        H = H.coalesce() if H.is_sparse else H.to_sparse().coalesce()
+        inv_sqrt_dv = _safe_power(vertex_degrees(H, edge_weights), -0.5)
+        edge_scale = edge_weights * _safe_power(edge_degrees(H), -1.0)
+        nodes, edges = H.indices()
+        values = H.values()
+        # messages[e] = W_ee / delta(e) * sum_{u in e} H_ue d(u)^-1/2 X_u
+        gathered = (values * inv_sqrt_dv[nodes])[:, None] * X[nodes]
+        messages = X.new_zeros((H.shape[1], X.shape[1])).index_add(0, edges, gathered)
+        messages = edge_scale[:, None] * messages
+        keep = nodes < n_rows
+        rows, row_edges = nodes[keep], edges[keep]
+        out = X.new_zeros((n_rows, X.shape[1])).index_add(0, rows, values[keep][:, None] * messages[row_edges])
+        return inv_sqrt_dv[:n_rows, None] * out
