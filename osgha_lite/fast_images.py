@@ -57,13 +57,25 @@ IMAGE_RUNTIMES = ("torch", "openvino")
 RUNTIME_VARIABLE = "OSGHA_IMAGE_RUNTIME"
 
 
-def chosen_runtime(runtime: str | None = None) -> str:
-    """``runtime`` if given, else ``$OSGHA_IMAGE_RUNTIME``, else ``"openvino"``; refuses unknown names."""
-    name = runtime or os.environ.get(RUNTIME_VARIABLE) or "openvino"
+def chosen_runtime(runtime: str | None = None, variable: str = RUNTIME_VARIABLE, kind: str = "image") -> str:
+    """``runtime`` if given, else ``$<variable>``, else ``"openvino"``; refuses unknown names."""
+    name = runtime or os.environ.get(variable) or "openvino"
     if name not in IMAGE_RUNTIMES:
-        where = "runtime=" if runtime else f"${RUNTIME_VARIABLE}="
-        raise ValueError(f"{where}{name!r}: unknown image runtime; choose one of {', '.join(IMAGE_RUNTIMES)}")
+        where = "runtime=" if runtime else f"${variable}="
+        raise ValueError(f"{where}{name!r}: unknown {kind} runtime; choose one of {', '.join(IMAGE_RUNTIMES)}")
     return name
+
+
+def compile_for_cpu(model, threads: int):
+    """``model`` (a converted OpenVINO model) compiled for the CPU with the reproducibility settings of the
+    module docstring: float32, accuracy mode, one stream, ``threads`` threads."""
+    return import_openvino().Core().compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": int(threads),
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "f32",
+        "EXECUTION_MODE_HINT": "ACCURACY",
+        "PERFORMANCE_HINT": "LATENCY",
+    })
 
 
 def import_openvino():
@@ -127,13 +139,7 @@ class OpenVinoFeatureMaps:
                 _CONVERTED[cache_key] = openvino.convert_model(
                     wrapper, example_input=example,
                     input=[(openvino.PartialShape([-1, image_size, image_size, 3]), openvino.Type.u8)])
-        self.compiled = openvino.Core().compile_model(_CONVERTED[cache_key], "CPU", {
-            "INFERENCE_NUM_THREADS": self.threads,
-            "NUM_STREAMS": 1,
-            "INFERENCE_PRECISION_HINT": "f32",
-            "EXECUTION_MODE_HINT": "ACCURACY",
-            "PERFORMANCE_HINT": "LATENCY",
-        })
+        self.compiled = compile_for_cpu(_CONVERTED[cache_key], self.threads)
         self.request = self.compiled.create_infer_request()
         self._pool = ThreadPoolExecutor(max_workers=self.threads) if self.threads > 1 else None
 
