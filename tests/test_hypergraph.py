@@ -656,3 +656,22 @@ def test_inductive_with_pairs_and_hubness_ignores_other_queries():
     for kind in ("image", "text"):  # the image and text sides are not the same function
         assert adapter.adapt(queries, modality=kind).shape == (6, 10)
     assert not torch.allclose(adapter.adapt(queries, modality="image"), adapter.adapt(queries, modality="text"))
+
+
+def test_adapters_on_the_same_bank_share_its_decomposition_and_cohesion(monkeypatch):
+    from osgha_lite.hypergraph import adapter as adapter_module
+
+    monkeypatch.setattr(adapter_module, "_DERIVED", {})
+    calls = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
+    first = make_adapter(reduced_dim=4, hubness_weight=1.0, hubness_k=3, memory=small_memory(seed=7))
+    second = make_adapter(reduced_dim=4, hubness_weight=1.0, hubness_k=3, memory=small_memory(seed=7))
+    assert len(calls) == 1
+    torch.testing.assert_close(first.down.weight, second.down.weight, rtol=0, atol=0)
+    torch.testing.assert_close(first.hubness_centre, second.hubness_centre, rtol=0, atol=0)
+    other = make_adapter(reduced_dim=4, hubness_weight=1.0, hubness_k=3, memory=small_memory(seed=8))
+    assert len(calls) == 2 and not torch.equal(other.down.weight, first.down.weight)
+    fresh = HypergraphAdapter(8, reduced_dim=4, hubness_weight=1.0, hubness_k=3)
+    fresh._init_principal_subspace(small_memory(seed=7).features)  # without a digest: computed again
+    assert len(calls) == 3 and torch.equal(fresh.down.weight, first.down.weight)

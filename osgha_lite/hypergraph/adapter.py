@@ -46,6 +46,7 @@ from osgha_lite.hypergraph.links import MemoryLinks, NeighbourTable, hubness_coh
 from osgha_lite.hypergraph.memory import IMAGE, TEXT, MemoryBank, _modality_code, _modality_pool
 from osgha_lite.hypergraph.query import QueryHypergraph, build_query_hypergraph
 from osgha_lite.hypergraph.structure import hypergraph_conv, hypergraph_conv_rows
+from osgha_lite.training import array_digest
 
 __all__ = ["DUPLICATE_SIMILARITY", "HYPEREDGE_KINDS", "INITS", "TEST_MODES", "HypergraphAdapter"]
 
@@ -57,6 +58,20 @@ DUPLICATE_SIMILARITY = 0.9999
 
 _MEMORY_BUFFERS = ("memory_features", "memory_modality", "memory_group_ids", "memory_source_index")
 INITS = ("pca", "random")
+
+#: What set_memory derives from a bank (principal directions, mean cohesions), by the bank's content
+#: digest and the options used: methods and sweeps share one training bank, and these are deterministic
+#: functions of it, so each is computed once per process. The last few banks are kept.
+_DERIVED: dict[tuple, Tensor] = {}
+_DERIVED_LIMIT = 16
+
+
+def _derived(key: tuple, compute) -> Tensor:
+    if key not in _DERIVED:
+        if len(_DERIVED) >= _DERIVED_LIMIT:
+            _DERIVED.pop(next(iter(_DERIVED)))
+        _DERIVED[key] = compute().detach().cpu()
+    return _DERIVED[key]
 
 
 class HypergraphAdapter(RetrievalAdapter):
@@ -253,10 +268,13 @@ class HypergraphAdapter(RetrievalAdapter):
         values = (bank.features, bank.modality, bank.group_ids, bank.source_index)
         for name, value in zip(_MEMORY_BUFFERS, values):
             self._buffers[name] = value.detach().to(device)
+        if (self.init == "pca" and self.use_reduction) or self.hubness_weight > 0:
+            bank_digest = array_digest(*values)
         if self.init == "pca" and self.use_reduction:
-            self._init_principal_subspace(self.memory_features)
+            self._init_principal_subspace(self.memory_features, bank_digest)
         if self.hubness_weight > 0:
-            self.hubness_centre.copy_(self._memory_cohesion_means())
+            centre = _derived(("cohesion", bank_digest, self.hubness_k), self._memory_cohesion_means)
+            self.hubness_centre.copy_(centre.to(self.hubness_centre))
 
     @property
     def memory(self) -> MemoryBank | None:
@@ -467,10 +485,16 @@ class HypergraphAdapter(RetrievalAdapter):
     # -- initialisation --------------------------------------------------------------
 
     @torch.no_grad()
-    def _init_principal_subspace(self, features: Tensor) -> None:
-        """:math:`P_\\downarrow` = top-``r`` right singular vectors of the centred features, :math:`P_\\uparrow = P_\\downarrow^\\top`."""
-        centred = features.float() - features.float().mean(dim=0)
-        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    def _init_principal_subspace(self, features: Tensor, digest: str | None = None) -> None:
+        """:math:`P_\\downarrow` = top-``r`` right singular vectors of the centred features, :math:`P_\\uparrow = P_\\downarrow^\\top`.
+        ``digest`` (of the bank) lets adapters on the same bank share one decomposition."""
+
+        def right_singular_vectors() -> Tensor:
+            centred = features.float() - features.float().mean(dim=0)
+            return torch.linalg.svd(centred, full_matrices=False)[2]
+
+        vh = (right_singular_vectors() if digest is None else
+              _derived(("svd", digest), right_singular_vectors).to(features.device))
         basis = torch.zeros(self.reduced_dim, self.dim, device=features.device)
         width = min(self.reduced_dim, vh.shape[0])
         basis[:width] = vh[:width]
