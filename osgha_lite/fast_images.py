@@ -40,14 +40,20 @@ cache never mixes them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from osgha_lite.atomic import atomic_write_json, file_sha256
 from osgha_lite.runtime import DEFAULT_THREADS, portable_kernel_environment
 
 #: Runtimes an image encoder can run on; ``"openvino"`` is the default.
@@ -110,7 +116,63 @@ class _Normalised(torch.nn.Module):
         return self.features((pixels.permute(0, 3, 1, 2).float() - self.shift) / self.scale)
 
 
-_CONVERTED: dict[tuple, object] = {}
+_CONVERTED: dict[str, object] = {}
+
+
+def converted_model(key: str, convert: Callable[[], object], cache_dir: str | os.PathLike | None = None):
+    """The OpenVINO model ``convert()`` makes, named by ``key`` (network, weights, input layout).
+
+    Converting traces the torch network (15-35 s on two cores), so the
+    result is kept for the process and on disk: ``<cache>/openvino/<digest>.xml``
+    and ``.bin`` (float32 weights, never compressed to float16) with their
+    SHA-256 and ``key`` in ``<digest>.json``, written last. A later process
+    reads the files only after checking both hashes and the key; a missing,
+    damaged or foreign file is named in a warning and converted again. The
+    model is always compiled from the stored files, so features never depend
+    on whether the conversion happened in this process.
+    ``<cache>`` is ``cache_dir`` or :func:`osgha_lite.features.cache_root`.
+    """
+    if key in _CONVERTED:
+        return _CONVERTED[key]
+    openvino = import_openvino()
+    from osgha_lite.features import CacheWarning, cache_root
+
+    named = f"{key}|{runtime_tag()}"
+    digest = hashlib.sha256(named.encode("utf-8")).hexdigest()[:20]
+    folder = Path(cache_dir) if cache_dir else cache_root() / "openvino"
+    files = {"xml": folder / f"{digest}.xml", "bin": folder / f"{digest}.bin"}
+    meta = folder / f"{digest}.json"
+    model = None
+    if meta.exists():
+        try:
+            recorded = json.loads(meta.read_text(encoding="utf-8"))
+            if recorded.get("key") != named:
+                raise ValueError(f"it records the key {recorded.get('key')!r}, not {named!r}")
+            for kind, path in files.items():
+                if not path.is_file():
+                    raise ValueError(f"{path.name} is missing")
+                if file_sha256(path) != recorded.get(kind):
+                    raise ValueError(f"{path.name} does not match its recorded SHA-256 (damaged)")
+            model = openvino.Core().read_model(str(files["xml"]))
+        except (ValueError, OSError, RuntimeError) as error:
+            warnings.warn(f"{meta}: converted network not used ({error}); converting it again", CacheWarning,
+                          stacklevel=2)
+    if model is None:
+        model = convert()
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{digest}."))
+        try:
+            openvino.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+            for kind, path in files.items():
+                os.replace(staging / f"model.{kind}", path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_json(meta, {"key": named, **{kind: file_sha256(path) for kind, path in files.items()}})
+        # Compile what a later process reads: the stored model computes slightly differently (about 1e-7)
+        # from the one convert() returned, so features would otherwise depend on whether it was stored.
+        model = openvino.Core().read_model(str(files["xml"]))
+    _CONVERTED[key] = model
+    return model
 
 
 class OpenVinoFeatureMaps:
@@ -129,17 +191,19 @@ class OpenVinoFeatureMaps:
                  mean: Sequence[float], std: Sequence[float], threads: int | None = None):
         openvino = import_openvino()
         self.threads = int(threads or DEFAULT_THREADS)
-        cache_key = (key, image_size)
-        if cache_key not in _CONVERTED:
+
+        def convert():
             wrapper = _Normalised(features, mean, std).eval()
             example = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8)
             # OpenVINO converts through torch.jit.trace, which warns that it is deprecated on every call
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-                _CONVERTED[cache_key] = openvino.convert_model(
+                return openvino.convert_model(
                     wrapper, example_input=example,
                     input=[(openvino.PartialShape([-1, image_size, image_size, 3]), openvino.Type.u8)])
-        self.compiled = compile_for_cpu(_CONVERTED[cache_key], self.threads)
+
+        model = converted_model(f"{key}:pixels{image_size}:mean{list(mean)}:std{list(std)}", convert)
+        self.compiled = compile_for_cpu(model, self.threads)
         self.request = self.compiled.create_infer_request()
         self._pool = ThreadPoolExecutor(max_workers=self.threads) if self.threads > 1 else None
 

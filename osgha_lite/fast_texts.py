@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from osgha_lite.fast_images import compile_for_cpu, import_openvino
+from osgha_lite.fast_images import compile_for_cpu, converted_model, import_openvino
 from osgha_lite.runtime import DEFAULT_THREADS
 
 #: Environment variable that selects the text runtime when none is passed.
@@ -43,9 +43,6 @@ class _LastHiddenState(torch.nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids):
         return self.model(input_ids=input_ids, attention_mask=attention_mask,
                           token_type_ids=token_type_ids).last_hidden_state
-
-
-_CONVERTED: dict[str, object] = {}
 
 
 def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -67,15 +64,18 @@ class OpenVinoTokenStates:
 
     def __init__(self, key: str, model: torch.nn.Module, threads: int | None = None):
         openvino = import_openvino()
-        if key not in _CONVERTED:
+
+        def convert():
             example = {name: torch.ones(2, 8, dtype=torch.long) for name in INPUTS}
             example["token_type_ids"] = torch.zeros(2, 8, dtype=torch.long)
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracing warnings about shapes and deprecations
-                _CONVERTED[key] = openvino.convert_model(
+                return openvino.convert_model(
                     _LastHiddenState(model).eval(), example_input=example,
                     input=[(name, openvino.PartialShape([-1, -1]), openvino.Type.i64) for name in INPUTS])
-        self.compiled = compile_for_cpu(_CONVERTED[key], threads or DEFAULT_THREADS)
+
+        self.compiled = compile_for_cpu(converted_model(f"{key}:last_hidden_state", convert),
+                                        threads or DEFAULT_THREADS)
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, features: dict) -> torch.Tensor:

@@ -103,3 +103,32 @@ def test_missing_openvino_package_gives_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
     with pytest.raises(ImportError, match=r"needs the openvino package .*pip install openvino.*runtime='torch'"):
         build_encoder("efficientnet-lite0", runtime="openvino")
+
+
+def test_converted_network_is_stored_verified_and_gives_the_same_features(photos, fast_encoder, tmp_path, monkeypatch):
+    from osgha_lite import fast_images
+    from osgha_lite.features import CacheWarning
+
+    monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fast_images, "_CONVERTED", {})
+    expected = fast_encoder.encode(photos[:3], progress=False)
+    first = build_encoder("efficientnet-lite0", runtime="openvino")
+    np.testing.assert_array_equal(first.encode(photos[:3], progress=False), expected)  # converted, then stored
+    stored = sorted(p.suffix for p in (tmp_path / "openvino").iterdir())
+    assert stored == [".bin", ".json", ".xml"]
+    monkeypatch.setattr(fast_images, "_CONVERTED", {})  # a new process: read from disk
+    calls = []
+    convert = fast_images.import_openvino().convert_model
+    monkeypatch.setattr(fast_images.import_openvino(), "convert_model", lambda *a, **k: calls.append(1) or convert(*a, **k))
+    again = build_encoder("efficientnet-lite0", runtime="openvino").encode(photos[:3], progress=False)
+    np.testing.assert_array_equal(again, expected)
+    assert calls == []
+    weights = next((tmp_path / "openvino").glob("*.bin"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(fast_images, "_CONVERTED", {})
+    with pytest.warns(CacheWarning, match=r"\.bin does not match its recorded SHA-256 \(damaged\)\); converting it again"):
+        repaired = build_encoder("efficientnet-lite0", runtime="openvino").encode(photos[:3], progress=False)
+    np.testing.assert_array_equal(repaired, expected)
+    assert calls == [1]
