@@ -50,18 +50,17 @@ reproduce: $(STAMP)
 # `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/
 # stay untouched), the manifest check compares what was regenerated with what is committed, then
 # the unit tests run.
-# The website is built from a --smoke run (build/smoke-notebooks) and opened page by page in headless
-# Chromium by tests/test_book.py.
+# The website is built from nbval's run ($(REGENERATED)/notebooks, kept by notebooks/conftest.py)
+# and opened page by page in headless Chromium by tests/test_book.py.
+REGENERATED_ROOTS = OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures
 test: $(STAMP) browser
 	$(PY) -m osgha_lite.envcheck
 	rm -rf $(REGENERATED)
-	OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures \
-	  $(PY) -m pytest $(NBVAL) notebooks
+	$(REGENERATED_ROOTS) OSGHA_EXECUTED_DIR=$(CURDIR)/$(REGENERATED)/notebooks $(PY) -m pytest $(NBVAL) notebooks
 	$(PY) -m osgha_lite.manifest register-results --profile lite --root $(REGENERATED)
 	$(PY) -m osgha_lite.manifest check --profile lite --regenerated $(REGENERATED)
-	$(PY) -m osgha_lite.runner --profile lite --smoke --output-dir build/smoke-notebooks
-	$(PY) book/build_site.py --notebooks build/smoke-notebooks/lite --out build/book-smoke
-	OSGHA_BOOK_DIR=$(CURDIR)/build/book-smoke/_build/html $(PY) -m pytest tests
+	$(REGENERATED_ROOTS) $(PY) book/build_site.py --notebooks $(REGENERATED)/notebooks --out build/book-test
+	OSGHA_BOOK_DIR=$(CURDIR)/build/book-test/_build/html $(PY) -m pytest tests
 
 # Redraw every figure and table of notebook 05 from results/, then check the manifest.
 figures: $(STAMP)

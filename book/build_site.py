@@ -64,17 +64,26 @@ def numbered_notebooks(folder: Path) -> list[Path]:
 
 
 def run_profile(notebooks: list[Path]) -> str:
-    """The profile name (``lite``, ``lite-smoke``...) all executed notebooks were run with."""
+    """The profile name (``lite``, ``lite-smoke``...) all executed notebooks were run with: from the
+    Papermill parameters of the runner's copies, or from ``metadata.osgha`` of nbval's run
+    (``notebooks/conftest.py``)."""
     sys.path.insert(0, str(PROJECT_ROOT))
     from osgha_lite.config import notebook_profile
 
     names = {}
     for path in notebooks:
-        papermill = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        papermill = metadata.get("papermill") or {}
         parameters = papermill.get("parameters")
         if papermill.get("exception"):
             raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
                             f"rerun `python -m osgha_lite.runner`")
+        nbval = metadata.get("osgha") or {}  # written by notebooks/conftest.py for nbval's run in `make test`
+        if nbval and not papermill:
+            if nbval.get("failed") or nbval.get("cells_run") != nbval.get("code_cells"):
+                raise BookError(f"{path}: nbval's run of it failed or stopped early ({nbval.get('cells_run')} of "
+                                f"{nbval.get('code_cells')} cells ran); fix the notebook and rerun `make test`")
+            parameters = nbval.get("parameters")
         if not parameters or "PROFILE" not in parameters:
             raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
                             f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")

@@ -1,7 +1,7 @@
 """The companion website: how pages are assembled, and a headless browser over a built site.
 
 The browser test needs a built site: ``$OSGHA_BOOK_DIR`` names its HTML
-folder (``make test`` builds one from the ``--smoke`` notebooks and sets it;
+folder (``make test`` builds one from nbval's run of the notebooks and sets it;
 ``make book`` builds ``build/book/_build/html``). Without it that test is
 skipped and says how to run it. Chromium is Debian's ``chromium`` package
 (``make browser`` installs it), driven by Playwright.
@@ -214,7 +214,7 @@ def test_the_browser_check_catches_each_kind_of_fault(tmp_path):
 def test_every_page_of_the_built_site_loads_offline_with_working_links_images_and_math():
     if not BOOK_DIR:
         pytest.skip("no built site: set OSGHA_BOOK_DIR to its HTML folder (`make test` builds one from the "
-                    "--smoke notebooks; `make book` builds build/book/_build/html)")
+                    "nbval run of the notebooks; `make book` builds build/book/_build/html)")
     html = Path(BOOK_DIR).resolve()
     assert (html / "index.html").is_file(), f"{html}/index.html missing; build the site with `make book`"
     screenshot = html.parent.parent / "landing.png"
@@ -222,3 +222,33 @@ def test_every_page_of_the_built_site_loads_offline_with_working_links_images_an
     assert not problems, "\n".join(problems)
     assert {"intro.html", "source/index.html"} <= set(pages) and sum(p[:2].isdigit() for p in pages) >= 2
     assert screenshot.stat().st_size > 10_000
+
+
+def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
+    """notebooks/conftest.py writes what nbval executed; the website takes it and refuses a failed run."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy(PROJECT_ROOT / "notebooks" / "conftest.py", folder / "conftest.py")
+    cells = [nbformat.v4.new_code_cell("PROFILE = 'lite'\nSEED = 0\nSMOKE = False", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("print('hello', 6 * 7)")]
+    kernelspec = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernelspec), folder / "00_ok.ipynb")
+    bad = cells[:1] + [nbformat.v4.new_code_cell("raise ValueError('broken')"), nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nbformat.v4.new_notebook(cells=bad, metadata=kernelspec), folder / "01_bad.ipynb")
+    executed = tmp_path / "executed"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(folder)],
+                          env={**os.environ, "OSGHA_EXECUTED_DIR": str(executed)}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout[-2000:]  # the broken notebook fails its cell
+    ok = nbformat.read(executed / "00_ok.ipynb", as_version=4)
+    assert ok.cells[1].outputs[0]["text"] == "hello 42\n" and ok.cells[1].execution_count == 2
+    assert ok.metadata["osgha"] == {"executed_by": "nbval", "parameters": {"PROFILE": "lite", "SEED": 0, "SMOKE": False},
+                                    "failed": False, "cells_run": 2, "code_cells": 2}
+    assert build_site.run_profile([executed / "00_ok.ipynb"]) == "lite"
+    with pytest.raises(build_site.BookError, match=r"01_bad.ipynb: nbval's run of it failed or stopped early"):
+        build_site.run_profile([executed / "00_ok.ipynb", executed / "01_bad.ipynb"])
