@@ -98,9 +98,10 @@ def import_openvino():
 
 
 def runtime_tag() -> str:
-    """The runtime part of an encoder identity, e.g. ``openvino2026.4.1-f32``."""
+    """The runtime part of an encoder identity, e.g. ``openvino2026.4.1-f32-ir``: the version, float32,
+    and networks compiled from their stored form (:func:`converted_model`)."""
     version = import_openvino().__version__.split("-")[0]
-    return f"openvino{version}-f32"
+    return f"openvino{version}-f32-ir"
 
 
 class _Normalised(torch.nn.Module):
