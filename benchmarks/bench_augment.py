@@ -39,9 +39,11 @@ over wall seconds) and prompt tokens/s (prompt tokens over the seconds spent
 evaluating prompts; every engine reuses a cached common prompt prefix, and
 requests the transformers engine admitted together share one prefill, counted
 once), the ratios to direct llama.cpp, and how many replies of the llama.cpp
-engine are identical to direct llama.cpp's. Direct llama.cpp runs twice,
-before and after the servers (the machine's load drifts), and the mean of the
-two is the reference.
+engine are identical to direct llama.cpp's. As the load of a shared machine
+drifts, direct llama.cpp and the llama.cpp engine's server take turns:
+``--rounds`` (default 2) rounds of [direct, server at 1, server at 8], then
+one more direct run; each row pools its runs (tokens summed over seconds
+summed).
 """
 
 from __future__ import annotations
@@ -229,6 +231,18 @@ def _rates(run: dict) -> dict:
 STANDIN_ENGINES = ("transformers", "llama.cpp")
 
 
+def _record(runs: dict, texts: dict, key: str, run: dict, model: str, label: str) -> None:
+    runs.setdefault(key, []).append(run)
+    texts.setdefault(key, []).append(run["texts"])
+    print(f"{model} {label}: {_rates(run)}", flush=True)
+
+
+def _pool(items: list[dict]) -> dict:
+    """Rates over several runs of the same work: summed tokens over summed seconds."""
+    pooled = {key: sum(run[key] for run in items) for key in ("seconds", "generated", "prompt", "prompt_seconds")}
+    return {**_rates(pooled), "runs": len(items)}
+
+
 def compare_engines(args, captions: list[str]) -> dict:
     """Both stand-in engines (1 and 8 in flight) and direct llama.cpp (sequential) per model; returns the figures."""
     from transformers import AutoTokenizer
@@ -260,41 +274,38 @@ def compare_engines(args, captions: list[str]) -> dict:
                              add_special_tokens=False)["input_ids"] for m in messages]
         row: dict = {}
         texts: dict = {}
+        runs: dict = {}  # key -> list of raw runs, pooled by _pool
         direct = _DirectLlama(gguf, prompts, options, threads) if "llama.cpp" in engines else None
-        if direct is not None:  # before the servers; again after them: the reference is the mean
-            first = direct.run()
-            texts["direct"] = first.pop("texts")
-            row["direct_before"] = _rates(first)
-            print(f"{model} llama.cpp direct, sequential, before the servers: {row['direct_before']}", flush=True)
         for engine in engines:
+            rounds = args.rounds if engine == "llama.cpp" else 1
             server = StandInProcess({model: folder / ENGINE_MODELS[model]}, max_batch=max(ENGINE_LEVELS),
                                     dtype=args.dtype, threads=threads, engine=engine)
             try:
                 host = server.start()
                 _standin_run(host, model, messages[-1:], options[-1:], 1)  # warm-up
-                for level in ENGINE_LEVELS:
-                    run = _standin_run(host, model, messages, options, level)
-                    if run["prompt_counts"] != [len(p) for p in prompts]:
-                        raise SystemExit(f"{model}: the server tokenized the prompts differently from the GGUF "
-                                         f"tokenizer ({run['prompt_counts']} vs {[len(p) for p in prompts]})")
-                    texts[f"{engine}_{level}"] = run["texts"]
-                    row[f"{engine}_{level}"] = _rates(run)
-                    print(f"{model} stand-in ({engine} engine), {level} in flight: {row[f'{engine}_{level}']}",
-                          flush=True)
+                for round_ in range(rounds):
+                    if engine == "llama.cpp":  # direct llama.cpp before every round of the server's runs
+                        _record(runs, texts, "direct", direct.run(), model, "llama.cpp direct, sequential")
+                    for level in ENGINE_LEVELS:
+                        run = _standin_run(host, model, messages, options, level)
+                        if run["prompt_counts"] != [len(p) for p in prompts]:
+                            raise SystemExit(f"{model}: the server tokenized the prompts differently from the GGUF "
+                                             f"tokenizer ({run['prompt_counts']} vs {[len(p) for p in prompts]})")
+                        _record(runs, texts, f"{engine}_{level}", run, model,
+                                f"stand-in ({engine} engine), {level} in flight")
             finally:
                 server.stop()
-        if direct is not None:
-            second = direct.run()
+        if direct is not None:  # ... and once after the last round
+            _record(runs, texts, "direct", direct.run(), model, "llama.cpp direct, sequential")
             direct.close()
-            row["direct_after"] = _rates({k: v for k, v in second.items() if k != "texts"})
-            print(f"{model} llama.cpp direct, sequential, after the servers: {row['direct_after']}", flush=True)
-            both = (row["direct_before"], row["direct_after"])
-            row["direct"] = {key: round(sum(r[key] for r in both) / 2, 1)
-                             for key in ("generated_per_second", "prompt_per_second")}
-            row["direct"]["same_text_before_after"] = sum(a == b for a, b in zip(texts["direct"], second["texts"]))
+        for key, items in runs.items():
+            row[key] = _pool(items)
+        if direct is not None:
+            reference = texts["direct"][0]
+            row["direct"]["same_text_across_runs"] = all(t == reference for t in texts["direct"])
             for level in ENGINE_LEVELS:
-                mine = row[f"llama.cpp_{level}"]
-                mine["identical_to_direct"] = sum(a == b for a, b in zip(texts[f"llama.cpp_{level}"], texts["direct"]))
+                row[f"llama.cpp_{level}"]["identical_to_direct"] = min(
+                    sum(a == b for a, b in zip(t, reference)) for t in texts[f"llama.cpp_{level}"])
         results["models"][model] = row
     results["loadavg_after"] = os.getloadavg()
     print(f"\n{len(batch)} Flickr8k dev captions, augmentation prompt, temperature {config.temperature}, "
@@ -316,12 +327,11 @@ def compare_engines(args, captions: list[str]) -> dict:
                 print(f"{model:<20} {'stand-in, ' + engine:<22} {level:>9} {mine['generated_per_second']:>9.1f} "
                       f"{mine['prompt_per_second']:>12.1f} {cells} {same:>9}")
         if ref:
-            for when in ("before", "after"):
-                run = row[f"direct_{when}"]
-                print(f"{model:<20} {'llama.cpp direct, ' + when:<22} {'1 (seq.)':>9} "
-                      f"{run['generated_per_second']:>9.1f} {run['prompt_per_second']:>12.1f}")
-    print("ratio = stand-in / direct llama.cpp (the mean of its sequential runs before and after the servers is the "
-          "reference at both levels); same text = replies of the llama.cpp engine identical to direct llama.cpp's")
+            print(f"{model:<20} {'llama.cpp direct':<22} {'1 (seq.)':>9} {ref['generated_per_second']:>9.1f} "
+                  f"{ref['prompt_per_second']:>12.1f} {1.0:>9.2f} {1.0:>12.2f}")
+    print(f"ratio = stand-in / direct llama.cpp (its sequential runs are the reference at both levels); llama.cpp "
+          f"rows pool {args.rounds} round(s) of the server's runs and {args.rounds + 1} direct runs, alternated; "
+          "same text = replies of the llama.cpp engine identical to direct llama.cpp's (fewest over the rounds)")
     print(f"load average before {results['loadavg_before'][0]:.1f}, after {results['loadavg_after'][0]:.1f} "
           f"({os.cpu_count()} cores, shared: run it twice and compare ratios)")
     return results
@@ -354,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the stand-in's transformers and llama.cpp engines against direct llama.cpp "
                              "(llama-cpp-python) on the same GGUFs (see the module docstring); --captions (default "
                              "32) prompts, --threads (default $OSGHA_THREADS or 2)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="--compare-engines: rounds of the llama.cpp engine's runs, each after a direct "
+                             "llama.cpp run (default 2)")
     parser.add_argument("--engine-models", default=",".join(ENGINE_MODELS),
                         help="--compare-engines: comma-separated models (default: both)")
     args = parser.parse_args(argv)

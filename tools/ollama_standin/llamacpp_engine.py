@@ -18,9 +18,10 @@ same; output tokens become text through the same :class:`generation.Reply`
 
 Options: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
 ``repeat_penalty``, ``repeat_last_n``, ``presence_penalty``,
-``frequency_penalty`` go to llama.cpp's sampler chain (penalties over the last
-``repeat_last_n`` sampled tokens -> top-k -> top-p -> min-p -> temperature ->
-one draw); ``seed`` seeds the draw (modulo 2^32; random when absent or
+``frequency_penalty`` go to llama.cpp's sampler chain, as llama-cpp-python
+builds it (penalties over the last ``repeat_last_n`` tokens of this reply: its
+sampler never sees the prompt, whereas the transformers engine and Ollama
+count the prompt too -> top-k -> top-p -> min-p -> temperature -> one draw); ``seed`` seeds the draw (modulo 2^32; random when absent or
 negative), so a seeded request repeated gives the same reply. ``num_ctx``
 caps prompt + output as under the transformers engine; the context is loaded
 with 2,048 positions and reloaded larger when a request asks for more (as
