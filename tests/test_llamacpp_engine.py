@@ -128,3 +128,19 @@ def test_a_missing_llama_cpp_is_a_clear_error(tmp_path):
         "installed (No module named llama_cpp). Install it with: CMAKE_ARGS=\"-DGGML_CUDA=OFF\" pip install "
         "llama-cpp-python  (or pip install -e '.[llamacpp]'), or use --engine transformers\n"
     )
+
+
+@needs_llama_cpp
+def test_a_reply_is_not_held_back_by_nagles_algorithm(llama_client):
+    """Wall time of a request minus the engine's own durations: a few ms, not the ~40 ms of a
+    delayed ACK that Nagle's algorithm costs when a reply's headers and body are separate writes."""
+    import statistics
+    import time
+
+    overheads = []
+    for _ in range(9):
+        started = time.perf_counter()
+        reply = llama_client.chat(model=MODEL, messages=QUESTION, stream=False, options={"num_predict": 1, "seed": 1})
+        wall = time.perf_counter() - started
+        overheads.append(wall - (reply.prompt_eval_duration + reply.eval_duration) / 1e9)
+    assert statistics.median(overheads[2:]) < 0.025, overheads

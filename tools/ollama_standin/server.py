@@ -189,6 +189,9 @@ class _HTTPError(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ollama-standin"
+    # TCP_NODELAY: a reply's headers and body are separate writes; with Nagle's algorithm the body
+    # waits for the client's delayed ACK of the headers (about 40 ms on Linux) on every request
+    disable_nagle_algorithm = True
     registry: Registry  # set by make_server
 
     # ------------------------------------------------------------ plumbing
