@@ -69,6 +69,9 @@ def test_chat_answers_with_the_ollama_fields(llama_client, llama_server):
                                       options={"temperature": 0, "num_predict": 4})
     assert generated.done and generated.eval_count <= 4 and generated.response
     assert len(generated.context) == generated.prompt_eval_count + generated.eval_count
+    wider = llama_client.generate(model=MODEL, prompt="One, two, three,", raw=True,  # reloads a larger context
+                                  options={"temperature": 0, "num_predict": 4, "num_ctx": 4096})
+    assert wider.done and wider.eval_count <= 4 and wider.response
 
 
 @needs_llama_cpp
@@ -95,7 +98,8 @@ def test_refusals_are_the_transformers_engines(llama_server, standin):  # noqa: 
         ("/api/generate", {"model": MODEL, "stream": False, "prompt": "Hi", "context": [99999999]}),
     ]
     for path, body in requests:
-        answers = [httpx.post(f"http://{server.host}{path}", json=body, timeout=60) for server in (llama_server, standin)]
+        answers = [httpx.post(f"http://{server.host}{path}", json=body, timeout=60)
+                   for server in (llama_server, standin)]
         assert [a.status_code for a in answers] == [400, 400]
         assert answers[0].json() == answers[1].json()
     assert answers[0].json()["error"].startswith("token id 99999999 at position 0")

@@ -18,14 +18,18 @@ same; output tokens become text through the same :class:`generation.Reply`
 
 Options: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``,
 ``repeat_penalty``, ``repeat_last_n``, ``presence_penalty``,
-``frequency_penalty`` go to llama.cpp's sampler chain, as llama-cpp-python
-builds it (penalties over the last ``repeat_last_n`` tokens of this reply: its
-sampler never sees the prompt, whereas the transformers engine and Ollama
-count the prompt too -> top-k -> top-p -> min-p -> temperature -> one draw); ``seed`` seeds the draw (modulo 2^32; random when absent or
-negative), so a seeded request repeated gives the same reply. ``num_ctx``
-caps prompt + output as under the transformers engine; the context is loaded
-with 2,048 positions and reloaded larger when a request asks for more (as
-Ollama reloads a model for a larger ``num_ctx``).
+``frequency_penalty`` go to llama.cpp's sampler chain as llama-cpp-python
+builds it: penalties over the last ``repeat_last_n`` tokens of this reply
+(its sampler never sees the prompt; the transformers engine and Ollama count
+the prompt too) -> top-k -> top-p -> min-p -> temperature -> one draw.
+``seed`` seeds the draw (modulo 2^32; random when absent or negative). A
+seeded request sent twice in a row gives the same reply; the first reply to a
+prompt can differ from later ones, because a repeat finds the prompt cached
+and evaluates only its last token, and llama.cpp's results differ in the last
+bits between batch sizes (which can flip a near tie). ``num_ctx`` caps
+prompt + output as under the transformers engine; the context is loaded with
+2,048 positions and reloaded larger when a request asks for more (as Ollama
+reloads a model for a larger ``num_ctx``).
 
 llama-cpp-python is optional (``pip install -e '.[llamacpp]'``); without it
 :func:`import_llama_cpp` raises ``ImportError`` naming the package and the
@@ -92,6 +96,7 @@ class LlamaCppEngine(EngineBase):
         self.threads = max(1, int(threads))
         self.n_batch = n_batch
         self._llm = None
+        self.n_ctx = 0
         self._load(DEFAULT_CONTEXT)
         self.load_seconds = time.perf_counter() - started
         self.vocab_size = int(self._llm.n_vocab())
@@ -105,18 +110,26 @@ class LlamaCppEngine(EngineBase):
         log.info("loaded %s in %.1fs (llama.cpp, %d threads)", self.gguf_path.name, self.load_seconds, self.threads)
 
     def _load(self, n_ctx: int) -> None:
+        """(Re)load the model with a context of ``n_ctx`` positions; if that fails, the previous
+        context is loaded again and the error raised (it fails the request that asked for it)."""
+        previous = self.n_ctx if self._llm is not None else None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
-        self._llm = self._llama_cpp.Llama(
-            model_path=str(self.gguf_path), n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
-            n_batch=self.n_batch, seed=0, verbose=False,
-        )
+        try:
+            self._llm = self._llama_cpp.Llama(
+                model_path=str(self.gguf_path), n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
+                n_batch=self.n_batch, seed=0, verbose=False,
+            )
+        except Exception:
+            if previous is not None:
+                self._load(previous)
+            raise
         self.n_ctx = n_ctx
 
     def close(self) -> None:
-        super().close()
-        if self._llm is not None:
+        super().close()  # the worker stops after its current token
+        if self._llm is not None and not (self._worker is not None and self._worker.is_alive()):
             self._llm.close()
             self._llm = None
 
@@ -135,7 +148,8 @@ class LlamaCppEngine(EngineBase):
                 log.exception("generation failed")
                 gen.cancelled.set()
                 gen.events.put(("error", f"generation failed: {exc}"))
-                self._llm.reset()  # the cached tokens may not match the context any more
+                if self._llm is not None:
+                    self._llm.reset()  # the cached tokens may not match the context any more
 
     def _generate(self, gen: Generation) -> None:
         params = gen.params
@@ -151,15 +165,15 @@ class LlamaCppEngine(EngineBase):
         self.stats["requests"] += 1
         self.stats["max_rows"] = 1
         tokens = llm.generate(
-            gen.prompt_ids, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p, temp=max(params.temperature, 0.0),
-            repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
+            gen.prompt_ids, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+            temp=max(params.temperature, 0.0), repeat_penalty=params.repeat_penalty,
+            frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
         )
         try:
             for token in tokens:
                 if not reply.prompt_eval_ns:
                     reply.prompt_eval_ns = int((time.perf_counter() - started) * 1e9)
-                if gen.cancelled.is_set():
+                if gen.cancelled.is_set() or self._stopping.is_set():
                     return
                 self.stats["steps"] += 1
                 if reply.accept(int(token), self.tokenizer, self.special_ids):
