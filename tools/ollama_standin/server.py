@@ -34,9 +34,9 @@ that is not a number, a ``context`` that is not a list of token ids of the
 model's vocabulary (checked before the request can join a decode batch).
 Binding an address other than loopback (``OLLAMA_HOST=0.0.0.0:...``) prints
 a warning (:func:`exposure_warning`): the server has no authentication.
-All of these checks happen here, before a request reaches an engine
-(``engine.Engine`` or ``llamacpp_engine.LlamaCppEngine``, chosen by
-:class:`Registry`), so both engines answer them identically.
+These checks are made here or in ``generation.EngineBase.submit``, which both
+engines (``engine.Engine``, ``llamacpp_engine.LlamaCppEngine``; chosen by
+:class:`Registry`) share, so both answer them identically.
 """
 
 from __future__ import annotations
