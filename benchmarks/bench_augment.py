@@ -21,19 +21,29 @@ and the captions/s and tokens/s of the two runs are printed side by side with
 their ratio, the captions each host answered, and how many records the two
 runs wrote identically.
 
-``--compare-engines`` measures the stand-in against llama.cpp (through
-``llama-cpp-python``, a benchmark-only reference that is not a project
-dependency; without it the reference is skipped with a message) on the same
-GGUF, for SmolLM2-135M and Qwen2.5-Coder-0.5B: the augmentation prompt of the
-same ``--captions`` Flickr8k dev captions (rendered once with the GGUF's chat
-template, so both engines get the same token ids), the augment config's
-sampling options and token budget, ``--threads`` threads each (default
-``$OSGHA_THREADS``, else 2). The stand-in runs with 1 and 8 requests in
-flight; a ``Llama`` object decodes one sequence at a time, so its row is one
-sequential run, reported for both levels. Per run: generated tokens/s (output
-tokens over wall seconds) and prompt tokens/s (prompt tokens over the seconds
-spent evaluating prompts; both engines reuse a cached common prompt prefix,
-and requests the stand-in admitted together share one prefill, counted once).
+``--compare-engines`` measures the stand-in's two engines against llama.cpp
+itself on the same GGUF, for SmolLM2-135M and Qwen2.5-Coder-0.5B, in one run:
+the stand-in server with the transformers engine, the stand-in server with the
+llama.cpp engine (``--engine llama.cpp``; requests through HTTP and the
+``ollama`` client, the way ``osgha_lite.augment`` sends them), and direct
+llama.cpp (``llama_cpp.Llama.create_completion`` in this process, no server).
+llama-cpp-python is optional (``pip install -e '.[llamacpp]'``); without it
+the two llama.cpp rows are skipped with a message. All get the augmentation
+prompt of the same ``--captions`` Flickr8k dev captions (rendered once with the
+GGUF's chat template, so every engine gets the same token ids), the augment
+config's sampling options, seeds and token budget, and ``--threads`` threads
+(default ``$OSGHA_THREADS``, else 2). The servers run with 1 and 8 requests in
+flight; direct llama.cpp decodes one sequence at a time, so its sequential run
+is the reference for both levels. Per run: generated tokens/s (output tokens
+over wall seconds) and prompt tokens/s (prompt tokens over the seconds spent
+evaluating prompts; every engine reuses a cached common prompt prefix, and
+requests the transformers engine admitted together share one prefill, counted
+once), the ratios to direct llama.cpp, and how many replies of the llama.cpp
+engine are identical to direct llama.cpp's. As the load of a shared machine
+drifts, direct llama.cpp and the llama.cpp engine's server take turns:
+``--rounds`` (default 2) rounds of [direct, server at 1, server at 8], then
+one more direct run; each row pools its runs (tokens summed over seconds
+summed).
 """
 
 from __future__ import annotations
@@ -173,52 +183,72 @@ def _standin_run(host: str, model: str, messages: list, options: list[dict], in_
     prefills = {r.prompt_eval_duration for r in replies}  # rows admitted together report one prefill
     return {"seconds": seconds, "generated": sum(r.eval_count for r in replies),
             "prompt": sum(r.prompt_eval_count for r in replies), "prompt_seconds": sum(prefills) / 1e9,
-            "prompt_counts": [r.prompt_eval_count for r in replies]}
+            "prompt_counts": [r.prompt_eval_count for r in replies], "texts": [r.message.content for r in replies]}
 
 
-def _llama_run(gguf: Path, prompts: list[list[int]], options: list[dict], threads: int) -> dict | None:
-    """The same prompts through llama.cpp, one after another; ``None`` if llama-cpp-python is missing."""
-    try:
+class _DirectLlama:
+    """The same prompts through llama.cpp in this process, one after another (``run`` may be called again)."""
+
+    def __init__(self, gguf: Path, prompts: list[list[int]], options: list[dict], threads: int) -> None:
         import llama_cpp
-    except ImportError:
-        print("llama-cpp-python is not installed: the llama.cpp reference is skipped (benchmark-only, CPU build: "
-              "CMAKE_ARGS='-DGGML_CUDA=OFF' pip install llama-cpp-python)")
-        return None
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                          n_batch=512, seed=0, verbose=False)
-    ctx = llm._ctx.ctx
 
-    def complete(ids: list[int], opts: dict) -> dict:
-        return llm.create_completion(
+        self.llama_cpp = llama_cpp
+        self.prompts, self.options = prompts, options
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                                   n_batch=512, seed=0, verbose=False)
+        self._complete(prompts[-1], options[-1])  # warm-up outside the timed runs
+
+    def _complete(self, ids: list[int], opts: dict) -> dict:
+        return self.llm.create_completion(
             prompt=ids, max_tokens=opts["num_predict"], temperature=opts["temperature"], top_p=opts["top_p"],
             top_k=opts["top_k"], min_p=0.0, repeat_penalty=opts["repeat_penalty"], seed=opts["seed"],
             stop=opts["stop"])
 
-    complete(prompts[-1], options[-1])  # warm-up outside the timed run
-    llm.reset()
-    llama_cpp.llama_perf_context_reset(ctx)
-    started = time.perf_counter()
-    replies = [complete(ids, opts) for ids, opts in zip(prompts, options)]
-    seconds = time.perf_counter() - started
-    perf = llama_cpp.llama_perf_context(ctx)
-    del llm
-    return {"seconds": seconds, "generated": sum(r["usage"]["completion_tokens"] for r in replies),
-            "prompt": sum(len(ids) for ids in prompts), "prompt_seconds": perf.t_p_eval_ms / 1000.0,
-            "prompt_evaluated": int(perf.n_p_eval)}
+    def run(self) -> dict:
+        """One timed pass; it starts, as the servers' runs do, with the warm-up prompt in the cache."""
+        ctx = self.llm._ctx.ctx
+        self._complete(self.prompts[-1], self.options[-1])
+        self.llama_cpp.llama_perf_context_reset(ctx)
+        started = time.perf_counter()
+        replies = [self._complete(ids, opts) for ids, opts in zip(self.prompts, self.options)]
+        seconds = time.perf_counter() - started
+        perf = self.llama_cpp.llama_perf_context(ctx)
+        return {"seconds": seconds, "generated": sum(r["usage"]["completion_tokens"] for r in replies),
+                "prompt": sum(len(ids) for ids in self.prompts), "prompt_seconds": perf.t_p_eval_ms / 1000.0,
+                "prompt_evaluated": int(perf.n_p_eval), "texts": [r["choices"][0]["text"] for r in replies]}
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 def _rates(run: dict) -> dict:
-    return {**{k: v for k, v in run.items() if k != "prompt_counts"},
+    return {**{k: v for k, v in run.items() if k not in ("prompt_counts", "texts")},
             "seconds": round(run["seconds"], 2), "prompt_seconds": round(run["prompt_seconds"], 3),
             "generated_per_second": round(run["generated"] / run["seconds"], 1),
             "prompt_per_second": round(run["prompt"] / max(run["prompt_seconds"], 1e-9), 1)}
 
 
+STANDIN_ENGINES = ("transformers", "llama.cpp")
+
+
+def _record(runs: dict, texts: dict, key: str, run: dict, model: str, label: str) -> None:
+    runs.setdefault(key, []).append(run)
+    texts.setdefault(key, []).append(run["texts"])
+    print(f"{model} {label}: {_rates(run)}", flush=True)
+
+
+def _pool(items: list[dict]) -> dict:
+    """Rates over several runs of the same work: summed tokens over summed seconds."""
+    pooled = {key: sum(run[key] for run in items) for key in ("seconds", "generated", "prompt", "prompt_seconds")}
+    return {**_rates(pooled), "runs": len(items)}
+
+
 def compare_engines(args, captions: list[str]) -> dict:
-    """Stand-in (1 and 8 in flight) against llama.cpp (sequential) per model; returns the figures."""
+    """Both stand-in engines (1 and 8 in flight) and direct llama.cpp (sequential) per model; returns the figures."""
     from transformers import AutoTokenizer
 
     from osgha_lite.augment import attempt_seed, load_template
+    from tools.ollama_standin.llamacpp_engine import INSTALL, llama_cpp_available
     from tools.ollama_standin.modelfile import parse_modelfile
 
     threads = args.threads or int(os.environ.get("OSGHA_THREADS", "2"))
@@ -227,6 +257,11 @@ def compare_engines(args, captions: list[str]) -> dict:
     template = load_template(config.template)
     messages = [template.messages(c, config.k) for c in batch]
     options = [{**config.options(), "seed": attempt_seed(f"{i:064x}", 0)} for i in range(len(batch))]
+    engines = STANDIN_ENGINES
+    if not llama_cpp_available():
+        engines = ("transformers",)
+        print(f"llama-cpp-python is not installed: the llama.cpp engine and direct llama.cpp are skipped "
+              f"(optional: {INSTALL})")
     results: dict = {"mode": "compare-engines", "captions": len(batch), "threads": threads, "dtype": args.dtype,
                      "options": config.options(), "models": {}, "loadavg_before": os.getloadavg()}
     for model in [m.strip() for m in args.engine_models.split(",")]:
@@ -238,47 +273,65 @@ def compare_engines(args, captions: list[str]) -> dict:
         prompts = [tokenizer(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
                              add_special_tokens=False)["input_ids"] for m in messages]
         row: dict = {}
-        server = StandInProcess({model: folder / ENGINE_MODELS[model]}, max_batch=max(ENGINE_LEVELS),
-                                dtype=args.dtype, threads=threads)
-        try:
-            host = server.start()
-            _standin_run(host, model, messages[-1:], options[-1:], 1)  # warm-up
+        texts: dict = {}
+        runs: dict = {}  # key -> list of raw runs, pooled by _pool
+        direct = _DirectLlama(gguf, prompts, options, threads) if "llama.cpp" in engines else None
+        for engine in engines:
+            rounds = args.rounds if engine == "llama.cpp" else 1
+            server = StandInProcess({model: folder / ENGINE_MODELS[model]}, max_batch=max(ENGINE_LEVELS),
+                                    dtype=args.dtype, threads=threads, engine=engine)
+            try:
+                host = server.start()
+                _standin_run(host, model, messages[-1:], options[-1:], 1)  # warm-up
+                for round_ in range(rounds):
+                    if engine == "llama.cpp":  # direct llama.cpp before every round of the server's runs
+                        _record(runs, texts, "direct", direct.run(), model, "llama.cpp direct, sequential")
+                    for level in ENGINE_LEVELS:
+                        run = _standin_run(host, model, messages, options, level)
+                        if run["prompt_counts"] != [len(p) for p in prompts]:
+                            raise SystemExit(f"{model}: the server tokenized the prompts differently from the GGUF "
+                                             f"tokenizer ({run['prompt_counts']} vs {[len(p) for p in prompts]})")
+                        _record(runs, texts, f"{engine}_{level}", run, model,
+                                f"stand-in ({engine} engine), {level} in flight")
+            finally:
+                server.stop()
+        if direct is not None:  # ... and once after the last round
+            _record(runs, texts, "direct", direct.run(), model, "llama.cpp direct, sequential")
+            direct.close()
+        for key, items in runs.items():
+            row[key] = _pool(items)
+        if direct is not None:
+            reference = texts["direct"][0]
+            row["direct"]["same_text_across_runs"] = all(t == reference for t in texts["direct"])
             for level in ENGINE_LEVELS:
-                run = _standin_run(host, model, messages, options, level)
-                if run["prompt_counts"] != [len(p) for p in prompts]:
-                    raise SystemExit(f"{model}: the server tokenized the prompts differently from the GGUF "
-                                     f"tokenizer ({run['prompt_counts']} vs {[len(p) for p in prompts]})")
-                row[f"standin_{level}"] = _rates(run)
-                print(f"{model} stand-in, {level} in flight: {row[f'standin_{level}']}", flush=True)
-        finally:
-            server.stop()
-        llama = _llama_run(gguf, prompts, options, threads)
-        if llama is not None:
-            row["llamacpp"] = _rates(llama)
-            print(f"{model} llama.cpp, sequential: {row['llamacpp']}", flush=True)
+                row[f"llama.cpp_{level}"]["identical_to_direct"] = min(
+                    sum(a == b for a, b in zip(t, reference)) for t in texts[f"llama.cpp_{level}"])
         results["models"][model] = row
     results["loadavg_after"] = os.getloadavg()
     print(f"\n{len(batch)} Flickr8k dev captions, augmentation prompt, temperature {config.temperature}, "
-          f"num_predict {config.options()['num_predict']}, {threads} threads each, stand-in dtype {args.dtype}")
-    print(f"{'model':<20} {'engine':<10} {'in flight':>9} {'gen tok/s':>9} {'prompt tok/s':>12} "
-          f"{'gen ratio':>9} {'prompt ratio':>12}")
+          f"num_predict {config.options()['num_predict']}, {threads} threads each, transformers dtype {args.dtype}")
+    print(f"{'model':<20} {'engine':<22} {'in flight':>9} {'gen tok/s':>9} {'prompt tok/s':>12} "
+          f"{'gen ratio':>9} {'prompt ratio':>12} {'same text':>9}")
     for model, row in results["models"].items():
-        ref = row.get("llamacpp")
-        for level in ENGINE_LEVELS:
-            mine = row[f"standin_{level}"]
-            ratios = (f"{mine['generated_per_second'] / ref['generated_per_second']:>9.2f} "
-                      f"{mine['prompt_per_second'] / ref['prompt_per_second']:>12.2f}") if ref else f"{'-':>9} {'-':>12}"
-            if ref:
-                row[f"ratio_{level}"] = {
-                    "generated": round(mine["generated_per_second"] / ref["generated_per_second"], 2),
-                    "prompt": round(mine["prompt_per_second"] / ref["prompt_per_second"], 2)}
-            print(f"{model:<20} {'stand-in':<10} {level:>9} {mine['generated_per_second']:>9.1f} "
-                  f"{mine['prompt_per_second']:>12.1f} {ratios}")
+        ref = row.get("direct")
+        for engine in engines:
+            for level in ENGINE_LEVELS:
+                mine = row[f"{engine}_{level}"]
+                cells = f"{'-':>9} {'-':>12}"
+                if ref:
+                    ratio = {"generated": round(mine["generated_per_second"] / ref["generated_per_second"], 2),
+                             "prompt": round(mine["prompt_per_second"] / ref["prompt_per_second"], 2)}
+                    row[f"ratio_{engine}_{level}"] = ratio
+                    cells = f"{ratio['generated']:>9.2f} {ratio['prompt']:>12.2f}"
+                same = f"{mine['identical_to_direct']}/{len(batch)}" if "identical_to_direct" in mine else "-"
+                print(f"{model:<20} {'stand-in, ' + engine:<22} {level:>9} {mine['generated_per_second']:>9.1f} "
+                      f"{mine['prompt_per_second']:>12.1f} {cells} {same:>9}")
         if ref:
-            print(f"{model:<20} {'llama.cpp':<10} {'1 (seq.)':>9} {ref['generated_per_second']:>9.1f} "
-                  f"{ref['prompt_per_second']:>12.1f}")
-    print("ratio = stand-in / llama.cpp; llama.cpp decodes one sequence at a time, so its sequential run is the "
-          "reference for both levels")
+            print(f"{model:<20} {'llama.cpp direct':<22} {'1 (seq.)':>9} {ref['generated_per_second']:>9.1f} "
+                  f"{ref['prompt_per_second']:>12.1f} {1.0:>9.2f} {1.0:>12.2f}")
+    print(f"ratio = stand-in / direct llama.cpp (its sequential runs are the reference at both levels); llama.cpp "
+          f"rows pool {args.rounds} round(s) of the server's runs and {args.rounds + 1} direct runs, alternated; "
+          "same text = replies of the llama.cpp engine identical to direct llama.cpp's (fewest over the rounds)")
     print(f"load average before {results['loadavg_before'][0]:.1f}, after {results['loadavg_after'][0]:.1f} "
           f"({os.cpu_count()} cores, shared: run it twice and compare ratios)")
     return results
@@ -308,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="--compare-hosts: requests in flight per host (default 8)")
     parser.add_argument("--cores", default="0,1", help="--compare-hosts: the two cores to pin the servers to")
     parser.add_argument("--compare-engines", action="store_true",
-                        help="the stand-in against llama.cpp (llama-cpp-python) on the same GGUFs (see the module "
-                             "docstring); --captions (default 32) prompts, --threads (default $OSGHA_THREADS or 2)")
+                        help="the stand-in's transformers and llama.cpp engines against direct llama.cpp "
+                             "(llama-cpp-python) on the same GGUFs (see the module docstring); --captions (default "
+                             "32) prompts, --threads (default $OSGHA_THREADS or 2)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="--compare-engines: rounds of the llama.cpp engine's runs, each after a direct "
+                             "llama.cpp run (default 2)")
     parser.add_argument("--engine-models", default=",".join(ENGINE_MODELS),
                         help="--compare-engines: comma-separated models (default: both)")
     args = parser.parse_args(argv)

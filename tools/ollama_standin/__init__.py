@@ -3,8 +3,10 @@
 Not part of the ``osgha_lite`` package. It serves local GGUF models through
 the subset of Ollama's HTTP API that ``osgha_lite.augment`` uses, faithfully
 enough that the official ``ollama`` Python client works unchanged. Inference
-runs the real model: transformers de-quantizes the GGUF into PyTorch, and a
-continuous-batching worker decodes all concurrent requests together.
+runs the real model, with one of two engines (``--engine``): transformers
+de-quantizes the GGUF into PyTorch and a continuous-batching worker decodes
+all concurrent requests together (the default), or llama.cpp (the optional
+``llama-cpp-python``) runs the GGUF itself, one request at a time.
 
 Start it (models are registered from Ollama Modelfiles)::
 

@@ -2,6 +2,10 @@
 
 Prints ``listening on http://HOST:PORT`` on stdout once every model is loaded
 (``--port 0`` picks a free port), then serves until SIGINT/SIGTERM.
+``--engine`` picks the inference engine: ``transformers`` (the default,
+``engine.py``), ``llama.cpp`` (``llamacpp_engine.py``, needs the optional
+llama-cpp-python) or ``auto`` (llama.cpp when ``llama_cpp`` imports, else
+transformers; one line on stdout says which).
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def limit_heap_growth() -> None:
         pass
 
 
+def resolve_engine(choice: str) -> str:
+    """``transformers`` or ``llama.cpp`` for ``--engine choice``; ``auto`` prints which it took and why."""
+    if choice != "auto":
+        return choice
+    from .llamacpp_engine import llama_cpp_available
+
+    if llama_cpp_available():
+        print("engine auto: llama.cpp (llama_cpp imports)", flush=True)
+        return "llama.cpp"
+    print("engine auto: transformers (llama_cpp is not installed)", flush=True)
+    return "transformers"
+
+
 def main(argv: list[str] | None = None) -> int:
     host, port = _default_host_port()
     parser = argparse.ArgumentParser(
@@ -64,12 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         help="when idle, wait this long after a request for others to batch with it (default 20)",
     )
     parser.add_argument(
-        "--threads", type=int, default=int(os.environ.get("OSGHA_STANDIN_THREADS", "1")),
-        help="torch CPU threads (default 1: on a shared 2-core machine 1 thread is faster than 2)",
+        "--engine", choices=("transformers", "llama.cpp", "auto"), default="transformers",
+        help="transformers (default: de-quantized weights, continuous batching), llama.cpp (llama-cpp-python on "
+             "the GGUF, one request at a time) or auto (llama.cpp when llama_cpp imports, else transformers)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads; transformers: torch threads (default $OSGHA_STANDIN_THREADS, else 1: on a shared "
+             "2-core machine 1 thread is faster than 2); llama.cpp: llama.cpp threads (default $OSGHA_THREADS, else 1)",
     )
     parser.add_argument(
         "--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-        help="weights/activations dtype; auto = bfloat16 if the CPU has native bf16, else float32",
+        help="transformers engine: weights/activations dtype; auto = bfloat16 if the CPU has native bf16, "
+             "else float32",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
@@ -86,13 +110,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF de-quantization bar
     limit_heap_growth()
 
-    import torch
-
     from .modelfile import ModelfileError, parse_modelfile
 
-    torch.set_num_threads(max(1, args.threads))
+    engine = resolve_engine(args.engine)
+    if engine == "llama.cpp":
+        from .llamacpp_engine import import_llama_cpp
+
+        try:
+            import_llama_cpp()
+        except ImportError as exc:  # before any model is read: say what to install
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.threads is None:
+        variable = "OSGHA_THREADS" if engine == "llama.cpp" else "OSGHA_STANDIN_THREADS"
+        args.threads = int(os.environ.get(variable) or 1)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if cpu_has_fast_bf16() else "float32")
-    registry = Registry(dtype=dtype, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms)
+    if engine == "transformers":
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        registry = Registry(engine=engine, dtype=dtype, max_batch=args.max_batch,
+                            batch_window_ms=args.batch_window_ms, threads=args.threads)
+    except ValueError as exc:
+        parser.error(str(exc))
     for spec in args.model:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -105,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         model = registry.register(name, modelfile)
         print(
             f"model {model.name}: {modelfile.gguf} sha256:{model.digest[:12]} "
-            f"({dtype}, {args.threads} thread(s), loaded in {model.engine.load_seconds:.1f}s)",
+            f"({model.engine.describe}, {args.threads} thread(s), loaded in {model.engine.load_seconds:.1f}s)",
             flush=True,
         )
     try:

@@ -1,8 +1,11 @@
 """Continuous-batching text generation over a GGUF model de-quantized by transformers.
 
-One :class:`Engine` owns one model and one worker thread. Callers hand it a
-:class:`Generation` (prompt token ids plus sampling parameters) and read
-events from ``generation.events``; the worker merges every request that is
+The stand-in's default engine (``--engine transformers``; the other,
+``llamacpp_engine.py``, runs llama.cpp on the GGUF). One :class:`Engine` owns
+one model and one worker thread. Callers hand it a
+:class:`~generation.Generation` (prompt token ids plus sampling parameters,
+see ``generation.py`` for the interface both engines share) and read events
+from ``generation.events``; the worker merges every request that is
 waiting into the batch it is already decoding (continuous batching), so N
 concurrent HTTP requests cost roughly one forward pass per generated token
 instead of N.
@@ -55,13 +58,16 @@ from __future__ import annotations
 import logging
 import queue
 import secrets
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .generation import EngineBase, Generation, Reply, SamplingParams
+
+__all__ = ["Engine", "Generation", "SamplingParams", "sample_next_token"]
 
 log = logging.getLogger("ollama_standin.engine")
 
@@ -70,70 +76,6 @@ MIN_SHARED_PREFIX = 16
 
 SPARE_COLUMNS = 160
 """Free time slots allocated after each rebuild of the cache buffers."""
-
-
-# --------------------------------------------------------------------------- #
-# Requests
-# --------------------------------------------------------------------------- #
-@dataclass
-class SamplingParams:
-    """Ollama runtime options understood by the engine (Ollama's defaults)."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    num_predict: int = -1
-    num_ctx: int = 2048
-    stop: list[str] = field(default_factory=list)
-
-    FIELDS = (
-        "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n",
-        "presence_penalty", "frequency_penalty", "seed", "num_predict", "num_ctx", "stop",
-    )
-
-    @classmethod
-    def from_options(cls, *layers: dict[str, Any] | None) -> tuple["SamplingParams", list[str]]:
-        """Merge option dicts (later ones win); returns the params and the ignored option names."""
-        params, ignored = cls(), []
-        for options in layers:
-            for name, value in (options or {}).items():
-                if value is None:
-                    continue
-                if name not in cls.FIELDS:
-                    ignored.append(name)
-                    continue
-                if name == "stop":
-                    value = [value] if isinstance(value, str) else [str(v) for v in value]
-                elif name in ("top_k", "repeat_last_n", "num_predict", "num_ctx", "seed"):
-                    value = int(value)
-                else:
-                    value = float(value)
-                setattr(params, name, value)
-        return params, ignored
-
-
-@dataclass
-class Generation:
-    """One request: read ``events`` until a ``("done", info)`` or ``("error", msg)`` event.
-
-    Events are ``("delta", text)`` (only when ``stream`` is true), then
-    ``("done", info)`` with ``info = {"text", "done_reason", "prompt_eval_count",
-    "prompt_eval_duration", "eval_count", "eval_duration", "output_ids"}`` (durations
-    in nanoseconds), or ``("error", message)``.
-    """
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    stream: bool = False
-    events: "queue.Queue[tuple[str, Any]]" = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted_at: float = field(default_factory=time.perf_counter)
 
 
 # --------------------------------------------------------------------------- #
@@ -241,20 +183,11 @@ def sample_next_token(
 # Engine
 # --------------------------------------------------------------------------- #
 @dataclass
-class _Row:
-    gen: Generation
-    rng: torch.Generator
-    context: list[int]
-    stop_ids: set[int]
-    output_ids: list[int] = field(default_factory=list)
-    sent_chars: int = 0
-    first_token_at: float = 0.0
-    prompt_eval_ns: int = 0
-    done_reason: str | None = None
-    final_text: str | None = None
+class _Row(Reply):
+    rng: torch.Generator | None = None
 
 
-class Engine:
+class Engine(EngineBase):
     """A GGUF chat model behind a continuous-batching worker thread.
 
     Parameters
@@ -271,6 +204,8 @@ class Engine:
         to join the first batch.
     """
 
+    name = "transformers"
+
     def __init__(
         self,
         gguf_path: str | Path,
@@ -279,20 +214,18 @@ class Engine:
         max_batch: int = 16,
         batch_window_ms: float = 20.0,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForCausalLM
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        gguf_path = Path(gguf_path)
         started = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        super().__init__(gguf_path)
+        gguf_path = self.gguf_path
         self.model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=getattr(torch, dtype)
         ).eval()
         self.load_seconds = time.perf_counter() - started
         self.config = self.model.config
         self.dtype = dtype
+        self.describe = dtype
         self.max_batch = max_batch
         self.batch_window = batch_window_ms / 1000.0
         self.pad_id = self.tokenizer.pad_token_id
@@ -300,45 +233,11 @@ class Engine:
             self.pad_id = self.tokenizer.eos_token_id
         eos = self.config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        self.special_ids = {tok: i for tok, i in zip(self.tokenizer.all_special_tokens, self.tokenizer.all_special_ids)}
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self._cache_cls = _cache_classes()
-        self._queue: "queue.Queue[Generation]" = queue.Queue()
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
-        self._stopping = threading.Event()
-        self.stats = {"steps": 0, "tokens": 0, "requests": 0, "max_rows": 0}
-        self._worker = threading.Thread(target=self._run, name="standin-engine", daemon=True)
-        self._worker.start()
+        self._start()
         log.info("loaded %s in %.1fs (%s)", gguf_path.name, self.load_seconds, dtype)
-
-    # ------------------------------------------------------------------ API
-    @property
-    def chat_template(self) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None)
-
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of ``messages`` rendered with the GGUF's own chat template."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def submit(self, gen: Generation) -> Generation:
-        """Queue ``gen``; raises ``ValueError`` (before it can join a batch) for an empty prompt
-        or a token id that is not an integer in ``[0, vocab_size)``."""
-        if not gen.prompt_ids:
-            raise ValueError("empty prompt")
-        for index, token in enumerate(gen.prompt_ids):
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size:
-                raise ValueError(f"token id {token!r} at position {index} of the prompt (context + prompt) is not "
-                                 f"in the model's vocabulary [0, {self.vocab_size})")
-        self._queue.put(gen)
-        return gen
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._worker.join(timeout=5)
 
     # --------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -477,9 +376,7 @@ class Engine:
         for i, g in enumerate(gens):
             seed = g.params.seed if g.params.seed is not None and g.params.seed >= 0 else secrets.randbits(63)
             rng = torch.Generator().manual_seed(seed)
-            stop_ids = set(self.eos_ids) | {self.special_ids[s] for s in g.params.stop if s in self.special_ids}
-            row = _Row(gen=g, rng=rng, context=list(g.prompt_ids), stop_ids=stop_ids, prompt_eval_ns=prompt_ns)
-            new_rows.append(row)
+            new_rows.append(self.reply(g, cls=_Row, rng=rng, prompt_eval_ns=prompt_ns))
         new_state = {
             "kv": cache.tensors(),
             "mask": new_mask,
@@ -554,40 +451,9 @@ class Engine:
         if row.gen.cancelled.is_set():
             row.done_reason = "cancelled"
             return self.pad_id
-        params = row.gen.params
-        token = sample_next_token(logits, params, row.context, row.rng)
-        if not row.output_ids and not row.first_token_at:
-            row.first_token_at = time.perf_counter()
-        if token in row.stop_ids:
-            row.done_reason = "stop"
-            return token
-        row.output_ids.append(token)
-        row.context.append(token)
-        self.stats["tokens"] += 1
-        text = self.tokenizer.decode(row.output_ids, skip_special_tokens=True)
-        for stop in params.stop:
-            if stop in self.special_ids:
-                continue
-            at = text.find(stop)
-            if at >= 0:
-                row.final_text = text[:at]
-                row.done_reason = "stop"
-                break
-        limit = params.num_predict if params.num_predict > 0 else params.num_ctx
-        if row.done_reason is None and (
-            len(row.output_ids) >= limit or len(row.context) >= params.num_ctx
-        ):
-            row.done_reason = "length"
-        if row.gen.stream:
-            shown = row.final_text if row.final_text is not None else text
-            if row.done_reason is None:
-                hold = max((len(s) for s in params.stop if s not in self.special_ids), default=1) - 1
-                shown = shown[: max(row.sent_chars, len(shown) - hold)]
-                if shown.endswith("\ufffd"):  # an incomplete multi-byte character
-                    shown = shown[: len(shown.rstrip("\ufffd"))]
-            if len(shown) > row.sent_chars:
-                row.gen.events.put(("delta", shown[row.sent_chars :]))
-                row.sent_chars = len(shown)
+        token = sample_next_token(logits, row.gen.params, row.context, row.rng)
+        if row.accept(token, self.tokenizer, self.special_ids):
+            self.stats["tokens"] += 1
         return token
 
     def _retire(self, rows: list[_Row], state: dict):
@@ -597,27 +463,8 @@ class Engine:
             return rows, state
         now = time.perf_counter()
         for row in rows:
-            if row.done_reason is None or row.done_reason == "cancelled":
-                continue
-            text = row.final_text
-            if text is None:
-                text = self.tokenizer.decode(row.output_ids, skip_special_tokens=True)
-            if row.gen.stream and len(text) > row.sent_chars:
-                row.gen.events.put(("delta", text[row.sent_chars :]))
-            row.gen.events.put(
-                (
-                    "done",
-                    {
-                        "text": text,
-                        "done_reason": row.done_reason,
-                        "prompt_eval_count": len(row.gen.prompt_ids),
-                        "prompt_eval_duration": row.prompt_eval_ns,
-                        "eval_count": len(row.output_ids),
-                        "eval_duration": int((now - (row.first_token_at or now)) * 1e9),
-                        "output_ids": list(row.output_ids),
-                    },
-                )
-            )
+            if row.done_reason is not None and row.done_reason != "cancelled":
+                row.finish(self.tokenizer, now)
         if not keep:
             return [], None
         index = torch.tensor(keep, dtype=torch.long)

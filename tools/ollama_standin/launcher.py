@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StandInProcess:
-    """A ``python -m tools.ollama_standin`` child process."""
+    """A ``python -m tools.ollama_standin`` child process (``engine``: its ``--engine``)."""
 
     def __init__(
         self,
@@ -32,12 +32,13 @@ class StandInProcess:
         max_batch: int = 16,
         threads: int | None = None,
         dtype: str = "auto",
+        engine: str = "transformers",
         log_path: str | os.PathLike | None = None,
         extra_args: tuple[str, ...] = (),
         python: str = sys.executable,
     ) -> None:
         self.command = [python, "-m", "tools.ollama_standin", "--port", "0", "--host", "127.0.0.1",
-                        "--max-batch", str(max_batch), "--dtype", dtype, *extra_args]
+                        "--max-batch", str(max_batch), "--dtype", dtype, "--engine", engine, *extra_args]
         if threads is not None:
             self.command += ["--threads", str(threads)]
         for name, modelfile in models.items():

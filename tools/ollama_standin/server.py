@@ -34,6 +34,9 @@ that is not a number, a ``context`` that is not a list of token ids of the
 model's vocabulary (checked before the request can join a decode batch).
 Binding an address other than loopback (``OLLAMA_HOST=0.0.0.0:...``) prints
 a warning (:func:`exposure_warning`): the server has no authentication.
+These checks are made here or in ``generation.EngineBase.submit``, which both
+engines (``engine.Engine``, ``llamacpp_engine.LlamaCppEngine``; chosen by
+:class:`Registry`) share, so both answer them identically.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from typing import Any
 
 from osgha_lite.encoders import file_digest
 
-from .engine import Engine, Generation, SamplingParams
+from .generation import EngineBase, Generation, SamplingParams
 from .modelfile import Modelfile
 
 log = logging.getLogger("ollama_standin.server")
@@ -95,7 +98,7 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
 class RegisteredModel:
     name: str
     modelfile: Modelfile
-    engine: Engine
+    engine: EngineBase
     digest: str
     size: int
     modified_at: str
@@ -122,18 +125,41 @@ class RegisteredModel:
 
 
 class Registry:
-    """Model name -> loaded model. Models sharing one GGUF share one engine."""
+    """Model name -> loaded model. Models sharing one GGUF share one engine.
 
-    def __init__(self, *, dtype: str = "float32", max_batch: int = 16, batch_window_ms: float = 20.0) -> None:
+    ``engine`` is ``"transformers"`` (``engine.Engine``: ``dtype``, ``max_batch``,
+    ``batch_window_ms`` apply) or ``"llama.cpp"`` (``llamacpp_engine.LlamaCppEngine``:
+    ``threads`` apply).
+    """
+
+    ENGINES = ("transformers", "llama.cpp")
+
+    def __init__(self, *, engine: str = "transformers", dtype: str = "float32", max_batch: int = 16,
+                 batch_window_ms: float = 20.0, threads: int = 1) -> None:
+        if engine not in self.ENGINES:
+            raise ValueError(f"unknown engine {engine!r}: expected one of {', '.join(self.ENGINES)}")
         self.models: dict[str, RegisteredModel] = {}
-        self._engines: dict[str, Engine] = {}
-        self._options = {"dtype": dtype, "max_batch": max_batch, "batch_window_ms": batch_window_ms}
+        self._engines: dict[str, EngineBase] = {}
+        self.engine = engine
+        if engine == "llama.cpp":
+            self._options = {"threads": threads}
+        else:
+            self._options = {"dtype": dtype, "max_batch": max_batch, "batch_window_ms": batch_window_ms}
+
+    def _load(self, gguf: Path) -> EngineBase:
+        if self.engine == "llama.cpp":
+            from .llamacpp_engine import LlamaCppEngine
+
+            return LlamaCppEngine(gguf, **self._options)
+        from .engine import Engine
+
+        return Engine(gguf, **self._options)
 
     def register(self, name: str, modelfile: Modelfile) -> RegisteredModel:
         digest = file_digest(str(modelfile.gguf))
         engine = self._engines.get(digest)
         if engine is None:
-            engine = Engine(modelfile.gguf, **self._options)
+            engine = self._load(modelfile.gguf)
             self._engines[digest] = engine
         stat = modelfile.gguf.stat()
         model = RegisteredModel(
@@ -166,6 +192,9 @@ class _HTTPError(Exception):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ollama-standin"
+    # TCP_NODELAY: a reply's headers and body are separate writes; with Nagle's algorithm the body
+    # waits for the client's delayed ACK of the headers (about 40 ms on Linux) on every request
+    disable_nagle_algorithm = True
     registry: Registry  # set by make_server
 
     # ------------------------------------------------------------ plumbing

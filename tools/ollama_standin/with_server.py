@@ -3,7 +3,7 @@
 Usage::
 
     python -m tools.ollama_standin.with_server --model smollm2-135m=data/ollama/Modelfile.smollm2 \\
-        [--max-batch 32] [--log PATH] -- python -m osgha_lite.augment --dataset flickr8k --split test
+        [--max-batch 32] [--engine llama.cpp] [--log PATH] -- python -m osgha_lite.augment --dataset flickr8k --split test
 
 The server gets a free port, the command runs with ``OLLAMA_HOST=127.0.0.1:PORT``,
 and the server is stopped when the command ends; the exit status is the command's.
@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--engine", default="transformers", choices=("transformers", "llama.cpp", "auto"))
     parser.add_argument("--log", default=None, help="server log file (default: a temporary file)")
     args = parser.parse_args(ours)
     if not command:
         parser.error("no command after --")
     models = dict(spec.split("=", 1) for spec in args.model)
     server = StandInProcess(models, max_batch=args.max_batch, threads=args.threads, dtype=args.dtype,
-                            log_path=args.log)
+                            engine=args.engine, log_path=args.log)
     try:
         host = server.start()
     except (RuntimeError, TimeoutError) as exc:
