@@ -1,7 +1,9 @@
 """Paper scale by simulation: time and peak memory of the paper profile's pipeline at fractions of COCO.
 
 Run with ``python benchmarks/bench_scale.py --fractions 0.01 0.05 0.10``
-(``--quick``: 0.002 0.005 0.01; options: ``--help``). It is a measurement,
+(``--quick``: 0.002 0.005 0.01 with smaller encoder samples; ``--no-sweeps``:
+the methods without the sweeps; ``--report build/scale/scale.json`` prints
+a saved run again; options: ``--help``). It is a measurement,
 not a test. For each fraction :math:`f` of MS-COCO's Karpathy split
 (123,287 images, 5 captions each) it builds synthetic data of that size and
 runs the stages of the paper profile (``--profile paper-coco``):
@@ -20,7 +22,11 @@ runs the stages of the paper profile (``--profile paper-coco``):
    pipeline are the captions plus their LLM texts (3 descriptions and 1
    explanation per caption, 3 perspectives per training image); the stage
    time counts all of them at the captions' rate. Writing those LLM texts is
-   notebook 01's job and is not timed here.
+   notebook 01's job and is not timed here. CLIP pads every text to 77
+   tokens, so a text's cost does not depend on its length. The stage's peak
+   memory is the sample's (batch-bound); the cached outputs grow with the
+   data, and their size is printed by arithmetic from the array shapes
+   (:func:`encoder_output_bytes`).
 3. ``methods``: every method of notebook 03 (``profile["methods"]``, then
    ``sweep_methods(profile)`` and ``sweep_methods(profile, "related_sweeps")``)
    through :func:`osgha_lite.experiment.run_method` (training, test
@@ -396,7 +402,7 @@ def print_table(rows: list[dict]) -> None:
           f"{'base MiB':>10}  note")
     for row in rows:
         print(f"{row['stage']:<11}{row['fraction']:>9g}{row['n_images']:>9}{row['n_captions']:>10}"
-              f"{row['seconds']:>11.1f}{row['peak_mib']:>10.0f}{row['base_mib']:>10.0f}  {row['note']}")
+              f"{row['seconds']:>11.{1 if row['seconds'] >= 10 else 3}f}{row['peak_mib']:>10.0f}{row['base_mib']:>10.0f}  {row['note']}")
 
 
 def print_methods(rows: list[dict]) -> None:
@@ -439,6 +445,49 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def encoder_output_bytes(n_images: int, n_captions: int, n_llm_texts: int, profile: dict | None = None,
+                         dim: int = DIM) -> int:
+    """Bytes of the encoders' cached outputs (arithmetic from the array shapes, not a measurement): per image a
+    float32 vector and float16 grid tokens with a mask, per caption a float32 vector and float16 token states
+    with a mask, per LLM text a float32 vector."""
+    local = {"image_grid": 4, "text_tokens": 24, **((profile or {}).get("backbone", {}).get("local") or {})}
+    cells, tokens = local["image_grid"] ** 2, local["text_tokens"]
+    return (n_images * (4 * dim + cells * (2 * dim + 1)) + n_captions * (4 * dim + tokens * (2 * dim + 1))
+            + n_llm_texts * 4 * dim)
+
+
+def report(data: dict) -> None:
+    """Print the tables of a run (the dict written to ``scale.json``)."""
+    rows = data["rows"]
+    print(f"\nprofile {data['profile']}, epochs capped at {data['epochs_cap']}, {data['threads']} thread(s), "
+          f"left out: {', '.join(data['skipped']) or 'nothing'}")
+    print_table(rows)
+    print_methods(rows)
+    summary = data.get("growth") or {}
+    if not data.get("complete", True):
+        print("incomplete run: the fractions so far only")
+    if summary:
+        print(f"\ngrowth y = a n^b over {len(data['fractions'])} fractions, and the fit at full size (CPU, "
+              f"{data['threads']} thread(s); extrapolated, not measured)")
+        print(f"{'stage':<22}{'b time':>8}{'b memory':>10}{'Flickr30K h':>13}{'GiB':>7}{'COCO h':>9}{'GiB':>7}")
+        for stage, fit in summary.items():
+            print(f"{stage:<22}{fit['time_exponent']:>8.2f}{fit['memory_exponent']:>10.2f}"
+                  f"{fit['flickr30k_seconds'] / 3600:>13.2f}{fit['flickr30k_peak_mib'] / 1024:>7.2f}"
+                  f"{fit['coco_seconds'] / 3600:>9.2f}{fit['coco_peak_mib'] / 1024:>7.2f}")
+    for name, n_images, n_train in (("Flickr30K", FLICKR30K_IMAGES, FLICKR30K_IMAGES - 2 * FLICKR30K_TEST),
+                                    ("COCO", COCO_IMAGES, COCO_IMAGES - 2 * COCO_TEST)):
+        captions = CAPTIONS_PER_IMAGE * n_images
+        llm = captions * (DESCRIPTIONS + EXPLANATIONS) + n_train * PERSPECTIVES
+        size = encoder_output_bytes(n_images, captions, llm)
+        print(f"encoder outputs at {name} size (arithmetic from the shapes): {size / 2**30:.1f} GiB for "
+              f"{n_images} images, {captions} captions and {llm} LLM texts")
+    for name, result in (data.get("full_size_evaluation") or {}).items():
+        print(f"measured at full size, {name}: one evaluation of {result['n_test']} test images "
+              f"({'+'.join(result['protocols'])}, bootstrap {result['bootstrap']}) {result['seconds']:.2f} s, "
+              f"peak {result['peak_mib']:.0f} MiB")
+    print("GPU: not measured (no GPU on this machine); GPU figures are pending a run on a GPU.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.10])
@@ -452,7 +501,11 @@ def main(argv=None) -> int:
                         help="leave out the sweeps (sweep_methods: sweeps and related_sweeps); methods only")
     parser.add_argument("--out", default="build/scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", metavar="JSON", help="print the tables of a saved scale.json and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        report(json.loads(Path(args.report).read_text()))
+        return 0
     if args.quick:
         args.fractions, args.encode_sample, args.text_sample = [0.002, 0.005, 0.01], 64, 256
     from osgha_lite.atomic import atomic_write_json
@@ -473,6 +526,8 @@ def main(argv=None) -> int:
     print(f"profile {args.profile}: {len(notebook_methods(profile)) - len(args.skip)} runs of notebook 03, "
           f"epochs capped at {args.epochs}, protocols {protocols}, bootstrap {n_boot}; "
           f"threads {os.environ.get('OSGHA_THREADS', '2')}", flush=True)
+    settings = {"profile": args.profile, "fractions": sorted(args.fractions), "epochs_cap": args.epochs,
+                "skipped": args.skip, "threads": int(os.environ.get("OSGHA_THREADS", "2")), "seed": args.seed}
     rows, started = [], time.perf_counter()
     try:
         for fraction in sorted(args.fractions):
@@ -487,32 +542,16 @@ def main(argv=None) -> int:
             evaluation = isolated(stage_evaluation, sizes["test"], protocols, n_boot, args.seed)
             rows += stage_rows(fraction, sizes, images, texts, methods, evaluation)
             print_table(rows[-4:])
+            atomic_write_json(out / "scale.json", {**settings, "rows": rows, "complete": False})  # so far
         full = {name: isolated(stage_evaluation, n, p, n_boot, args.seed) for name, n, p in
                 (("coco", COCO_TEST, protocols), ("flickr30k", FLICKR30K_TEST, ["all"]))}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("\nall fractions")
-    print_table(rows)
-    print_methods(rows)
-    summary = summarise(rows) if len(set(args.fractions)) > 1 else {}
-    if summary:
-        print(f"\ngrowth y = a n^b over {len(args.fractions)} fractions, and the fit at full size (CPU, "
-              f"{os.environ.get('OSGHA_THREADS', '2')} thread(s); extrapolated, not measured)")
-        print(f"{'stage':<22}{'b time':>8}{'b memory':>10}{'Flickr30K h':>13}{'GiB':>7}{'COCO h':>9}{'GiB':>7}")
-        for stage, fit in summary.items():
-            print(f"{stage:<22}{fit['time_exponent']:>8.2f}{fit['memory_exponent']:>10.2f}"
-                  f"{fit['flickr30k_seconds'] / 3600:>13.2f}{fit['flickr30k_peak_mib'] / 1024:>7.2f}"
-                  f"{fit['coco_seconds'] / 3600:>9.2f}{fit['coco_peak_mib'] / 1024:>7.2f}")
-    for name, result in full.items():
-        print(f"measured at full size, {name}: one evaluation of {result['n_test']} test images "
-              f"({'+'.join(result['protocols'])}, bootstrap {n_boot}) {result['seconds']:.1f} s, "
-              f"peak {result['peak_mib']:.0f} MiB")
-    print("GPU: not measured (no GPU on this machine); GPU figures are pending a run on a GPU.")
-    path = atomic_write_json(out / "scale.json", {
-        "profile": args.profile, "fractions": sorted(args.fractions), "epochs_cap": args.epochs, "skipped": args.skip,
-        "threads": int(os.environ.get("OSGHA_THREADS", "2")), "seed": args.seed, "rows": rows,
-        "growth": summary, "full_size_evaluation": full, "gpu": "not measured",
-        "total_seconds": time.perf_counter() - started})
+    data = {**settings, "rows": rows, "growth": summarise(rows) if len(set(args.fractions)) > 1 else {},
+            "full_size_evaluation": full, "gpu": "not measured", "complete": True,
+            "total_seconds": time.perf_counter() - started}
+    path = atomic_write_json(out / "scale.json", data)
+    report(data)
     print(f"wrote {path}")
     return 0
 

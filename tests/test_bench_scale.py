@@ -122,3 +122,25 @@ def test_tiny_fraction_end_to_end(bench, tmp_path, monkeypatch):
         assert row["n_images"] == 247 and row["n_captions"] == 5 * 247 and math.isfinite(row["seconds"])
     assert rows[0]["seconds"] == pytest.approx(247 / 10.0)
     assert "extrapolated from 4 images" in rows[0]["note"]
+
+
+def test_encoder_output_bytes_and_report(bench, capsys):
+    # one image: float32 vector + 16 float16 grid tokens and their mask; one caption: + 24 tokens; one LLM text
+    assert bench.encoder_output_bytes(1, 0, 0) == 4 * 512 + 16 * (2 * 512 + 1)
+    assert bench.encoder_output_bytes(0, 1, 0) == 4 * 512 + 24 * (2 * 512 + 1)
+    assert bench.encoder_output_bytes(0, 0, 10) == 10 * 4 * 512
+    rows = [{"stage": stage, "fraction": f, "n_images": n, "n_captions": 5 * n, "seconds": t * n, "peak_mib": 100.0 + n,
+             "base_mib": 50.0, "note": "", "full_training_seconds": 2 * t * n,
+             "methods": [{"method": "frozen-backbone", "skipped": False, "seconds": t * n, "seconds_per_epoch": 0.0,
+                          "full_training_seconds": t * n}]}
+            for f, n in ((0.01, 1233), (0.05, 6164)) for stage, t in zip(bench.STAGES, (1.0, 2.0, 3.0, 0.001))]
+    summary = bench.summarise(rows)
+    assert summary["images"]["time_exponent"] == pytest.approx(1.0)
+    assert summary["methods"]["coco_seconds"] == pytest.approx(3.0 * 123_287)
+    bench.report({"profile": "paper-coco", "epochs_cap": 2, "threads": 1, "skipped": [], "fractions": [0.01, 0.05],
+                  "rows": rows, "growth": summary,
+                  "full_size_evaluation": {"coco": {"n_test": 5000, "protocols": ["coco-5k"], "bootstrap": 1000,
+                                                    "seconds": 1.0, "peak_mib": 900.0}}})
+    printed = capsys.readouterr().out
+    assert "GPU: not measured" in printed and "extrapolated, not measured" in printed
+    assert "frozen-backbone" in printed and "COCO size" in printed
