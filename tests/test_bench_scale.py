@@ -129,7 +129,7 @@ def test_encoder_output_bytes_and_report(bench, capsys):
     assert bench.encoder_output_bytes(1, 0, 0) == 4 * 512 + 16 * (2 * 512 + 1)
     assert bench.encoder_output_bytes(0, 1, 0) == 4 * 512 + 24 * (2 * 512 + 1)
     assert bench.encoder_output_bytes(0, 0, 10) == 10 * 4 * 512
-    rows = [{"stage": stage, "fraction": f, "n_images": n, "n_captions": 5 * n, "seconds": t * n, "peak_mib": 100.0 + n,
+    rows = [{"stage": stage, "fraction": f, "n_images": n, "n_captions": 5 * n, "n_texts": 25 * n, "seconds": t * n, "peak_mib": 100.0 + n,
              "base_mib": 50.0, "note": "", "full_training_seconds": 2 * t * n,
              "methods": [{"method": "frozen-backbone", "skipped": False, "seconds": t * n, "seconds_per_epoch": 0.0,
                           "full_training_seconds": t * n}]}
@@ -137,6 +137,8 @@ def test_encoder_output_bytes_and_report(bench, capsys):
     summary = bench.summarise(rows)
     assert summary["images"]["time_exponent"] == pytest.approx(1.0)
     assert summary["methods"]["coco_seconds"] == pytest.approx(3.0 * 123_287)
+    assert summary["images"]["coco_seconds"] == pytest.approx(123_287)  # 1 image/s, by rate
+    assert summary["texts"]["coco_seconds"] == pytest.approx(bench.pipeline_texts(123_287, 113_287) * 2 / 25)
     bench.report({"profile": "paper-coco", "epochs_cap": 2, "threads": 1, "skipped": [], "fractions": [0.01, 0.05],
                   "rows": rows, "growth": summary,
                   "full_size_evaluation": {"coco": {"n_test": 5000, "protocols": ["coco-5k"], "bootstrap": 1000,
