@@ -3,8 +3,8 @@
 Run with ``python benchmarks/bench_scale.py --fractions 0.01 0.05 0.10``
 (``--quick``: 0.002 0.005 0.01 with smaller encoder samples; ``--no-sweeps``:
 the methods without the sweeps; ``--report build/scale/scale.json`` prints
-a saved run again, with its fits recomputed and written back; options: ``--help``). It is a measurement,
-not a test. For each fraction :math:`f` of MS-COCO's Karpathy split
+a saved run again, with its fits recomputed and written back; options:
+``--help``). It is a measurement, not a test. For each fraction :math:`f` of MS-COCO's Karpathy split
 (123,287 images, 5 captions each) it builds synthetic data of that size and
 runs the stages of the paper profile (``--profile paper-coco``):
 
@@ -38,8 +38,8 @@ runs the stages of the paper profile (``--profile paper-coco``):
    :func:`osgha_lite.experiment.method_embeddings` shapes them. Training is
    capped at ``--epochs`` epochs; each method's seconds per epoch (its
    training time over its evaluated epochs, epoch 0 included) give the
-   full-training estimate ``prepare + configured epochs x per epoch`` (an
-   upper bound: early stopping may end sooner).
+   full-training estimate: the run's time plus its remaining configured
+   epochs at that rate (an upper bound: early stopping may end sooner).
 4. ``evaluation``: ``evaluate_similarity`` with the profile's protocols and
    bootstrap on one planted score matrix of the fraction's test size, and
    once at full size (COCO 5K and Flickr30K's 1K test).
@@ -54,8 +54,8 @@ imports (``base``). Then, per stage, the growth exponent :math:`b` of
 :math:`y = a n^b` (least squares on log time or log memory against log
 images over the fractions) and the fit's value at Flickr30K (31,783 images)
 and COCO (123,287), on the CPU; the encoder stages, linear by construction,
-are taken at full size as the item count over the mean measured rate. A GPU run is not part of this machine's
-measurements: GPU figures are pending a run on a GPU.
+are taken at full size as the item count over the mean measured rate. No
+GPU is measured: GPU figures are pending a run on a GPU.
 
 Threads: ``OSGHA_THREADS`` (``osgha_lite.runtime``). Seeded. Rows go to
 ``<out>/scale.json`` (``osgha_lite.atomic``).
@@ -110,7 +110,10 @@ def split_sizes(fraction: float) -> dict[str, int]:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    """Unit rows along the last axis (:func:`osgha_lite.backbones.l2_normalize` on any number of axes)."""
+    from osgha_lite.backbones import l2_normalize
+
+    return l2_normalize(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
 def planted_split(n_images: int, rng: np.random.Generator, dim: int = DIM, noise: float = NOISE,
@@ -403,7 +406,8 @@ def print_table(rows: list[dict]) -> None:
           f"{'base MiB':>10}  note")
     for row in rows:
         print(f"{row['stage']:<11}{row['fraction']:>9g}{row['n_images']:>9}{row['n_captions']:>10}"
-              f"{row['seconds']:>11.{1 if row['seconds'] >= 10 else 3}f}{row['peak_mib']:>10.0f}{row['base_mib']:>10.0f}  {row['note']}")
+              f"{row['seconds']:>11.{1 if row['seconds'] >= 10 else 3}f}{row['peak_mib']:>10.0f}"
+              f"{row['base_mib']:>10.0f}  {row['note']}")
 
 
 def print_methods(rows: list[dict]) -> None:

@@ -129,8 +129,8 @@ def test_encoder_output_bytes_and_report(bench, capsys):
     assert bench.encoder_output_bytes(1, 0, 0) == 4 * 512 + 16 * (2 * 512 + 1)
     assert bench.encoder_output_bytes(0, 1, 0) == 4 * 512 + 24 * (2 * 512 + 1)
     assert bench.encoder_output_bytes(0, 0, 10) == 10 * 4 * 512
-    rows = [{"stage": stage, "fraction": f, "n_images": n, "n_captions": 5 * n, "n_texts": 25 * n, "seconds": t * n, "peak_mib": 100.0 + n,
-             "base_mib": 50.0, "note": "", "full_training_seconds": 2 * t * n,
+    rows = [{"stage": stage, "fraction": f, "n_images": n, "n_captions": 5 * n, "n_texts": 25 * n,
+             "seconds": t * n, "peak_mib": 100.0 + n, "base_mib": 50.0, "note": "", "full_training_seconds": 2 * t * n,
              "methods": [{"method": "frozen-backbone", "skipped": False, "seconds": t * n, "seconds_per_epoch": 0.0,
                           "full_training_seconds": t * n}]}
             for f, n in ((0.01, 1233), (0.05, 6164)) for stage, t in zip(bench.STAGES, (1.0, 2.0, 3.0, 0.001))]
