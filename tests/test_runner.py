@@ -163,3 +163,24 @@ def test_a_command_line_restarts_itself_with_the_portable_kernels(tmp_path):
     output = subprocess.run([sys.executable, "-m", "show_env"], env=environment, capture_output=True, text=True,
                             check=True).stdout.strip()
     assert "MKL_CBWR=AUTO" in output.split(";")
+
+
+def test_smoke_run_of_a_real_notebook_writes_the_smoke_profile(tmp_path):
+    """`make smoke` (the runner's --smoke mode) on notebook 00: the real notebook runs on tiny subsets and
+    writes under the lite-smoke profile only. `make test` runs every notebook in full under nbval."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    env = {**os.environ, "OSGHA_RESULTS_DIR": str(tmp_path / "results"), "OSGHA_FIGURES_DIR": str(tmp_path / "figures")}
+    done = subprocess.run([sys.executable, "-m", "osgha_lite.runner", "--profile", "lite", "--smoke", "--only", "00",
+                           "--output-dir", str(tmp_path / "notebooks")], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "notebooks" / "lite" / "00_data.ipynb").is_file()
+    counts = pd.read_csv(tmp_path / "results" / "lite-smoke" / "tables" / "00_split_counts.csv")
+    smoke_images = notebook_profile("lite", smoke=True)["smoke_images"]
+    assert 0 < counts["images"].max() <= smoke_images
+    assert not (tmp_path / "results" / "lite").exists()
