@@ -1,4 +1,13 @@
-"""Keeps nbval's run of the notebooks (``make test``): with ``$OSGHA_EXECUTED_DIR`` set, every
+"""nbval's run of the notebooks (``make test``): outputs are never dropped, and the run is kept.
+
+**No dropped output.** nbval waits on the shell channel while a cell runs and reads the kernel's
+output (IOPub) only afterwards; ZeroMQ keeps about 1,000 unread messages on each side and drops the
+rest, so a long cell with many progress-bar updates lost its final "idle" message and failed with
+"Timeout of 5 seconds exceeded waiting for output". Here the wait also reads IOPub as messages
+arrive and hands them to nbval afterwards in their order (``tests/test_book.py`` floods a cell to
+show it).
+
+**The run, kept.** With ``$OSGHA_EXECUTED_DIR`` set, every
 notebook nbval executed is written there, with the outputs of this run, for the website that
 ``make test`` builds and checks (book/build_site.py). Without the variable nothing is written.
 
@@ -13,13 +22,51 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import time
+from collections import deque
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 import pytest
+from nbval.kernel import RunningKernel
 
 EXECUTED_ENV = "OSGHA_EXECUTED_DIR"
 _RUNS: dict[Path, dict] = {}
+_GET_MESSAGE = RunningKernel.get_message
+
+
+def _await_reply_reading_output(self, msg_id, timeout=None):
+    """nbval's ``await_reply`` (wait for the cell's execute reply), reading IOPub meanwhile."""
+    stash = self.__dict__.setdefault("_iopub_stash", deque())
+    deadline = None if timeout is None else time.monotonic() + float(timeout)
+    while True:
+        while True:
+            try:
+                stash.append(self.kc.get_iopub_msg(timeout=0))
+            except Empty:
+                break
+        try:
+            msg = self.kc.get_shell_msg(timeout=0.05)
+        except Empty:
+            if deadline is not None and time.monotonic() > deadline:
+                raise
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            if msg["content"]["status"] == "aborted":
+                raise RuntimeError("Kernel aborted execution request")
+            return
+
+
+def _get_message_stashed_first(self, stream, timeout=None):
+    stash = self.__dict__.get("_iopub_stash")
+    if stream == "iopub" and stash:
+        return stash.popleft()
+    return _GET_MESSAGE(self, stream, timeout=timeout)
+
+
+RunningKernel.await_reply = _await_reply_reading_output
+RunningKernel.get_message = _get_message_stashed_first
 
 
 def parameters(nb) -> dict:

@@ -240,6 +240,8 @@ def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=kernelspec), folder / "00_ok.ipynb")
     bad = cells[:1] + [nbformat.v4.new_code_cell("raise ValueError('broken')"), nbformat.v4.new_code_cell("x = 1")]
     nbformat.write(nbformat.v4.new_notebook(cells=bad, metadata=kernelspec), folder / "01_bad.ipynb")
+    flood = cells[:1] + [nbformat.v4.new_code_cell("for i in range(20000):\n    print(i, flush=True)\nprint('done')")]
+    nbformat.write(nbformat.v4.new_notebook(cells=flood, metadata=kernelspec), folder / "02_flood.ipynb")
     executed = tmp_path / "executed"
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(folder)],
                           env={**os.environ, "OSGHA_EXECUTED_DIR": str(executed)}, cwd=tmp_path,
@@ -250,5 +252,10 @@ def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
     assert ok.metadata["osgha"] == {"executed_by": "nbval", "parameters": {"PROFILE": "lite", "SEED": 0, "SMOKE": False},
                                     "failed": False, "cells_run": 2, "code_cells": 2}
     assert build_site.run_profile([executed / "00_ok.ipynb"]) == "lite"
+    # 20,000 outputs while nbval waits for the cell: without reading them meanwhile, ZeroMQ drops the overflow
+    # and nbval fails the cell ("Timeout of 5 seconds exceeded waiting for output")
+    assert "02_flood" not in done.stdout.split("short test summary")[-1]
+    text = "".join(output["text"] for output in nbformat.read(executed / "02_flood.ipynb", as_version=4).cells[1].outputs)
+    assert text.splitlines() == [str(i) for i in range(20000)] + ["done"]
     with pytest.raises(build_site.BookError, match=r"01_bad.ipynb: nbval's run of it failed or stopped early"):
         build_site.run_profile([executed / "00_ok.ipynb", executed / "01_bad.ipynb"])
