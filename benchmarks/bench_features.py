@@ -61,6 +61,19 @@ def agreement(features: np.ndarray, reference: np.ndarray) -> tuple[float, float
     return float(np.abs(features - reference).max()), float(cosine.min())
 
 
+def best_of(rounds: int, variants: dict) -> tuple[dict[str, float], dict]:
+    """Run every variant (a name -> callable dict) in turn, ``rounds`` times; each one's shortest
+    wall time and its last output."""
+    seconds = {name: float("inf") for name in variants}
+    outputs = {}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            started = time.perf_counter()
+            outputs[name] = run()
+            seconds[name] = min(seconds[name], time.perf_counter() - started)
+    return seconds, outputs
+
+
 def main() -> None:
     n_images = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     n_captions = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
@@ -89,17 +102,8 @@ def main() -> None:
     current.encode(paths[:8], progress=False)  # load weights, warm up
     channels_last_encode(current, paths[:8], batch_size)
     fast.encode(paths[:8], progress=False)
-    seconds = {name: float("inf") for name in variants}
-    decode_seconds = {name: float("inf") for name in variants}
-    features = {}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            started = time.perf_counter()
-            features[name] = run()
-            seconds[name] = min(seconds[name], time.perf_counter() - started)
-            started = time.perf_counter()
-            decoders[name]()
-            decode_seconds[name] = min(decode_seconds[name], time.perf_counter() - started)
+    seconds, features = best_of(rounds, variants)
+    decode_seconds, _ = best_of(rounds, decoders)
     print(f"{'variant':<14} {'images/s':>9} {'vs pytorch':>10} {'decode share':>12} {'max |diff|':>11} {'min cosine':>11}")
     for name in variants:
         rate = n_images / seconds[name]
@@ -132,13 +136,7 @@ def main() -> None:
     torch_text.encode(captions[:8], progress=False)
     print(f"\n{n_captions} Flickr8k test captions, batch 256, best of {rounds} rounds (text OpenVINO conversion "
           f"and first batch: {time.perf_counter() - started:.1f} s)")
-    text_seconds = {name: float("inf") for name in text_variants}
-    text_features = {}
-    for _ in range(rounds):
-        for name, run in text_variants.items():
-            started = time.perf_counter()
-            text_features[name] = run()
-            text_seconds[name] = min(text_seconds[name], time.perf_counter() - started)
+    text_seconds, text_features = best_of(rounds, text_variants)
     reference = "pytorch, given order"
     print(f"{'variant':<22} {'captions/s':>10} {'vs given order':>14} {'max |diff|':>11} {'min cosine':>11}")
     for name in text_variants:

@@ -26,6 +26,18 @@ from tools.ollama_standin.launcher import REPO_ROOT, StandInProcess
 MODEL = "smollm2-135m"
 PROJECT_MODELFILE = REPO_ROOT / "data" / "ollama" / "Modelfile.smollm2"
 
+#: Flickr8k-style captions the LLM tests send to the stand-in server.
+CAPTIONS = [
+    "A dog runs along the beach .",
+    "Two children play soccer in a park .",
+    "A man in a red jacket climbs a rock wall .",
+    "A woman sits on a bench reading a newspaper .",
+    "A black cat sleeps on a wooden chair .",
+    "Three people ride bicycles down a city street .",
+    "A little girl in a pink dress blows bubbles .",
+    "A surfer rides a large wave in the ocean .",
+]
+
 _server: StandInProcess | None = None
 
 

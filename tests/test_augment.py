@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from standin_server import CAPTIONS as STANDIN_CAPTIONS
 from standin_server import MODEL, standin  # noqa: F401 - fixture
 
 from osgha_lite.augment import (
@@ -41,12 +42,7 @@ from osgha_lite.augment import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CAPTIONS = [
-    "A dog runs along the beach .",
-    "Two children play soccer in a park .",
-    "A man in a red jacket climbs a rock wall .",
-    "A woman sits on a bench reading a newspaper .",
-]
+CAPTIONS = STANDIN_CAPTIONS[:4]
 
 
 # --------------------------------------------------------------------------- parsing

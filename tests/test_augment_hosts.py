@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from standin_server import MODEL, PROJECT_MODELFILE, shared_server, standin, test_modelfile_dir  # noqa: F401
+from standin_server import CAPTIONS, MODEL, PROJECT_MODELFILE, shared_server, standin, test_modelfile_dir  # noqa: F401
 
 from osgha_lite.augment import (
     AugmentConfig,
@@ -46,16 +46,6 @@ from osgha_lite.llm_hosts import (
 from tools.ollama_standin.launcher import StandInProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CAPTIONS = [
-    "A dog runs along the beach .",
-    "Two children play soccer in a park .",
-    "A man in a red jacket climbs a rock wall .",
-    "A woman sits on a bench reading a newspaper .",
-    "A black cat sleeps on a wooden chair .",
-    "Three people ride bicycles down a city street .",
-    "A little girl in a pink dress blows bubbles .",
-    "A surfer rides a large wave in the ocean .",
-]
 
 
 def _free_port() -> int:

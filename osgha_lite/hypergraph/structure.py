@@ -299,6 +299,12 @@ def _safe_power(x: Tensor, exponent: float) -> Tensor:
     return torch.where(positive, safe**exponent, torch.zeros_like(x))
 
 
+def _normalisers(H: Tensor, edge_weights: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`d(v)^{-1/2}` per vertex and :math:`W_{ee} / \delta(e)` per hyperedge (``0^{-p} = 0``)."""
+    inv_sqrt_dv = _safe_power(vertex_degrees(H, edge_weights), -0.5)
+    return inv_sqrt_dv, edge_weights * _safe_power(edge_degrees(H), -1.0)
+
+
 def hypergraph_conv(X: Tensor, H: Tensor, edge_weights: Tensor, Theta: Tensor | None = None) -> Tensor:
     r"""HGNN hypergraph convolution (Feng et al. 2019), without bias or activation.
 
@@ -342,8 +348,7 @@ def _hypergraph_conv(X: Tensor, H: Tensor, edge_weights: Tensor, Theta: Tensor |
     edge_weights = edge_weights.to(Y.dtype)
     if H.is_sparse:
         H = H.coalesce()
-    inv_sqrt_dv = _safe_power(vertex_degrees(H, edge_weights), -0.5)
-    edge_scale = edge_weights * _safe_power(edge_degrees(H), -1.0)
+    inv_sqrt_dv, edge_scale = _normalisers(H, edge_weights)
     Y = inv_sqrt_dv[:, None] * Y
     if H.is_sparse:
         H_transposed = torch.sparse_coo_tensor(
@@ -388,8 +393,7 @@ def hypergraph_conv_rows(X: Tensor, H: Tensor, edge_weights: Tensor, n_rows: int
         H = H.to(X.dtype)
         edge_weights = edge_weights.to(X.dtype)
         H = H.coalesce() if H.is_sparse else H.to_sparse().coalesce()
-        inv_sqrt_dv = _safe_power(vertex_degrees(H, edge_weights), -0.5)
-        edge_scale = edge_weights * _safe_power(edge_degrees(H), -1.0)
+        inv_sqrt_dv, edge_scale = _normalisers(H, edge_weights)
         nodes, edges = H.indices()
         values = H.values()
         # messages[e] = W_ee / delta(e) * sum_{u in e} H_ue d(u)^-1/2 X_u
