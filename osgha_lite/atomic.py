@@ -78,6 +78,33 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
+def record_sha256(meta: str | os.PathLike, key: str, files: dict[str, Path]) -> Path:
+    """Write ``meta`` (JSON): ``key`` and, under each label of ``files``, that file's SHA-256.
+
+    Written after the files it describes, so a reader that finds ``meta``
+    finds them complete; :func:`check_sha256` verifies them against it.
+    """
+    return atomic_write_json(meta, {"key": key, **{label: file_sha256(path) for label, path in files.items()}})
+
+
+def check_sha256(meta: str | os.PathLike, key: str, files: dict[str, Path]) -> None:
+    """Raise :class:`IntegrityError` unless ``meta`` (:func:`record_sha256`) records ``key`` and every file of
+    ``files`` exists with the SHA-256 recorded under its label; the message names the file at fault."""
+    try:
+        recorded = json.loads(Path(meta).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise IntegrityError(f"{Path(meta).name} cannot be read ({error})") from None
+    if not isinstance(recorded, dict) or recorded.get("key") != key:
+        found = recorded.get("key") if isinstance(recorded, dict) else None
+        raise IntegrityError(f"it records the key {found!r}, not {key!r}")
+    for label, path in files.items():
+        path = Path(path)
+        if not path.is_file():
+            raise IntegrityError(f"{path.name} is missing")
+        if file_sha256(path) != recorded.get(label):
+            raise IntegrityError(f"{path.name} does not match its recorded SHA-256 (damaged)")
+
+
 def load_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarray:
     """``np.load`` of an ``.npy`` file with pickles refused; an unreadable file raises :class:`IntegrityError`."""
     try:

@@ -30,7 +30,6 @@ Registered encoders (:data:`ENCODERS`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from functools import lru_cache
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from osgha_lite.atomic import file_sha256
 from osgha_lite.fast_images import OpenVinoFeatureMaps, chosen_runtime, runtime_tag
 from osgha_lite.fast_texts import TEXT_RUNTIME_VARIABLE, OpenVinoTokenStates, mean_pool
 from osgha_lite.runtime import pick_device
@@ -56,11 +56,7 @@ class ImageDecodeError(RuntimeError):
 @lru_cache(maxsize=None)
 def file_digest(path: str) -> str:
     """SHA-256 of a file's bytes (hex), computed once per process."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def load_rgb(path: str | os.PathLike):

@@ -41,7 +41,6 @@ cache never mixes them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -53,7 +52,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from osgha_lite.atomic import atomic_write_json, file_sha256
+from osgha_lite.atomic import check_sha256, record_sha256
 from osgha_lite.runtime import DEFAULT_THREADS, portable_kernel_environment
 
 #: Runtimes an image encoder can run on; ``"openvino"`` is the default.
@@ -146,14 +145,7 @@ def converted_model(key: str, convert: Callable[[], object], cache_dir: str | os
     model = None
     if meta.exists():
         try:
-            recorded = json.loads(meta.read_text(encoding="utf-8"))
-            if recorded.get("key") != named:
-                raise ValueError(f"it records the key {recorded.get('key')!r}, not {named!r}")
-            for kind, path in files.items():
-                if not path.is_file():
-                    raise ValueError(f"{path.name} is missing")
-                if file_sha256(path) != recorded.get(kind):
-                    raise ValueError(f"{path.name} does not match its recorded SHA-256 (damaged)")
+            check_sha256(meta, named, files)
             model = openvino.Core().read_model(str(files["xml"]))
         except (ValueError, OSError, RuntimeError) as error:
             warnings.warn(f"{meta}: converted network not used ({error}); converting it again", CacheWarning,
@@ -168,7 +160,7 @@ def converted_model(key: str, convert: Callable[[], object], cache_dir: str | os
                 os.replace(staging / f"model.{kind}", path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        atomic_write_json(meta, {"key": named, **{kind: file_sha256(path) for kind, path in files.items()}})
+        record_sha256(meta, named, files)
         # Compile what a later process reads: the stored model computes slightly differently (about 1e-7)
         # from the one convert() returned, so features would otherwise depend on whether it was stored.
         model = openvino.Core().read_model(str(files["xml"]))

