@@ -21,6 +21,14 @@ and the captions/s and tokens/s of the two runs are printed side by side with
 their ratio, the captions each host answered, and how many records the two
 runs wrote identically.
 
+``--startup`` measures how long a stand-in server takes to start (launch to
+its ``listening`` line) with ``--model``'s tokenizer and config read from the
+GGUF, as every start did before they were stored (an empty store, which the
+start then fills), against a start that finds them stored
+(``tools/ollama_standin/gguf_parts.py``), alternating the two ``--rounds``
+times; each start is its own process with its own temporary
+``$OSGHA_CACHE_DIR``.
+
 ``--compare-engines`` measures the stand-in's two engines against llama.cpp
 itself on the same GGUF, for SmolLM2-135M and Qwen2.5-Coder-0.5B, in one run:
 the stand-in server with the transformers engine, the stand-in server with the
@@ -62,6 +70,16 @@ from osgha_lite.augment import AugmentConfig, augment_captions, load_augmentatio
 from tools.ollama_standin.launcher import REPO_ROOT, StandInProcess  # noqa: E402
 
 FULL_SIZES = {"Flickr8k": 40_455, "Flickr30K": 155_070, "COCO": 616_767}
+
+
+def _smollm2_modelfile() -> Path:
+    """The project's SmolLM2 Modelfile copied into a temporary folder beside a link to the packaged GGUF."""
+    from tools.ollama_standin.gguf_path import link_gguf
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-modelfile-"))
+    (folder / "Modelfile.smollm2").write_text((REPO_ROOT / "data/ollama/Modelfile.smollm2").read_text())
+    link_gguf(folder)
+    return folder / "Modelfile.smollm2"
 
 
 def _pinned_server(model: str, modelfile: Path, core: int, max_batch: int, dtype: str) -> StandInProcess:
@@ -340,6 +358,35 @@ def compare_engines(args, captions: list[str]) -> dict:
 ENGINE_LEVELS = (1, 8)
 
 
+def compare_startup(args, modelfile: Path) -> dict:
+    """Seconds to start a stand-in server without and with stored GGUF parts, alternating ``--rounds`` times."""
+    times: dict[str, list[float]] = {"parts read from the GGUF": [], "parts from the store": []}
+    previous = os.environ.get("OSGHA_CACHE_DIR")
+    try:
+        for _ in range(args.rounds):
+            with tempfile.TemporaryDirectory(prefix="bench-startup-") as cache:
+                os.environ["OSGHA_CACHE_DIR"] = cache  # the server inherits it
+                for label in times:  # the first start fills the empty store, the second reads it
+                    server = StandInProcess({args.model: modelfile}, max_batch=8, dtype=args.dtype,
+                                            threads=args.threads or 1)
+                    started = time.perf_counter()
+                    server.start()
+                    times[label].append(time.perf_counter() - started)
+                    server.stop()
+    finally:
+        if previous is None:
+            os.environ.pop("OSGHA_CACHE_DIR", None)
+        else:
+            os.environ["OSGHA_CACHE_DIR"] = previous
+    best = {label: min(values) for label, values in times.items()}
+    print(f"{'stand-in start (' + args.model + ')':<40} {'best s':>7}  all runs")
+    for label, values in times.items():
+        print(f"{label:<40} {best[label]:7.1f}  {', '.join(f'{v:.1f}' for v in values)}")
+    ratio = best["parts read from the GGUF"] / best["parts from the store"]
+    print(f"{'ratio':<40} {ratio:6.2f}x")
+    return {"seconds": times, "best": best, "ratio": ratio, "loadavg": os.getloadavg()}
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f} days"
 
@@ -366,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                              "32) prompts, --threads (default $OSGHA_THREADS or 2)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="--compare-engines: rounds of the llama.cpp engine's runs, each after a direct "
-                             "llama.cpp run (default 2)")
+                             "llama.cpp run; --startup: alternations of the two kinds of start (default 2)")
+    parser.add_argument("--startup", action="store_true",
+                        help="server start time with the GGUF's tokenizer and config read from the GGUF against "
+                             "read from the store (see the module docstring)")
     parser.add_argument("--engine-models", default=",".join(ENGINE_MODELS),
                         help="--compare-engines: comma-separated models (default: both)")
     args = parser.parse_args(argv)
@@ -380,15 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         return 0
+    if args.startup:
+        results = compare_startup(args, _smollm2_modelfile())
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     if args.compare_hosts:
         if args.host is not None:
             parser.error("--compare-hosts starts its own two servers; drop --host")
-        modelfile_dir = Path(tempfile.mkdtemp(prefix="bench-modelfile-"))
-        from tools.ollama_standin.gguf_path import link_gguf
-
-        (modelfile_dir / "Modelfile.smollm2").write_text((REPO_ROOT / "data/ollama/Modelfile.smollm2").read_text())
-        link_gguf(modelfile_dir)
-        results = compare_hosts(args, captions, modelfile_dir / "Modelfile.smollm2")
+        results = compare_hosts(args, captions, _smollm2_modelfile())
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         return 0
@@ -396,12 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     host = args.host
     if host is None:
-        modelfile_dir = Path(tempfile.mkdtemp(prefix="bench-modelfile-"))
-        from tools.ollama_standin.gguf_path import link_gguf
-
-        (modelfile_dir / "Modelfile.smollm2").write_text((REPO_ROOT / "data/ollama/Modelfile.smollm2").read_text())
-        link_gguf(modelfile_dir)
-        server = StandInProcess({args.model: modelfile_dir / "Modelfile.smollm2"}, max_batch=args.max_batch or max(levels),
+        server = StandInProcess({args.model: _smollm2_modelfile()}, max_batch=args.max_batch or max(levels),
                                 dtype=args.dtype, threads=args.threads)
         started = time.perf_counter()
         host = server.start()

@@ -11,8 +11,8 @@ Every source notebook under ``assignments/`` is built with ``otter assign``
 * a filled-in student copy of exercise 1 with one mistake (the optimistic
   tie rule): 3 of 4 points, the hidden tie test alone failing.
 
-The notebooks are executed in the ``python3`` kernel; two gradings run at a
-time (the test takes about a minute on two cores).
+The notebooks are executed in the ``python3`` kernel; two builds, then two
+gradings, run at a time (the test takes about a minute on two cores).
 """
 
 from __future__ import annotations
@@ -69,14 +69,17 @@ def _tests(source: Path) -> list[tuple[bool, str]]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory) -> dict[str, dict]:
-    """Build every exercise, then grade its solution and its student version (two gradings at a time)."""
+    """Build every exercise, then grade its solution and its student version (two builds, then two gradings,
+    at a time)."""
     out = tmp_path_factory.mktemp("assignments")
-    # The solutions are graded below, so otter assign need not execute them a second time.
-    built: list[BuiltExercise] = [build(source, out, run_tests=False) for source in source_notebooks()]
-    jobs = {(b.name, kind): (getattr(b, kind), b.autograder) for b in built for kind in ("solution", "student")}
-    recall = next(b for b in built if b.name == "01_recall_at_k")
-    jobs[("01_recall_at_k", "optimistic")] = (_fill_in(recall, out / "filled-in", optimistic_ties=True), recall.autograder)
     with ThreadPoolExecutor(max_workers=2) as pool:
+        # The solutions are graded below, so otter assign need not execute them a second time.
+        built: list[BuiltExercise] = list(pool.map(lambda source: build(source, out, run_tests=False),
+                                                   source_notebooks()))
+        jobs = {(b.name, kind): (getattr(b, kind), b.autograder) for b in built for kind in ("solution", "student")}
+        recall = next(b for b in built if b.name == "01_recall_at_k")
+        jobs[("01_recall_at_k", "optimistic")] = (_fill_in(recall, out / "filled-in", optimistic_ties=True),
+                                                  recall.autograder)
         futures = {key: pool.submit(grade, notebook, autograder) for key, (notebook, autograder) in jobs.items()}
         scores = {key: future.result() for key, future in futures.items()}
     result = {
