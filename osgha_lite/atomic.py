@@ -10,7 +10,10 @@ returns the SHA-256 of the bytes it wrote, which the caller records next to
 the file (in its sidecar JSON, written after the array), and
 :func:`load_verified_npy` reads the file back only when its bytes hash to
 that value; a missing, truncated, garbled or unparsable file raises
-:class:`IntegrityError` with the file's path in the message.
+:class:`IntegrityError` with the file's path in the message. Files stored
+together under one key (a converted network, a GGUF's tokenizer and config)
+are recorded in one JSON by :func:`record_sha256` and checked against it by
+:func:`check_sha256`.
 """
 
 from __future__ import annotations

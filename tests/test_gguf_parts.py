@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -61,26 +62,36 @@ def _no_gguf_reads(monkeypatch) -> None:
         monkeypatch.setattr(cls, "from_pretrained", classmethod(guarded))
 
 
-def test_stored_parts_equal_the_ggufs_and_a_second_load_reads_only_the_store(tmp_path, monkeypatch, from_gguf):
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """The folder the first ``gguf_parts`` call stores (in a fresh cache) and what that call returned."""
+    cache = tmp_path_factory.mktemp("llm")
     gguf = smollm2_gguf_path()
-    tokenizer, config = parts.gguf_parts(gguf, cache_dir=tmp_path)
-    _same_parts(tokenizer, config, from_gguf)
-    folder = parts.parts_folder(parts.parts_key(gguf), tmp_path)
+    first = parts.gguf_parts(gguf, cache_dir=cache)
+    folder = parts.parts_folder(parts.parts_key(gguf), cache)
+    assert not [p.name for p in cache.iterdir() if p != folder]  # no staging folder left behind
+    return folder, first
+
+
+def test_stored_parts_equal_the_ggufs_and_a_second_load_reads_only_the_store(stored, monkeypatch, from_gguf):
+    gguf = smollm2_gguf_path()
+    folder, first = stored
+    _same_parts(*first, from_gguf)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["key"] == parts.parts_key(gguf)
-    assert set(parts.REQUIRED_FILES) <= set(manifest) and not list(tmp_path.glob(".*"))  # no staging left
+    assert set(parts.REQUIRED_FILES) <= set(manifest)
 
     _no_gguf_reads(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        tokenizer, config = parts.gguf_parts(gguf, cache_dir=tmp_path)
+        tokenizer, config = parts.gguf_parts(gguf, cache_dir=folder.parent)
     _same_parts(tokenizer, config, from_gguf)
 
 
-def test_a_damaged_store_is_named_and_read_from_the_gguf_again(tmp_path, from_gguf):
+def test_a_damaged_store_is_named_and_read_from_the_gguf_again(tmp_path, from_gguf, stored):
     gguf = smollm2_gguf_path()
-    parts.gguf_parts(gguf, cache_dir=tmp_path)
     folder = parts.parts_folder(parts.parts_key(gguf), tmp_path)
+    shutil.copytree(stored[0], folder)
 
     stored = folder / "tokenizer.json"
     stored.write_text(stored.read_text().replace('"dog"', '"cat"', 1) + " ")
