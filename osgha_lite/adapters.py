@@ -65,6 +65,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from osgha_lite.dropout import PortableDropout
+
 MODALITIES = ("image", "text")
 
 __all__ = [
@@ -225,7 +227,7 @@ class LinearHead(RetrievalAdapter):
         self.out_dim = int(out_dim or dim)
         self.dropout_p = float(dropout)
         self.bias = bool(bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = PortableDropout(dropout)
         self.image_proj = nn.Linear(self.image_dim, self.out_dim, bias=bias)
         self.text_proj = nn.Linear(self.text_dim, self.out_dim, bias=bias)
 
@@ -281,7 +283,7 @@ class BottleneckAdapter(RetrievalAdapter):
         self.reduction = int(reduction)
         self.alpha = float(alpha)
         self.dropout_p = float(dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = PortableDropout(dropout)
         self.image_adapter = bottleneck_mlp(self.dim, self.dim // self.reduction)
         self.text_adapter = bottleneck_mlp(self.dim, self.dim // self.reduction)
 

@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from osgha_lite.data import CaptionDataset, load_profile_split
+from osgha_lite.dropout import PortableDropout
 from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
 from osgha_lite.features import cache_root, cached_features, split_features, split_local_features
 from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, split_digest, to_tensor
@@ -177,7 +178,7 @@ class LiteHeads(nn.Module):
         super().__init__()
         self.image_proj = nn.Linear(image_dim, embed_dim)
         self.text_proj = nn.Linear(text_dim, embed_dim)
-        self.dropout = nn.Dropout(input_dropout)
+        self.dropout = PortableDropout(input_dropout)
         for name, dim in (("image", image_dim), ("text", text_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))

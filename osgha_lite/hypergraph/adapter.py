@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from osgha_lite.adapters import AdapterContext, RetrievalAdapter
+from osgha_lite.dropout import PortableDropout
 from osgha_lite.hypergraph.hubness import hubness_beta_squared, hubness_phase
 from osgha_lite.hypergraph.links import MemoryLinks, NeighbourTable, hubness_cohesion, memory_links, neighbour_table
 from osgha_lite.hypergraph.memory import IMAGE, TEXT, MemoryBank, _modality_code, _modality_pool
@@ -222,7 +223,7 @@ class HypergraphAdapter(RetrievalAdapter):
         self.hubness_k = int(hubness_k)
         self.init = init
         self.out_dim = self.dim + (2 if self.hubness_weight > 0 else 0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = PortableDropout(dropout)
         if self.use_reduction:
             self.down = nn.Linear(self.dim, self.reduced_dim, bias=False)
             self.up = nn.Linear(self.reduced_dim, self.dim, bias=False)
