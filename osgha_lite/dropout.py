@@ -16,8 +16,8 @@ element-by-element draw is also slow: about a quarter of a lite-heads fit
 What
 ----
 :class:`PortableDropout` draws the masks of PyTorch's own (non-MKL) path on
-every CPU, exactly, with NumPy's vectorised MT19937, which is the same
-generator. Element :math:`i` of the mask takes the next two 32-bit outputs
+every CPU, exactly, with NumPy's MT19937 (the same generator, drawn in one
+C loop per call). Element :math:`i` of the mask takes the next two 32-bit outputs
 :math:`a_i, b_i` of the default CPU generator (the state PyTorch seeds with
 ``torch.manual_seed``), forms :math:`r_i = 2^{32} a_i + b_i`, and keeps the
 element when
@@ -31,11 +31,11 @@ which is PyTorch's ``bernoulli_distribution<double>`` (``random64``, then
 ``uniform_real``), elements taken in row-major order (PyTorch's order for a
 contiguous tensor, which is what the package passes; for other layouts
 PyTorch follows memory order). Kept elements are multiplied by
-:math:`1 / (1 - p)`. The
-generator's state is read before and written back after, so whatever draws
-next (another dropout, ``torch.rand``) sees the state PyTorch's dropout would
-have left. ``tests/test_dropout.py`` checks masks, outputs and the state
-against ``torch.nn.functional.dropout`` on this machine, and against
+:math:`1 / (1 - p)`. The generator's state is read before and written back
+after, so whatever draws next (another dropout, ``torch.rand``) sees the
+state PyTorch's dropout would have left. ``tests/test_dropout.py`` checks
+masks, outputs and the state against ``torch.nn.functional.dropout`` where
+PyTorch uses its own generator (every CPU but Intel ones), and against
 ``torch.rand`` (the same formula, drawn element by element by PyTorch on any
 CPU), which :func:`check_state_layout` also does once per process before the
 first draw.
