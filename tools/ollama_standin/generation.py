@@ -17,9 +17,10 @@ An engine turns a :class:`Generation` (prompt token ids plus
 Two engines implement it: ``engine.Engine`` (transformers, continuous
 batching) and ``llamacpp_engine.LlamaCppEngine`` (llama.cpp, one request at a
 time). Both tokenize with the tokenizer transformers reads from the GGUF
-(stored after the first read, ``gguf_parts.py``), so the same request gives the same prompt token ids under either engine, and
-both turn output tokens into text with :class:`Reply` (stop tokens, stop
-strings, ``num_predict``, ``num_ctx``, streamed pieces).
+(stored after the first read, ``gguf_parts.py``), so the same request gives
+the same prompt token ids under either engine, and both turn output tokens
+into text with :class:`Reply` (stop tokens, stop strings, ``num_predict``,
+``num_ctx``, streamed pieces).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ kept:
 
 The weights are still read from the GGUF by transformers: they stay packed in
 its GGUF format, which transformers does not save. Loading the stored parts
-gives the same tokens and the same config (``tests/test_ollama_standin.py``).
+gives the same tokens and the same config (``tests/test_gguf_parts.py``).
 """
 
 from __future__ import annotations
