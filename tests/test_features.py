@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osgha_lite.encoders import build_encoder, length_order
+from osgha_lite.encoders import build_encoder, length_groups
 from osgha_lite.features import cached_features
 
 TEXTS = ["a dog runs on the grass", "two children play football", "a red car", "a cat sleeps", "snow"]
@@ -232,15 +232,30 @@ def test_smoke_limited_protocol_split_still_reads_the_parents_cache(data_env):
     assert encoder.calls == 1
 
 
-def test_texts_are_encoded_by_length_and_returned_in_the_given_order(minilm):
+def test_length_groups_never_mix_lengths():
+    lengths = [5, 3, 5, 9, 3, 5, 5]
+    order, batches = length_groups(lengths, batch_size=2)
+    assert [lengths[i] for i in order] == sorted(lengths)
+    assert sorted(order.tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        picked = {lengths[i] for i in order[batch]}
+        assert len(picked) == 1 and batch.stop - batch.start <= 2
+    assert sum(b.stop - b.start for b in batches) == len(lengths)
+    with pytest.raises(ValueError, match="batch_size"):
+        length_groups(lengths, 0)
+
+
+def test_a_caption_vector_does_not_depend_on_its_batch(minilm):
+    """Bit for bit: the same vector alone, in any batch of any size, and among texts of other lengths."""
     texts = ["a dog runs along the beach chasing a red ball thrown by a child", "snow", "two men ride bikes",
-             "a cat", "a very long caption about a crowded street market full of people buying fruit and bread"]
-    order = length_order(texts)
-    assert [len(texts[i]) for i in order] == sorted(len(t) for t in texts)
-    together = minilm.encode(texts, batch_size=2, progress=False)
+             "a cat", "a very long caption about a crowded street market full of people buying fruit and bread",
+             "two women ride horses", "a man is jumping", "a girl in a pink dress climbs the stairs"]
     one_by_one = np.concatenate([minilm.encode([t], progress=False) for t in texts])
-    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    for batch_size in (2, 3, 64):
+        np.testing.assert_array_equal(minilm.encode(texts, batch_size=batch_size, progress=False), one_by_one)
+    reordered = texts[::-1] + ["an extra caption of yet another length, with a comma"]
+    np.testing.assert_array_equal(minilm.encode(reordered, progress=False)[:len(texts)][::-1], one_by_one)
     sentences, tokens, mask = minilm.encode_local(texts, size=8, batch_size=2, progress=False)
-    np.testing.assert_allclose(sentences, one_by_one, atol=1e-5)
+    np.testing.assert_array_equal(sentences, one_by_one)
     assert mask[1].sum() < mask[0].sum() == 8  # "snow" has fewer tokens than the long first caption
-    assert "bylength" in minilm.identity
+    assert "unpadded" in minilm.identity
