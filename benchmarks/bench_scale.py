@@ -290,6 +290,7 @@ def stage_methods(fraction: float, profile_name: str, epochs: int | None, seed: 
     """Every run of notebook 03 on planted features of the fraction's size (see the module docstring)."""
     base = _prepare_child(seed)
     os.environ["OSGHA_CACHE_DIR"] = str(Path(work) / "cache")  # checkpoints of this run only
+    os.environ["OSGHA_TIMINGS_DIR"] = str(Path(work) / "timings")  # run_method's timing log, not the project's
     from osgha_lite.config import load_profile
     from osgha_lite.experiment import run_method
 
@@ -311,13 +312,12 @@ def stage_methods(fraction: float, profile_name: str, epochs: int | None, seed: 
         inputs_seconds = time.perf_counter() - started
         run = run_method(name, method, profile, f"openclip:ViT-B-32:random-seed{seed}", inputs["train"],
                          inputs["dev"], inputs["test"], progress=False, folder=Path(work) / "results", log=None)
-        record = json.loads(Path(run["path"]).read_text())
         history = run["history"]
         evaluated = len(history.epochs) if history is not None else 0
         per_epoch = history.seconds / evaluated if evaluated else 0.0
         full_epochs = configured_epochs(full, full["methods"].get(name, method)) if history is not None else 0
         row = {"method": name, "skipped": False, "seconds": run["seconds"], "inputs_seconds": inputs_seconds,
-               "prepare_seconds": record["prepare_seconds"], "epochs_run": max(evaluated - 1, 0),
+               "prepare_seconds": run["prepare_seconds"], "epochs_run": max(evaluated - 1, 0),
                "seconds_per_epoch": per_epoch, "configured_epochs": full_epochs,
                "full_training_seconds": run["seconds"] + max(full_epochs - max(evaluated - 1, 0), 0) * per_epoch,
                "test_rsum": run["metrics"][profile["eval"]["protocols"][0]]["rsum"],

@@ -76,7 +76,8 @@ def child(checkout: Path, profile: str) -> dict[str, float]:
             (shared / part).mkdir(parents=True, exist_ok=True)
             (cache / part).symlink_to((shared / part).resolve())
         env = {**os.environ, "PYTHONPATH": str(checkout), "OSGHA_CACHE_DIR": str(cache),
-               "OSGHA_RESULTS_DIR": str(Path(tmp) / "results"), "OSGHA_FIGURES_DIR": str(Path(tmp) / "figures")}
+               "OSGHA_RESULTS_DIR": str(Path(tmp) / "results"), "OSGHA_FIGURES_DIR": str(Path(tmp) / "figures"),
+               "OSGHA_TIMINGS_DIR": str(Path(tmp) / "timings")}
         out = Path(tmp) / "seconds.json"
         code = (f"import json, sys; sys.path.insert(0, {str(checkout)!r}); sys.path.insert(1, {str(HERE.parent)!r}); "
                 f"import bench_training as b; json.dump(b.run_all({profile!r}), open({str(out)!r}, 'w'))")

@@ -25,8 +25,9 @@ adapter training settings (``profile["adapter_training"]["train"]``, a
   in ``.cache/adapters/``, so reruns load it) and encodes dev and test;
   :func:`run_method` adds the test metrics with bootstrap intervals and writes
   ``results/<profile>/<method>.test.json`` with the method's options, its
-  dev metrics, its training history, its timings and whether the test
-  gallery was used (``transductive``).
+  dev metrics, its training history and whether the test gallery was used
+  (``transductive``); its wall-clock times go to the timing log
+  (:mod:`osgha_lite.timings`), not the result file.
 * :func:`sweep_methods` lists one-at-a-time variations of a base method.
 """
 
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from osgha_lite import timings
 from osgha_lite.adapters import AdapterContext, RetrievalAdapter, build_adapter
 from osgha_lite.config import merge
 from osgha_lite.data import PROJECT_ROOT, data_root, protocol_settings
@@ -379,8 +381,10 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
 
     Returns ``{"path", "sims" (test image x caption scores), "metrics"
     (test, per protocol), "dev_metrics", "history" (None when nothing is
-    trained), "seconds" (total)}``. The result file also holds the dev
-    metrics, the training history and the preparation time.
+    trained), "prepare_seconds", "seconds" (total)}``. The result file also
+    holds the dev metrics and the training history, but no wall-clock time:
+    the times go to the timing log (:mod:`osgha_lite.timings`, entry
+    :func:`~osgha_lite.timings.result_name` of the result file).
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
@@ -403,16 +407,18 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                              (("train", train), ("dev", dev), ("test", test))}
         if train.image_texts is not None else None,
         protocol=protocol_record(profile, train),
-        training=history.as_dict() if history is not None else None,
-        prepare_seconds=round(prepared.seconds, 1),
-        seconds=round(time.perf_counter() - started, 1),
+        training=history.result_dict() if history is not None else None,
     )
-    record_seconds = record["seconds"]
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
                         record.pop("config"), folder=folder, **record)
+    seconds = time.perf_counter() - started
+    times = {"prepare_seconds": prepared.seconds, "total_seconds": seconds}
+    if history is not None:
+        times["train_seconds"] = history.seconds
+    timings.record(profile["name"], timings.result_name(profile["name"], path), **times)
     return {"path": path, "sims": sims, "metrics": metrics, "intervals": intervals, "dev_metrics": scored.dev_metrics,
-            "history": history, "seconds": record_seconds}
+            "history": history, "prepare_seconds": prepared.seconds, "seconds": seconds}
 
 
 _EXTRA_CACHE: dict[tuple, object] = {}

@@ -99,23 +99,19 @@ def latex_table(frame: pd.DataFrame, digits: int) -> str:
 
 
 def save_table(frame: pd.DataFrame, profile: str, name: str, digits: int = 2, *, notebook: str,
-               sources: Iterable[str] = (), volatile: Iterable[str] = ()) -> list[Path]:
+               sources: Iterable[str] = ()) -> list[Path]:
     """Write a table as CSV, Markdown and LaTeX under ``results/<profile>/tables/`` and record it.
 
     The Markdown and LaTeX show floats to ``digits`` decimals, the CSV to
-    ``digits + 2``. ``volatile`` names columns that differ between reruns by
-    nature (wall-clock times); the regeneration check skips them. See
-    :func:`save_figure` for ``notebook`` and ``sources``.
+    ``digits + 2``. A table holds no wall-clock times (they differ between
+    reruns; a notebook shows them from :mod:`osgha_lite.timings` instead).
+    See :func:`save_figure` for ``notebook`` and ``sources``.
     """
-    unknown = [c for c in volatile if c not in frame.columns]
-    if unknown:
-        raise ValueError(f"save_table({name}): volatile columns {unknown} are not in the table")
     folder = results_root() / profile / "tables"
     paths = [
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False, float_format=f"%.{digits + 2}f")),
         atomic_write_text(folder / f"{name}.md", markdown_table(frame, digits)),
         atomic_write_text(folder / f"{name}.tex", latex_table(frame, digits)),
     ]
-    register_artifacts(profile, paths, kind="table", notebook=notebook, sources=sources,
-                       digits=digits, volatile=list(volatile))
+    register_artifacts(profile, paths, kind="table", notebook=notebook, sources=sources, digits=digits)
     return paths

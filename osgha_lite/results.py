@@ -8,12 +8,13 @@ Each file ``results/<profile>/<method>.<split>.json`` holds
   (``all``, ``coco-5k``, ``coco-1k``),
 * ``intervals`` (optional): bootstrap 95% intervals per metric,
 * ``config``: the full profile and the method's own options,
-* anything else the producer adds (training history, timings).
+* anything else the producer adds (training history, coverage).
 
-Files are written atomically with sorted keys and no timestamps; apart from
-the recorded timings (``seconds`` fields), a rerun that gives the same
-numbers gives the same bytes. The folder is
-``$OSGHA_RESULTS_DIR`` or the repository's ``results/``.
+Files are written atomically with sorted keys, and hold no timestamps and
+no wall-clock times (those go to the uncommitted timing log,
+:mod:`osgha_lite.timings`), so a rerun that gives the same numbers gives
+the same bytes. The folder is ``$OSGHA_RESULTS_DIR`` or the repository's
+``results/``.
 """
 
 from __future__ import annotations

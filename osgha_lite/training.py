@@ -104,7 +104,12 @@ class SplitFeatures:
 
 @dataclass
 class TrainHistory:
-    """Per-epoch training loss and dev metrics, plus the epoch that was kept."""
+    """Per-epoch training loss and dev metrics, plus the epoch that was kept.
+
+    ``seconds`` is the wall-clock time spent in :func:`fit` (summed over
+    resumed runs); it is kept in checkpoints, not in result files
+    (:meth:`result_dict`).
+    """
 
     epochs: list = field(default_factory=list)
     best_epoch: int = -1
@@ -123,7 +128,15 @@ class TrainHistory:
         return self.best_epoch > 0
 
     def as_dict(self) -> dict:
+        """Every field plus the derived ones (a checkpoint's copy: ``seconds`` lets a resumed run keep counting)."""
         return {**asdict(self), "initial_dev_rsum": self.initial_rsum, "improved": self.improved}
+
+    def result_dict(self) -> dict:
+        """:meth:`as_dict` without the wall-clock ``seconds``: the history as a result file stores it
+        (times go to :mod:`osgha_lite.timings`)."""
+        values = self.as_dict()
+        del values["seconds"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainHistory":

@@ -39,6 +39,16 @@ def _save_samples(folder: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session", autouse=True)
+def timing_log(tmp_path_factory) -> Path:
+    """Every test's timing log (``osgha_lite.timings``) in a temporary folder, never the project's
+    ``build/timings/``; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("timings")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OSGHA_TIMINGS_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A data root holding ``flickr8k/`` (Kaggle layout) and ``flickr30k/`` (Karpathy layout)."""

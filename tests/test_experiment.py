@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from osgha_lite import experiment
+from osgha_lite import experiment, timings
 from osgha_lite.experiment import (
     Embedded,
     cached_neighbour_table,
@@ -28,9 +29,10 @@ DIM = 16
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Cache and results in a temporary folder, two threads at most, an empty neighbour-table cache."""
+    """Cache, results and timing log in a temporary folder, two threads at most, an empty neighbour-table cache."""
     monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OSGHA_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("OSGHA_TIMINGS_DIR", str(tmp_path / "timings"))
     monkeypatch.setattr(experiment, "_TABLE_CACHE", {})
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -123,10 +125,18 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     assert first["dev_metrics"]["rsum"] == pytest.approx(history["best_rsum"])
     checkpoints = list((isolated / "cache" / "adapters").glob("tiny-os-hgadapter-*.safetensors"))
     assert len(checkpoints) == 1
-    # A rerun loads the finished checkpoint: same history, same similarities.
+    # No wall-clock time in the result file; they are in the timing log, under the result file's name.
+    assert "seconds" not in record and "prepare_seconds" not in record and "seconds" not in history
+    logged = timings.load("tiny")["os-hgadapter.test"]
+    assert set(logged) == {"prepare_seconds", "train_seconds", "total_seconds"}
+    assert logged["train_seconds"] == pytest.approx(first["history"].seconds)
+    assert logged["total_seconds"] == pytest.approx(first["seconds"]) and first["prepare_seconds"] >= 0
+    written = Path(first["path"]).read_bytes()
+    # A rerun loads the finished checkpoint: same history, same similarities, the same bytes in the result file.
     again = run("os-hgadapter", splits)
     assert again["history"].as_dict() == first["history"].as_dict()
     np.testing.assert_array_equal(again["sims"], first["sims"])
+    assert Path(again["path"]).read_bytes() == written
 
 
 def test_a_method_with_zero_epochs_is_evaluated_untrained(splits):

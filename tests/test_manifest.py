@@ -28,7 +28,7 @@ def tree(tmp_path, monkeypatch):
 
 
 def _table():
-    return pd.DataFrame({"method": ["frozen", "adapter_x"], "rsum": [261.2, 284.94], "seconds": [1.0, 2.0]})
+    return pd.DataFrame({"method": ["frozen", "adapter_x"], "rsum": [261.2, 284.94], "best_epoch": [0, 2]})
 
 
 def _figure():
@@ -39,8 +39,7 @@ def _figure():
 
 
 def _save_both(profile="toy"):
-    save_table(_table(), profile, "t", digits=1, notebook="05_figures", sources=["results/toy/*.json"],
-               volatile=["seconds"])
+    save_table(_table(), profile, "t", digits=1, notebook="05_figures", sources=["results/toy/*.json"])
     fig = _figure()
     save_figure(fig, profile, "f", notebook="05_figures", sources=["results/toy/*.json"])
     plt.close(fig)
@@ -53,7 +52,7 @@ def test_save_records_every_format_with_notebook_sources_and_hash(tree):
                                  "results/toy/tables/t.md", "results/toy/tables/t.tex"]
     csv_entry = artifacts["results/toy/tables/t.csv"]
     assert csv_entry["notebook"] == "05_figures" and csv_entry["sources"] == ["results/toy/*.json"]
-    assert csv_entry["digits"] == 1 and csv_entry["volatile"] == ["seconds"]
+    assert csv_entry["digits"] == 1 and "volatile" not in csv_entry  # every column is compared
     assert csv_entry["sha256"] == manifest.sha256_file(tree.results / "toy" / "tables" / "t.csv")
     assert artifacts["figures/toy/f.png"]["kind"] == "figure"
     assert check_disk("toy", tree) == []
@@ -64,11 +63,6 @@ def test_saving_the_same_figure_twice_gives_identical_bytes(tree):
     second = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n")}
     assert first == second
     assert b"CreationDate" not in first[".pdf"]
-
-
-def test_unknown_volatile_column_is_refused(tree):
-    with pytest.raises(ValueError, match="volatile columns \\['nope'\\]"):
-        save_table(_table(), "toy", "t", notebook="n", volatile=["nope"])
 
 
 def test_disk_check_catches_a_hand_edit_a_missing_file_and_an_unlisted_file(tree):
@@ -89,13 +83,16 @@ def test_disk_check_without_a_manifest_says_what_to_run(tmp_path):
 
 def test_compare_tables_tolerance_is_half_a_shown_digit(tmp_path):
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
-    old.write_text("method,rsum,seconds\nfrozen,261.2000,1.0\n")
-    new.write_text("method,rsum,seconds\nfrozen,261.2400,9.0\n")
-    assert compare_tables("t.csv", old, new, digits=1, volatile=["seconds"]) == []
-    new.write_text("method,rsum,seconds\nfrozen,261.2600,1.0\n")
+    old.write_text("method,rsum,best_epoch\nfrozen,261.2000,1\n")
+    new.write_text("method,rsum,best_epoch\nfrozen,261.2400,1\n")
+    assert compare_tables("t.csv", old, new, digits=1) == []
+    new.write_text("method,rsum,best_epoch\nfrozen,261.2600,1\n")
     assert compare_tables("t.csv", old, new, digits=1) == [
         "t.csv, line 2, column 'rsum': committed 261.2000, regenerated 261.2600 (tolerance 0.05)"]
-    new.write_text("method,rsum,seconds\nlinear,261.2000,1.0\n")
+    new.write_text("method,rsum,best_epoch\nfrozen,261.2000,3\n")  # no column is skipped
+    assert compare_tables("t.csv", old, new, digits=1) == [
+        "t.csv, line 2, column 'best_epoch': committed 1, regenerated 3 (tolerance 0.05)"]
+    new.write_text("method,rsum,best_epoch\nlinear,261.2000,1\n")
     assert "column 'method': committed 'frozen', regenerated 'linear'" in compare_tables("t.csv", old, new, 1)[0]
     new.write_text("method,rsum\nfrozen,261.2\n")
     assert "columns differ" in compare_tables("t.csv", old, new, 1)[0]
@@ -111,8 +108,7 @@ def test_regeneration_check_passes_on_a_rerun_and_fails_on_changed_numbers(tmp_p
 
     frame = _table()
     frame.loc[1, "rsum"] = 285.5
-    frame.loc[0, "seconds"] = 99.0
-    save_table(frame, "toy", "t", digits=1, notebook="05_figures", volatile=["seconds"])
+    save_table(frame, "toy", "t", digits=1, notebook="05_figures")
     problems, notes = check_regenerated("toy", committed, regenerated)
     assert problems == ["results/toy/tables/t.csv, line 3, column 'rsum': committed 284.940, "
                         "regenerated 285.500 (tolerance 0.05)"]
@@ -200,10 +196,10 @@ def test_every_committed_result_file_is_in_the_manifest():
                                                                   (PROJECT_ROOT / "notebooks").glob("0*.ipynb")}
 
 
-def test_compare_results_skips_timings_and_allows_half_a_printed_digit(tmp_path):
+def test_compare_results_allows_half_a_printed_digit_and_skips_no_field(tmp_path):
     old, new = tmp_path / "old.json", tmp_path / "new.json"
-    base = {"method": "m", "metrics": {"all": {"rsum": 264.98, "i2t_medr": 5}}, "seconds": 0.6,
-            "training": {"seconds": 10.7, "epochs": [{"epoch": 1, "loss": 2.5}], "finished": True}}
+    base = {"method": "m", "metrics": {"all": {"rsum": 264.98, "i2t_medr": 5}},
+            "training": {"epochs": [{"epoch": 1, "loss": 2.5}], "finished": True}}
     old.write_text(json.dumps(base))
 
     def differences(**changes):
@@ -217,7 +213,6 @@ def test_compare_results_skips_timings_and_allows_half_a_printed_digit(tmp_path)
         new.write_text(json.dumps(record))
         return manifest.compare_results("r.json", old, new)
 
-    assert differences(seconds=99.0, training__seconds=1.0) == []
     assert differences(metrics__all__rsum=264.984) == []
     assert differences(metrics__all__rsum=264.99) == [
         "r.json, field /metrics/all/rsum: committed 264.98, regenerated 264.99 (tolerance 0.005)"]
@@ -227,13 +222,15 @@ def test_compare_results_skips_timings_and_allows_half_a_printed_digit(tmp_path)
         "r.json, field /training/finished: committed True, regenerated False"]
     assert differences(training__epochs=[]) == ["r.json, field /training/epochs: 1 items committed, 0 regenerated"]
     assert differences(extra=1) == ["r.json, field /extra: only in the regenerated file"]
+    # a wall-clock time is no exception (result files hold none; osgha_lite.timings keeps them)
+    assert differences(training__seconds=10.7) == ["r.json, field /training/seconds: only in the regenerated file"]
 
 
 def test_register_results_records_a_tree_and_the_regeneration_check_compares_results(tmp_path, capsys):
     committed, regenerated = Roots.under(tmp_path / "a"), Roots.under(tmp_path / "b")
     for roots, rsum in ((committed, 280.0), (regenerated, 280.001)):
         (roots.results / "toy" / "entropy").mkdir(parents=True)
-        (roots.results / "toy" / "m.test.json").write_text(json.dumps({"metrics": {"rsum": rsum}, "seconds": rsum}))
+        (roots.results / "toy" / "m.test.json").write_text(json.dumps({"metrics": {"rsum": rsum}}))
         (roots.results / "toy" / "entropy" / "e.test.json").write_text(json.dumps({"h": 1.5}))
         assert manifest.main(["register-results", "--profile", "toy", "--root", str(roots.figures.parent)]) == 0
         assert check_disk("toy", roots) == []

@@ -42,7 +42,7 @@ def test_profiles_load_and_smoke_is_renamed():
 def test_makefile_exports_the_portable_kernel_settings(monkeypatch):
     makefile = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
     for name, value in PORTABLE_CPU_KERNELS.items():
-        assert f"export {name} ?= {value}\n" in makefile, name
+        assert f"export {name} := {value}\n" in makefile, name  # `:=`: a preset environment value does not win
     # the runner's kernels get them too; a value the user set wins
     for name in PORTABLE_CPU_KERNELS:  # setenv first, so that teardown restores the original state
         monkeypatch.setenv(name, "")
@@ -63,7 +63,7 @@ WRITE_RESULT = """from osgha_lite.atomic import atomic_write_json
 from osgha_lite.config import notebook_profile
 from osgha_lite.results import results_root
 NAME = notebook_profile(PROFILE, smoke=SMOKE)["name"]
-atomic_write_json(results_root() / NAME / "toy.test.json", {"metrics": {"rsum": 1.25}, "seconds": 0.1})"""
+atomic_write_json(results_root() / NAME / "toy.test.json", {"metrics": {"rsum": 1.25}})"""
 
 
 def _notebook(folder, name, *sources):

@@ -163,6 +163,8 @@ def test_history_dict_reports_the_initial_rsum_and_whether_training_helped():
     assert values["initial_dev_rsum"] == 100.0 and values["improved"] is True
     assert {"epochs", "best_epoch", "best_rsum", "seconds", "finished"} < set(values)
     assert TrainHistory.from_dict(values) == history  # the derived fields are not read back
+    stored = history.result_dict()  # a result file's copy: no wall-clock time
+    assert "seconds" not in stored and stored == {k: v for k, v in values.items() if k != "seconds"}
     assert not TrainHistory(epochs=epochs, best_epoch=0, best_rsum=100.0).improved
 
 
