@@ -47,9 +47,12 @@ env: $(STAMP)
 
 check-env: $(STAMP)
 	$(PY) -m osgha_lite.envcheck
+	$(PY) -m osgha_lite.envcheck --fingerprint
 
 reproduce: $(STAMP)
 	$(PY) -m osgha_lite.envcheck
+	@# on a machine whose kernels differ the run goes on, but its tables will differ from the committed ones
+	-$(PY) -m osgha_lite.envcheck --fingerprint
 	$(PY) -m osgha_lite.runner --profile lite
 
 # `make test`: nbval reruns every notebook into $(REGENERATED) (the committed results/ and figures/,
@@ -61,6 +64,7 @@ REGENERATED_ROOTS = OSGHA_RESULTS_DIR=$(CURDIR)/$(REGENERATED)/results OSGHA_FIG
   OSGHA_TIMINGS_DIR=$(CURDIR)/$(REGENERATED)/timings
 test: $(STAMP) browser
 	$(PY) -m osgha_lite.envcheck
+	$(PY) -m osgha_lite.envcheck --fingerprint
 	rm -rf $(REGENERATED)
 	$(REGENERATED_ROOTS) OSGHA_EXECUTED_DIR=$(CURDIR)/$(REGENERATED)/notebooks $(PY) -m pytest $(NBVAL) notebooks
 	$(PY) -m osgha_lite.manifest register-results --profile lite --root $(REGENERATED)

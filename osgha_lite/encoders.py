@@ -242,6 +242,8 @@ class MiniLMEncoder:
 
     modality = "text"
     dim = 384
+    #: a text's vector does not depend on its batch-mates, so lists share vectors (osgha_lite.text_store)
+    batch_independent = True
 
     def __init__(self, device: str | None = None, runtime: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,8 @@
 """Check the environment: prints OK/FAIL for each dependency, model file and data folder.
 
-Usage: ``python -m osgha_lite.envcheck`` (exit status 1 when a required check fails).
+Usage: ``python -m osgha_lite.envcheck`` (exit status 1 when a required check fails);
+``python -m osgha_lite.envcheck --fingerprint`` digests each computing stage on a small fixed
+input and names the first one that differs from the committed reference (:mod:`osgha_lite.fingerprint`).
 Optional checks (a GPU, the LLM weights, an Ollama server) print INFO instead of FAIL.
 The lock check compares every installed distribution with ``requirements/lock.txt``
 (docs/environment-lock.md); it is required only on the platform the lock is for.
@@ -140,13 +142,19 @@ def _portable_kernels() -> str:
 
     from osgha_lite.runtime import PORTABLE_CPU_KERNELS
 
-    unset = [name for name, value in PORTABLE_CPU_KERNELS.items() if os.environ.get(name) != value]
+    unset = [f"{name}={os.environ.get(name)!r}" for name, value in PORTABLE_CPU_KERNELS.items()
+             if os.environ.get(name) != value]
     capability = torch.backends.cpu.get_cpu_capability()
     if unset:
-        raise RuntimeError(f"{', '.join(unset)} not set to the portable values (torch uses {capability} kernels): "
+        raise RuntimeError(f"{', '.join(unset)}: not the portable values (torch uses {capability} kernels): "
                            "run through `make`, or export osgha_lite.runtime.PORTABLE_CPU_KERNELS, or the "
-                           "regenerated tables may differ from the committed ones in the last decimal")
-    return f"torch {capability} kernels, oneDNN and MKL capped at AVX2"
+                           "regenerated tables may differ from the committed ones")
+    threads = os.environ.get("OSGHA_THREADS", "2")
+    if threads != "2":
+        raise RuntimeError(f"OSGHA_THREADS={threads}: MKL splits products by thread, so tables differ from the "
+                           "committed ones (made with 2 threads)")
+    return (f"torch {capability} kernels, oneDNN at AVX2, MKL's COMPATIBLE branch, NumPy without AVX-512 loops, "
+            f"2 threads (`--fingerprint` checks the result)")
 
 
 def _efficientnet_weights() -> str:
@@ -222,7 +230,17 @@ def checks() -> list[tuple[str, Callable[[], str], bool]]:
     return items
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run every check; ``--fingerprint [options]`` runs the kernel fingerprint instead
+    (:mod:`osgha_lite.fingerprint`: each computing stage's digest against the committed reference)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--fingerprint"]:
+        from osgha_lite.fingerprint import main as fingerprint_main
+
+        return fingerprint_main(argv[1:])
+    if argv:
+        print(f"unknown arguments {argv}; usage: python -m osgha_lite.envcheck [--fingerprint [--help]]")
+        return 2
     failed = 0
     for name, check, required in checks():
         try:

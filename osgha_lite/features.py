@@ -32,6 +32,11 @@ and the entry (or just that shard) is computed again and rewritten. Arrays
 cached before hashes were recorded (a sidecar without ``sha256``) are
 checked for shape and finite values, then their hash is recorded.
 
+Texts of an encoder whose vectors do not depend on their batch
+(``batch_independent``, MiniLM) are looked up text by text in a store shared
+by every list (:mod:`osgha_lite.text_store`): a caption that five lists
+hold is encoded once. The store's shards are the resumable unit then.
+
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
 """
 
@@ -56,6 +61,7 @@ from osgha_lite.atomic import (
     load_verified_npy,
 )
 from osgha_lite.data import PROJECT_ROOT, CaptionDataset
+from osgha_lite.text_store import encode_with_store, store_for
 
 CACHE_ENV = "OSGHA_CACHE_DIR"
 
@@ -191,6 +197,15 @@ def cached_features(
     found = _read_entry(meta_path, [final], key, _shape_check((len(items), encoder.dim)))
     if found is not None:
         return found[0]
+    if encoder.modality == "text" and getattr(encoder, "batch_independent", False):
+        # each distinct text once per encoder, across lists and notebooks (osgha_lite.text_store)
+        store = store_for(folder, encoder.identity, encoder.dim,
+                          warn=lambda message: warnings.warn(message, CacheWarning, stacklevel=2))
+        array = encode_with_store(encoder, list(items), store, batch_size, shard_size, progress,
+                                  log=(lambda line: print(f"{stem}: {line}", flush=True)) if progress else None)
+        _write_entry(meta_path, {final: array},
+                     _meta(encoder.identity, dataset, split, encoder.modality, digest, key, array.shape))
+        return array
     shards_dir = folder / f"{stem}.shards"
     shards = []
     for number, start in enumerate(range(0, len(items), shard_size)):

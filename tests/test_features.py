@@ -259,3 +259,53 @@ def test_a_caption_vector_does_not_depend_on_its_batch(minilm):
     np.testing.assert_array_equal(sentences, one_by_one)
     assert mask[1].sum() < mask[0].sum() == 8  # "snow" has fewer tokens than the long first caption
     assert "unpadded" in minilm.identity
+
+
+class SharedFake(Fake):
+    """A :class:`Fake` text encoder whose vectors do not depend on their batch, so lists share them."""
+
+    batch_independent = True
+
+
+def test_each_distinct_text_is_encoded_once_across_lists(tmp_path):
+    encoder = SharedFake("text")
+    first = cached_features(encoder, ["a dog", "a cat", "a dog"], "lists", "one", cache_dir=tmp_path,
+                            progress=False)
+    assert encoder.items == ["a dog", "a cat"]  # a text repeated in a list is encoded once
+    second = cached_features(encoder, ["a cat", "two birds", "a dog"], "lists", "two", cache_dir=tmp_path,
+                             progress=False)
+    assert encoder.items == ["a dog", "a cat", "two birds"]
+    np.testing.assert_array_equal(second, np.stack([encoder.vector(t) for t in ["a cat", "two birds", "a dog"]]))
+    np.testing.assert_array_equal(first[[0, 2]], second[[2, 2]])
+    # a new process (a fresh store object) reads the shards from disk
+    from osgha_lite import text_store
+
+    text_store._STORES.clear()
+    fresh = SharedFake("text")
+    third = cached_features(fresh, ["two birds", "a dog"], "lists", "three", cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(third, second[[1, 2]])
+    assert fresh.items == []
+
+
+def test_a_damaged_text_shard_is_named_and_encoded_again(tmp_path):
+    from osgha_lite import text_store
+    from osgha_lite.features import CacheWarning
+
+    encoder = SharedFake("text")
+    cached_features(encoder, ["a dog", "a cat"], "lists", "one", cache_dir=tmp_path, progress=False)
+    shard = next((tmp_path / "texts").rglob("*.npy"))
+    shard.write_bytes(shard.read_bytes()[:-8] + b"garbage!")
+    text_store._STORES.clear()
+    again = SharedFake("text")
+    with pytest.warns(CacheWarning, match=f"{shard.stem}.json: text-vector shard ignored"):
+        out = cached_features(again, ["a cat", "a dog"], "lists", "two", cache_dir=tmp_path, progress=False)
+    assert sorted(again.items) == ["a cat", "a dog"]
+    np.testing.assert_array_equal(out, np.stack([again.vector("a cat"), again.vector("a dog")]))
+
+
+def test_minilm_shares_vectors_between_lists_bit_for_bit(minilm, tmp_path):
+    texts = ["a dog runs on the grass", "snow", "two men ride bikes down a long hill"]
+    direct = minilm.encode(texts, progress=False)
+    cached_features(minilm, texts[:2], "lists", "one", cache_dir=tmp_path, progress=False)
+    shared = cached_features(minilm, texts[::-1], "lists", "two", cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(shared, direct[::-1])
