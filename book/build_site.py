@@ -3,9 +3,12 @@
 Nothing is executed here: the pages are the notebooks that
 ``python -m osgha_lite.runner`` wrote to ``build/notebooks/<profile>/``, so
 the site shows exactly the run that produced ``results/`` and ``figures/``.
-The profile (``lite``, or ``lite-smoke`` after ``--smoke``) is read from the
-parameters Papermill recorded in each notebook; notebooks of different runs
-are refused.
+The profile (``lite``, or ``lite-smoke`` after ``--smoke``), seed and smoke
+flag are read from the parameters Papermill recorded in each notebook, and
+the run id from ``metadata.osgha.run_id`` (written by the runner, or by
+``notebooks/conftest.py`` for nbval's run in ``make test``). Every notebook
+must carry the same four; a notebook without a run id, one of another run,
+a failed run and any error output are refused (:func:`run_of`).
 
 The source tree assembled in ``<out>/src`` holds
 
@@ -63,34 +66,76 @@ def numbered_notebooks(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_profile(notebooks: list[Path]) -> str:
-    """The profile name (``lite``, ``lite-smoke``...) all executed notebooks were run with: from the
-    Papermill parameters of the runner's copies, or from ``metadata.osgha`` of nbval's run
-    (``notebooks/conftest.py``)."""
+def run_of(notebooks: list[Path]) -> dict:
+    """The run all executed notebooks come from: ``{"profile", "seed", "smoke", "run_id"}``.
+
+    Parameters come from Papermill's record of the runner's copies, or from ``metadata.osgha`` of
+    nbval's run (``notebooks/conftest.py``); the run id from ``metadata.osgha.run_id`` of either.
+    Raises :class:`BookError` naming the notebook for a failed run, an error output, a missing run id,
+    and when the notebooks do not all share profile, seed, smoke flag and run id."""
     sys.path.insert(0, str(PROJECT_ROOT))
     from osgha_lite.config import notebook_profile
 
-    names = {}
+    runs = {}
     for path in notebooks:
-        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise BookError(f"{path}: not a readable notebook ({error}); rerun `python -m osgha_lite.runner`") from None
+        metadata = nb.get("metadata", {})
         papermill = metadata.get("papermill") or {}
         parameters = papermill.get("parameters")
         if papermill.get("exception"):
             raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
                             f"rerun `python -m osgha_lite.runner`")
-        nbval = metadata.get("osgha") or {}  # written by notebooks/conftest.py for nbval's run in `make test`
-        if nbval and not papermill:
-            if nbval.get("failed") or nbval.get("cells_run") != nbval.get("code_cells"):
-                raise BookError(f"{path}: nbval's run of it failed or stopped early ({nbval.get('cells_run')} of "
-                                f"{nbval.get('code_cells')} cells ran); fix the notebook and rerun `make test`")
-            parameters = nbval.get("parameters")
+        osgha = metadata.get("osgha") or {}  # the run id; for nbval's run in `make test` also its parameters
+        if osgha.get("executed_by") == "nbval":
+            if osgha.get("failed") or osgha.get("cells_run") != osgha.get("code_cells"):
+                raise BookError(f"{path}: nbval's run of it failed or stopped early ({osgha.get('cells_run')} of "
+                                f"{osgha.get('code_cells')} cells ran); fix the notebook and rerun `make test`")
+            parameters = osgha.get("parameters")
         if not parameters or "PROFILE" not in parameters:
             raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
                             f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")
-        names[path.name] = notebook_profile(parameters["PROFILE"], smoke=bool(parameters.get("SMOKE")))["name"]
-    if len(set(names.values())) != 1:
-        raise BookError(f"executed notebooks come from different runs: {names}; rerun the runner for one profile")
-    return next(iter(names.values()))
+        error = first_error_output(nb)
+        if error:
+            raise BookError(f"{path}: {error}; a run with an error output is not shown. Fix the notebook and rerun "
+                            f"`python -m osgha_lite.runner`")
+        if not osgha.get("run_id"):
+            raise BookError(f"{path}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart "
+                            f"from another run's copy; rerun every notebook with `python -m osgha_lite.runner` "
+                            f"(or `make reproduce` / `make smoke`)")
+        smoke = bool(parameters.get("SMOKE"))
+        runs[path.name] = {"profile": notebook_profile(parameters["PROFILE"], smoke=smoke)["name"],
+                           "seed": parameters.get("SEED"), "smoke": smoke, "run_id": osgha["run_id"]}
+    distinct = {tuple(run.items()) for run in runs.values()}
+    if len(distinct) != 1:
+        listed = "; ".join(f"{name}: " + ", ".join(f"{key} {value}" for key, value in run.items())
+                           for name, run in runs.items())
+        raise BookError(f"executed notebooks come from different runs ({listed}); rerun every notebook in one run "
+                        f"of `python -m osgha_lite.runner` for one profile (a run of some notebooks only, such as "
+                        f"--only or `make figures`, is a run of its own)")
+    return dict(next(iter(distinct)))
+
+
+def run_profile(notebooks: list[Path]) -> str:
+    """The profile name (``lite``, ``lite-smoke``...) of the one run the notebooks come from (:func:`run_of`)."""
+    return run_of(notebooks)["profile"]
+
+
+def first_error_output(nb: dict) -> str | None:
+    """Where the notebook's first error output is and what it says, or ``None``: a cell that raised,
+    also when the run went on (Papermill's ``exception`` is false for a cell allowed to raise)."""
+    code = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        code += 1
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return (f"code cell {code} (execution count {cell.get('execution_count')}) has an error output "
+                        f"({output.get('ename')}: {str(output.get('evalue', ''))[:200]})")
+    return None
 
 
 def _widget_text(model_id: str, state: dict) -> str | None:
@@ -225,13 +270,15 @@ def module_page(name: str) -> str:
             f"```{{literalinclude}} _code/{name}.py\n:language: python\n:linenos:\n```\n")
 
 
-def landing_page(profile: str, titles: dict[str, str], modules: list[str], figure: str, table: str) -> str:
+def landing_page(profile: str, titles: dict[str, str], modules: list[str], figure: str, table: str,
+                 run: dict | None = None) -> str:
     notebooks = "\n".join(f"{i + 1}. [{title}]({page})" for i, (page, title) in enumerate(titles.items()))
+    which = f" (run `{run['run_id']}`, seed {run['seed']})" if run else ""
     return f"""# osgha-lite: the companion as a website
 
 Results of profile `{profile}`: every number, table and figure below and on the
 notebook pages comes from the executed notebooks of one run of
-`python -m osgha_lite.runner`.
+`python -m osgha_lite.runner`{which}.
 
 ## Headline results
 
@@ -299,7 +346,8 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
     notebooks = numbered_notebooks(notebooks_dir)
     if not notebooks:
         raise BookError(f"{notebooks_dir}: no executed notebooks; run `make reproduce` or `make smoke` first")
-    profile = run_profile(notebooks)
+    run = run_of(notebooks)
+    profile = run["profile"]
     table_path = results_root / profile / "tables" / HEADLINE_TABLE
     figure_path = figures_root / profile / HEADLINE_FIGURE
     for needed in (table_path, figure_path):
@@ -328,11 +376,11 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
         "# Source files\n\nThe modules of `osgha_lite`, each with its docstring and code:\n\n"
         + "".join(f"* [`osgha_lite.{m}`]({m}.md)\n" for m in modules), encoding="utf-8")
     (src / "intro.md").write_text(landing_page(profile, titles, modules, f"_figures/{HEADLINE_FIGURE}",
-                                               table_path.read_text(encoding="utf-8")), encoding="utf-8")
+                                               table_path.read_text(encoding="utf-8"), run), encoding="utf-8")
     toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in notebooks)
     toc += "- file: source/index\n  sections:\n" + "".join(f"  - file: source/{m}\n" for m in modules)
     (src / "_toc.yml").write_text(toc, encoding="utf-8")
-    return {"profile": profile, "notebooks": [p.name for p in notebooks], "modules": modules}
+    return {"profile": profile, "run_id": run["run_id"], "notebooks": [p.name for p in notebooks], "modules": modules}
 
 
 def add_mathjax(site: Path) -> None:
@@ -374,8 +422,9 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
     add_mathjax(site)
     pages = sorted(site.rglob("*.html"))
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
-    print(f"[book] profile {info['profile']}: {len(info['notebooks'])} notebook pages, {len(pages)} HTML pages, "
-          f"{size / 2**20:.1f} MiB in {site} ({time.perf_counter() - started:.0f} s); open {site / 'index.html'}")
+    print(f"[book] profile {info['profile']}, run {info['run_id']}: {len(info['notebooks'])} notebook pages, "
+          f"{len(pages)} HTML pages, {size / 2**20:.1f} MiB in {site} ({time.perf_counter() - started:.0f} s); "
+          f"open {site / 'index.html'}")
     return site
 
 

@@ -12,8 +12,9 @@ notebook nbval executed is written there, with the outputs of this run, for the 
 ``make test`` builds and checks (book/build_site.py). Without the variable nothing is written.
 
 Each written notebook records, in ``metadata.osgha``, that nbval executed it, its parameters (the
-assignments of its ``parameters`` cell, which nbval runs unchanged) and whether any cell failed;
-the website refuses a failed run. Widget outputs (progress bars) carry no saved widget state here,
+assignments of its ``parameters`` cell, which nbval runs unchanged), whether any cell failed, and
+the run id of this pytest session (``nbval-`` and the runner's form of id), the same for every
+notebook it ran; the website refuses a failed run and notebooks of different runs. Widget outputs (progress bars) carry no saved widget state here,
 so the website drops them, as Jupyter does for a widget without state.
 """
 
@@ -22,8 +23,10 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import secrets
 import time
 from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from queue import Empty
 
@@ -33,6 +36,7 @@ from nbval.kernel import RunningKernel
 
 EXECUTED_ENV = "OSGHA_EXECUTED_DIR"
 _RUNS: dict[Path, dict] = {}
+RUN_ID = f"nbval-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 _GET_MESSAGE = RunningKernel.get_message
 
 
@@ -101,8 +105,8 @@ def pytest_sessionfinish(session):
         for number, cell in enumerate(code):
             cell.outputs = [nbformat.from_dict(dict(output)) for output in run["outputs"].get(number, [])]
             cell.execution_count = number + 1 if number in run["outputs"] else None
-        nb.metadata["osgha"] = {"executed_by": "nbval", "parameters": parameters(nb), "failed": run["failed"],
-                                "cells_run": len(run["outputs"]), "code_cells": len(code)}
+        nb.metadata["osgha"] = {"executed_by": "nbval", "run_id": RUN_ID, "parameters": parameters(nb),
+                                "failed": run["failed"], "cells_run": len(run["outputs"]), "code_cells": len(code)}
         target = Path(folder) / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))

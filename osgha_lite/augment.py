@@ -100,6 +100,7 @@ from .llm_cache import (  # noqa: F401 - the cache API is also reachable as osgh
     MIN_FREE_BYTES,
     AugmentationCache,
     CacheAccessError,
+    CacheDamaged,
     CacheLock,
     CacheReport,
     cache_exists,
@@ -739,9 +740,10 @@ def augment_captions(
 
     Unique captions only (identical texts share one record). Before any LLM work:
     raises :class:`CacheAccessError` when the cache's folder cannot be written, its
-    disk is short of space or another process holds the cache's lock, and
-    :class:`OllamaUnavailable` / :class:`ModelNotFound` (before touching the cache)
-    when the server or model is missing. A caption that fails for a reason of its
+    disk is short of space or another process holds the cache's lock,
+    :class:`CacheDamaged` when its compressed part is not a complete, valid cache,
+    and :class:`OllamaUnavailable` / :class:`ModelNotFound` (before changing the
+    cache) when the server or model is missing. A caption that fails for a reason of its
     own is a ``failed`` record (:func:`augment_caption`); :class:`AugmentError` is
     raised when the server is lost mid-run or the cache cannot be appended to
     (every finished caption is already on disk).
@@ -757,8 +759,8 @@ def augment_captions(
     except HostSpecError as exc:
         raise AugmentError(str(exc)) from None
     with CacheLock(cache_path) as lock:  # one writer per cache, from before reading it until the end
+        cache = AugmentationCache(cache_path, lock=lock)  # a damaged cache is reported before any request
         pool, identity = connect_hosts(specs, config)  # before any change to the cache
-        cache = AugmentationCache(cache_path, lock=lock)
         return _augment_locked(captions, cache, pool, identity, template, config, retry_failed=retry_failed,
                                progress=progress, run_info=run_info)
 
@@ -1068,6 +1070,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compress:
         try:
             packed = compress_cache(cache_path)
+        except CacheDamaged as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except (ValueError, CacheAccessError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -1122,6 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
     except (OllamaUnavailable, ModelNotFound) as exc:
         print(f"error: {exc}\nThe cache {cache_path} was not changed.", file=sys.stderr)
+        return 2
+    except CacheDamaged as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except CacheAccessError as exc:
         print(f"error: {exc}", file=sys.stderr)

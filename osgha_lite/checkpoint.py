@@ -17,8 +17,11 @@ is ever unpickled.
 
 :func:`load_checkpoint` raises :class:`CheckpointError` (an
 :class:`osgha_lite.atomic.IntegrityError`) naming the file when it is
-truncated, damaged or not a checkpoint of this format; the message says to
-delete the file to train again. A damaged checkpoint is refused rather than
+truncated, damaged or not a checkpoint of this format, including a header
+whose values have the wrong JSON type (``__metadata__`` that is not an
+object of strings, a tensor entry without a string ``dtype`` and integer
+``shape`` and ``data_offsets``); the message says to delete the file to
+train again. A damaged checkpoint is refused rather than
 retrained over, so storage faults are seen and not silently papered over.
 """
 
@@ -33,6 +36,7 @@ from typing import Any
 import torch
 
 from osgha_lite.atomic import IntegrityError, atomic_write_bytes
+from osgha_lite.textfiles import json_type
 
 FORMAT = "osgha-checkpoint-1"
 SUFFIX = ".safetensors"
@@ -91,8 +95,33 @@ def _split_header(raw: bytes, path: Path) -> tuple[dict, dict, bytes]:
             raise ValueError("header is not a JSON object")
     except (UnicodeDecodeError, ValueError) as error:
         raise CheckpointError(_message(path, f"unreadable header ({error})")) from None
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", {})
+    problem = _header_type_problem(header, metadata)
+    if problem:
+        raise CheckpointError(_message(path, f"unreadable header ({problem})"))
     return header, metadata, raw[8 + size:]
+
+
+def _header_type_problem(table: dict, metadata: Any) -> str | None:
+    """What in a safetensors header has the wrong JSON type, or ``None``: ``__metadata__`` must be an
+    object of strings, each tensor an object with a string ``dtype`` and integer ``shape`` and
+    ``data_offsets`` (two of them)."""
+    if not isinstance(metadata, dict):
+        return f"__metadata__ must be an object of strings, found {json_type(metadata)}"
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            return f"__metadata__.{key} must be a string, found {json_type(value)}"
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            return f"tensor {name!r} must be an object, found {json_type(entry)}"
+        offsets, shape = entry.get("data_offsets"), entry.get("shape")
+        if not (isinstance(entry.get("dtype"), str) and _integers(shape) and _integers(offsets) and len(offsets) == 2):
+            return f"tensor {name!r} needs a string dtype, an integer shape and two integer data_offsets"
+    return None
+
+
+def _integers(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
 
 def _content_sha256(table: dict, state_text: str, data: bytes) -> str:
@@ -136,10 +165,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     table, metadata, data = _split_header(raw, path)
     if metadata.get("format") != FORMAT or "state" not in metadata or "sha256" not in metadata:
         raise CheckpointError(_message(path, f"not a checkpoint of format {FORMAT}"))
-    try:
-        ends = [int(entry["data_offsets"][1]) for entry in table.values()]
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise CheckpointError(_message(path, "unreadable header (a tensor without valid data_offsets)")) from None
+    ends = [entry["data_offsets"][1] for entry in table.values()]  # types checked by _split_header
     if len(data) < max(ends, default=0):
         raise CheckpointError(_message(path, f"truncated ({len(data)} bytes of tensor data, the header lists "
                                              f"{max(ends)})"))

@@ -50,6 +50,11 @@ from .atomic import atomic_write_bytes, atomic_write_json
 class CacheAccessError(RuntimeError):
     """The cache cannot be written (read-only folder, full disk, held by another process)."""
 
+
+class CacheDamaged(ValueError):
+    """The compressed part of a cache is not a complete, valid cache (the message names the file)."""
+
+
 @dataclass
 class CacheReport:
     """What reading a cache file found."""
@@ -114,8 +119,9 @@ def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheRe
     """All records of a cache (later records with the same key replace earlier ones).
 
     Reads ``X.jsonl.gz`` first, then ``X.jsonl`` (see the module docstring);
-    the report describes the ``.jsonl``. Raises ``ValueError`` naming the
-    file when the compressed part is not a complete, valid cache.
+    the report describes the ``.jsonl``. Raises :class:`CacheDamaged` (a
+    ``ValueError``) naming the file when the compressed part is not a
+    complete, valid cache.
     """
     log, packed = cache_paths(path)
     report = CacheReport(path=log)
@@ -124,12 +130,17 @@ def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], CacheRe
         try:
             data = gzip.decompress(packed.read_bytes())
         except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{packed}: not a readable gzip file ({exc}); restore it from version control") from None
+            raise CacheDamaged(f"{packed}: not a readable gzip file ({exc}); restore it from version control") from None
         packed_report = CacheReport(path=packed)
         _parse_lines(data, packed_report, by_key)
-        if packed_report.partial_tail or packed_report.bad_lines:
-            problems = packed_report.problems()
-            raise ValueError(f"{packed}: a compressed cache must be complete and valid: {'; '.join(problems)}")
+        problems = []
+        if packed_report.partial_tail:
+            problems.append(f"its last line is unfinished (line {packed_report.lines + 1})")
+        if packed_report.bad_lines:
+            problems.append(f"lines {packed_report.bad_lines[:10]} are not valid JSON records")
+        if problems:
+            raise CacheDamaged(f"{packed}: a compressed cache must be complete and valid, but "
+                               f"{' and '.join(problems)}; restore it from version control")
     if log.is_file():
         _parse_lines(log.read_bytes(), report, by_key)
     report.records = len(by_key)

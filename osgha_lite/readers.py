@@ -22,8 +22,10 @@ What a skip option may skip, and what it never hides:
 
 * ``skip_missing`` skips images with no file or no caption;
   ``skip_bad_rows`` skips caption rows with an empty or missing field, an
-  annotation naming an unknown image, and repeated ``(image, caption)``
-  rows. Each skip is counted, its first examples kept, and a
+  annotation naming an unknown image, repeated ``(image, caption)`` rows
+  and captions longer than the option ``max_caption_chars`` (default
+  10,000 characters; without the skip such a caption is an error naming
+  its file and line). Each skip is counted, its first examples kept, and a
   :class:`~osgha_lite.captionset.SkippedDataWarning` says so.
 * A file that is not UTF-8, holds a NUL byte, has a quote that does not
   close, a JSON value of the wrong type, a repeated image (file name or id),
@@ -50,6 +52,8 @@ Reader = Callable[..., CaptionDataset]
 READERS: dict[str, Reader] = {}
 EXAMPLES_SHOWN = 3
 DUPLICATE_POLICIES = ("error", "keep")
+MAX_CAPTION_CHARS = 10_000
+"""Default of every reader's option ``max_caption_chars``: a longer caption is a bad row."""
 
 
 def register_reader(name: str) -> Callable[[Reader], Reader]:
@@ -89,13 +93,18 @@ class Report:
 class CaptionTable:
     """Captions per image as read, with repeated ``(image, caption)`` rows handled by policy."""
 
-    def __init__(self, report: Report, skip_bad_rows: bool, duplicates: str, source: str) -> None:
+    def __init__(self, report: Report, skip_bad_rows: bool, duplicates: str, source: str,
+                 max_caption_chars: int = MAX_CAPTION_CHARS) -> None:
         if duplicates not in DUPLICATE_POLICIES:
             raise DataError(f"{source}: option 'duplicate_captions' must be one of {', '.join(DUPLICATE_POLICIES)}, "
                             f"not {duplicates!r}")
+        if isinstance(max_caption_chars, bool) or not isinstance(max_caption_chars, int) or max_caption_chars < 1:
+            raise DataError(f"{source}: option 'max_caption_chars' must be a positive integer, "
+                            f"not {max_caption_chars!r}")
         self.captions: dict[str, list[str]] = {}
         self.first: dict[tuple[str, str], str] = {}
         self.report, self.skip_bad_rows, self.duplicates = report, skip_bad_rows, duplicates
+        self.max_caption_chars = max_caption_chars
 
     def bad_row(self, where: str, problem: str) -> None:
         """A row that does not parse: skipped and counted with skip_bad_rows, else an error."""
@@ -106,6 +115,13 @@ class CaptionTable:
 
     def add(self, image_id: str, caption: str, where: str) -> None:
         caption = caption.strip()
+        if len(caption) > self.max_caption_chars:
+            if self.skip_bad_rows:
+                self.report.skip("caption_too_long", f"{where} ({len(caption):,} characters)")
+                return
+            raise DataError(f"{where}: the caption is {len(caption):,} characters long, more than "
+                            f"max_caption_chars={self.max_caption_chars:,}; shorten it or load with "
+                            "skip_bad_rows=True (a dataset declaration may raise the option 'max_caption_chars')")
         key = (image_id, caption)
         if key in self.first:
             if self.duplicates == "keep":
@@ -170,7 +186,8 @@ def _image_path(folder: Path, value: str, where: str) -> Path:
 
 @register_reader("flickr8k")
 def read_flickr8k(folder: Path, split: str, name: str = "flickr8k", skip_missing: bool = False,
-                  skip_bad_rows: bool = False, duplicate_captions: str = "error") -> CaptionDataset:
+                  skip_bad_rows: bool = False, duplicate_captions: str = "error",
+                  max_caption_chars: int = MAX_CAPTION_CHARS) -> CaptionDataset:
     """Kaggle layout: ``captions.txt`` (CSV, header ``image,caption``), ``images/``
     and the official ``Flickr_8k.{train,dev,test}Images.txt`` split lists."""
     captions_file = folder / "captions.txt"
@@ -179,7 +196,7 @@ def read_flickr8k(folder: Path, split: str, name: str = "flickr8k", skip_missing
         if not required.exists():
             raise DataError(f"{required} is missing; expected the Kaggle Flickr8k layout (see data/README.md)")
     report = Report()
-    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(captions_file))
+    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(captions_file), max_caption_chars)
     records = csv_records(captions_file)
     number, header = next(records, (1, None))
     if header is None or [h.strip().lower() for h in header] != ["image", "caption"]:
@@ -218,7 +235,8 @@ _KARPATHY_NAMES = ("train", "restval", "val", "test")
 
 @register_reader("karpathy")
 def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_missing: bool = False,
-                  skip_bad_rows: bool = False, duplicate_captions: str = "error") -> CaptionDataset:
+                  skip_bad_rows: bool = False, duplicate_captions: str = "error",
+                  max_caption_chars: int = MAX_CAPTION_CHARS) -> CaptionDataset:
     """Karpathy split files (``dataset_flickr30k.json``, ``dataset_coco.json``):
     ``{"images": [{"filename", "filepath"?, "cocoid"?, "split", "sentences": [{"raw"}]}]}``.
     Images are read from ``images/<filepath>/<filename>``; an image's id is its ``cocoid`` if
@@ -230,7 +248,7 @@ def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_miss
     expect(content, dict, json_file, "the top level")
     entries = expect(content.get("images"), list, json_file, "'images'")
     report = Report()
-    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(json_file))
+    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(json_file), max_caption_chars)
     ordered, paths, seen_ids, seen_paths = {}, {}, {}, {}
     for position, entry in enumerate(entries):
         at = f"images[{position}]"
@@ -271,7 +289,8 @@ def read_karpathy(folder: Path, split: str, name: str, json_name: str, skip_miss
 
 @register_reader("coco")
 def read_coco(folder: Path, split: str, name: str, splits: dict, skip_missing: bool = False,
-              skip_bad_rows: bool = False, duplicate_captions: str = "error", note: str = "") -> CaptionDataset:
+              skip_bad_rows: bool = False, duplicate_captions: str = "error", note: str = "",
+              max_caption_chars: int = MAX_CAPTION_CHARS) -> CaptionDataset:
     """COCO caption annotations of any year or subset: ``splits`` maps each split to
     ``{"annotations": <json file>, "images": <image folder>}`` (relative to ``folder``).
     An annotation file has ``images`` (``id``, ``file_name``) and ``annotations``
@@ -290,7 +309,7 @@ def read_coco(folder: Path, split: str, name: str, splits: dict, skip_missing: b
     content = read_json(json_file)
     expect(content, dict, json_file, "the top level")
     report = Report()
-    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(json_file))
+    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(json_file), max_caption_chars)
     ordered, paths, seen_names = {}, {}, {}
     for position, image in enumerate(expect(content.get("images"), list, json_file, "'images'")):
         at = f"images[{position}]"
@@ -321,7 +340,7 @@ def read_coco(folder: Path, split: str, name: str, splits: dict, skip_missing: b
 @register_reader("captions")
 def read_captions(folder: Path, split: str, name: str, captions: str, images: str, split_of_rows: str | None = None,
                   skip_missing: bool = False, skip_bad_rows: bool = False,
-                  duplicate_captions: str = "error") -> CaptionDataset:
+                  duplicate_captions: str = "error", max_caption_chars: int = MAX_CAPTION_CHARS) -> CaptionDataset:
     """The simplest layout: a CSV (header ``image,caption[,split]``) or JSON Lines file
     (``{"image", "caption", "split"?}`` per line) of caption rows, and an image folder.
 
@@ -336,7 +355,7 @@ def read_captions(folder: Path, split: str, name: str, captions: str, images: st
         if not required.exists():
             raise DataError(f"{required} is missing ({what} of {name}); check the dataset declaration")
     report = Report()
-    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(captions_file))
+    table = CaptionTable(report, skip_bad_rows, duplicate_captions, str(captions_file), max_caption_chars)
     rows = list(_caption_rows(captions_file, table))
     if split_of_rows is not None and split_of_rows not in SPLITS:
         raise DataError(f"{name}: option split_of_rows must be one of {', '.join(SPLITS)}, not {split_of_rows!r}")

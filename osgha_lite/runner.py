@@ -3,7 +3,11 @@
 Notebooks are found by glob (``notebooks/[0-9][0-9]_*.ipynb``), run in order
 with the parameters ``PROFILE``, ``SEED`` and ``SMOKE`` injected into their
 cell tagged ``parameters``, and the executed copies are written to
-``build/notebooks/<profile>/`` so that the sources stay clean.
+``build/notebooks/<profile>/`` so that the sources stay clean. Each run
+has an id (its UTC start time and 8 random hex digits), written into the
+metadata of every notebook it executed (``metadata.osgha.run_id``; no cell
+or output changes), so that the website (``book/build_site.py``) can refuse
+executed copies of different runs.
 
 A run never leaves the committed artifacts half-written. The notebooks
 write into a staging copy of ``results/<profile>/`` and ``figures/<profile>/``
@@ -35,9 +39,11 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from osgha_lite.data import PROJECT_ROOT
@@ -61,6 +67,23 @@ def parameters_cell(path: Path) -> str:
         raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(tagged)}")
     source = tagged[0]["source"]
     return "".join(source) if isinstance(source, list) else source
+
+
+def new_run_id() -> str:
+    """An id for one run of the notebooks: its UTC start time and 8 random hex digits."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def stamp_run(path: Path, run_id: str) -> None:
+    """Record ``run_id`` in the metadata of the executed notebook ``path`` (``metadata.osgha``), atomically;
+    its cells and outputs are left as they are."""
+    import nbformat
+
+    from osgha_lite.atomic import atomic_write_text
+
+    nb = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+    nb.metadata["osgha"] = {"executed_by": "osgha_lite.runner", "run_id": run_id}
+    atomic_write_text(path, nbformat.writes(nb))
 
 
 class NotebookFailed(RuntimeError):
@@ -120,11 +143,12 @@ def _swap_in(staged: Path, real: Path) -> None:
 
 def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, only: list[str] | None = None,
                   output_dir: Path = OUTPUT_DIR, notebooks_dir: Path | None = None,
-                  staging_dir: Path | None = None) -> list[Path]:
+                  staging_dir: Path | None = None, run_id: str | None = None) -> list[Path]:
     """Execute the selected notebooks in order; stop at the first failure (:class:`NotebookFailed`).
 
     The notebooks write into a staged copy of the profile's results and figures, swapped in for the
-    real folders only when all of them succeeded (see the module docstring)."""
+    real folders only when all of them succeeded (see the module docstring). Every executed copy
+    records ``run_id`` (default: :func:`new_run_id`) in its metadata."""
     import papermill
 
     from osgha_lite.config import notebook_profile
@@ -152,13 +176,14 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     if not only:  # a full run rewrites every artifact, so the manifest starts empty and keeps no stale entries
         stage.manifest_path(name).unlink(missing_ok=True)
 
+    run_id = run_id or new_run_id()
     written, writers = [], {}
     with _environment(OSGHA_RESULTS_DIR=str(stage.results), OSGHA_FIGURES_DIR=str(stage.figures)):
         for notebook in notebooks:
             target = output_dir / Path(profile).stem / notebook.name
             target.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            print(f"[runner] {notebook.name} (profile={profile}, seed={seed}, smoke={smoke})", flush=True)
+            print(f"[runner] {notebook.name} (profile={profile}, seed={seed}, smoke={smoke}, run {run_id})", flush=True)
             before = _snapshot(stage.results / name)
             try:
                 papermill.execute_notebook(
@@ -169,6 +194,7 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
                 raise NotebookFailed(describe_failure(notebook, target, error) +
                                      f"; nothing was changed in {real.results / name} or {real.figures / name} "
                                      f"(the partial run is in {stage.figures.parent})") from error
+            stamp_run(target, run_id)
             for path, stamp in _snapshot(stage.results / name).items():
                 if before.get(path) != stamp:
                     writers[stage.key(path)] = notebook.stem

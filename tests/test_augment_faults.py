@@ -231,6 +231,32 @@ def test_a_second_augment_process_on_the_same_cache_stops_at_once(data_env, stan
     assert len(records) == len({r["key"] for r in records}) and report.duplicates == 0
 
 
+# --------------------------------------------------------------------------- a damaged compressed cache
+@pytest.mark.parametrize("damage", ["garbled", "truncated"])
+def test_a_damaged_compressed_cache_is_one_error_line_with_exit_code_2(data_env, standin, tmp_path, damage):  # noqa: F811
+    """The message inside used to end a traceback; now it is the whole output, before any request."""
+    path = tmp_path / "flickr8k.jsonl"
+    record = {"key": "k" * 64, "caption": GOOD, "status": "ok", "descriptions": ["A dog on the sand."]}
+    packed = path.with_name(path.name + ".gz")
+    data = bytearray(gzip.compress((json.dumps(record) + "\n").encode() * 50, mtime=0))
+    if damage == "garbled":
+        data[len(data) // 2:len(data) // 2 + 4] = b"\xff\xff\xff\xff"
+    else:
+        del data[-12:]
+    packed.write_bytes(bytes(data))
+    before = _requests(standin)
+    env = {**os.environ, "OLLAMA_HOST": standin.host}
+    for extra in ([], ["--per-image", "1"], ["--compress"]):
+        done = subprocess.run([sys.executable, "-m", "osgha_lite.augment", "--dataset", "flickr8k", "--split", "test",
+                               "--out", str(path), "--no-progress", *extra], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, (extra, done.stderr)
+        assert done.stderr.startswith(f"error: {packed}: ") and done.stderr.count("\n") == 1, (extra, done.stderr)
+        assert done.stderr.endswith("; restore it from version control\n") and "Traceback" not in done.stderr
+    assert packed.read_bytes() == bytes(data) and not path.exists() and not lock_path(path).exists()
+    assert _requests(standin) == before
+
+
 # --------------------------------------------------------------------------- read-only folder, full disk
 def test_an_unwritable_folder_is_reported_before_any_request(standin, tmp_path, capsys):  # noqa: F811
     target = Path("/sys/osgha-augment-test/c.jsonl")  # /sys refuses new files, even to root

@@ -28,10 +28,12 @@ build_site = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build_site)
 
 
-def _executed(folder: Path, name: str, profile="lite", smoke=True, cells=()):
-    nb = {"cells": list(cells), "metadata": {"papermill": {"parameters": {"PROFILE": profile, "SEED": 0,
+def _executed(folder: Path, name: str, profile="lite", smoke=True, cells=(), seed=0, run_id="20260101T000000Z-0a1b2c3d"):
+    nb = {"cells": list(cells), "metadata": {"papermill": {"parameters": {"PROFILE": profile, "SEED": seed,
                                                                          "SMOKE": smoke}}},
           "nbformat": 4, "nbformat_minor": 5}
+    if run_id is not None:
+        nb["metadata"]["osgha"] = {"executed_by": "osgha_lite.runner", "run_id": run_id}
     (folder / name).write_text(json.dumps(nb))
     return folder / name
 
@@ -53,6 +55,46 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
         build_site.run_profile([tmp_path / "02_c.ipynb"])
     with pytest.raises(build_site.BookError, match="no executed notebooks; run `make reproduce` or `make smoke`"):
         build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)
+
+
+def test_notebooks_of_another_seed_or_run_or_without_a_run_id_are_refused(tmp_path):
+    first = _executed(tmp_path, "00_a.ipynb", smoke=False)
+    other_seed = _executed(tmp_path, "01_b.ipynb", smoke=False, seed=1)
+    with pytest.raises(build_site.BookError) as raised:
+        build_site.run_profile([first, other_seed])
+    assert str(raised.value) == (
+        "executed notebooks come from different runs (00_a.ipynb: profile lite, seed 0, smoke False, run_id "
+        "20260101T000000Z-0a1b2c3d; 01_b.ipynb: profile lite, seed 1, smoke False, run_id 20260101T000000Z-0a1b2c3d); "
+        "rerun every notebook in one run of `python -m osgha_lite.runner` for one profile (a run of some notebooks "
+        "only, such as --only or `make figures`, is a run of its own)")
+    other_run = _executed(tmp_path, "02_c.ipynb", smoke=False, run_id="20260102T000000Z-ffffffff")
+    with pytest.raises(build_site.BookError, match=r"different runs .*02_c\.ipynb: .*run_id 20260102T000000Z-ffffffff"):
+        build_site.run_profile([first, other_run])
+    unmarked = _executed(tmp_path, "03_d.ipynb", smoke=False, run_id=None)
+    with pytest.raises(build_site.BookError) as raised:
+        build_site.run_profile([first, unmarked])
+    assert str(raised.value) == (
+        f"{unmarked}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart from another "
+        "run's copy; rerun every notebook with `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`)")
+    assert build_site.run_of([first]) == {"profile": "lite", "seed": 0, "smoke": False,
+                                          "run_id": "20260101T000000Z-0a1b2c3d"}
+
+
+def test_an_error_output_is_refused_although_papermill_recorded_no_exception(tmp_path):
+    error = {"output_type": "error", "ename": "ValueError", "evalue": "broken input", "traceback": []}
+    cells = [{"cell_type": "markdown", "source": "# A", "metadata": {}},
+             {"cell_type": "code", "source": "x = 1", "execution_count": 1, "outputs": [], "metadata": {}},
+             {"cell_type": "code", "source": "raise ValueError('broken input')", "execution_count": 2,
+              "outputs": [error], "metadata": {"tags": ["raises-exception"]}}]
+    failed = _executed(tmp_path, "04_e.ipynb", cells=cells)
+    record = json.loads(failed.read_text())
+    record["metadata"]["papermill"]["exception"] = False
+    failed.write_text(json.dumps(record))
+    with pytest.raises(build_site.BookError) as raised:
+        build_site.run_profile([failed])
+    assert str(raised.value) == (
+        f"{failed}: code cell 2 (execution count 2) has an error output (ValueError: broken input); a run with an "
+        "error output is not shown. Fix the notebook and rerun `python -m osgha_lite.runner`")
 
 
 def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
@@ -249,9 +291,14 @@ def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
     assert done.returncode == 1, done.stdout[-2000:]  # the broken notebook fails its cell
     ok = nbformat.read(executed / "00_ok.ipynb", as_version=4)
     assert ok.cells[1].outputs[0]["text"] == "hello 42\n" and ok.cells[1].execution_count == 2
-    assert ok.metadata["osgha"] == {"executed_by": "nbval", "parameters": {"PROFILE": "lite", "SEED": 0, "SMOKE": False},
-                                    "failed": False, "cells_run": 2, "code_cells": 2}
-    assert build_site.run_profile([executed / "00_ok.ipynb"]) == "lite"
+    run_id = ok.metadata["osgha"]["run_id"]
+    assert run_id.startswith("nbval-") and len(run_id) == len("nbval-20260101T000000Z-0a1b2c3d")
+    assert ok.metadata["osgha"] == {"executed_by": "nbval", "run_id": run_id, "failed": False, "cells_run": 2,
+                                    "parameters": {"PROFILE": "lite", "SEED": 0, "SMOKE": False}, "code_cells": 2}
+    flooded = executed / "02_flood.ipynb"
+    assert nbformat.read(flooded, as_version=4).metadata["osgha"]["run_id"] == run_id  # one id for the whole session
+    assert build_site.run_of([executed / "00_ok.ipynb", flooded]) == {"profile": "lite", "seed": 0, "smoke": False,
+                                                                       "run_id": run_id}
     # 20,000 outputs while nbval waits for the cell: without reading them meanwhile, ZeroMQ drops the overflow
     # and nbval fails the cell ("Timeout of 5 seconds exceeded waiting for output")
     assert "02_flood" not in done.stdout.split("short test summary")[-1]

@@ -258,6 +258,53 @@ def test_coco_file_name_path_escape(tiny_root, tmp_path):
         load_dataset("mscoco-2014", "dev", root=root, skip_missing=True)
 
 
+# --------------------------------------------------------------------------- caption length
+def test_an_overlong_caption_is_an_error_naming_the_line_or_a_counted_skip(tiny_root, tmp_path):
+    """A 50 MB caption on one CSV line used to load silently."""
+    from osgha_lite.data import SkippedDataWarning
+
+    root, folder = _flickr8k(tiny_root, tmp_path)
+    _insert_line(folder / "captions.txt", 2, "coffee.jpg,a cup of coffee " + "and more coffee " * 3_125_000)  # line 3
+    with pytest.raises(DataError) as raised:
+        load_dataset("flickr8k", "train", root=root, skip_missing=True)
+    assert str(raised.value) == (
+        f"{folder / 'captions.txt'}, line 3: the caption is 50,000,015 characters long, more than "
+        "max_caption_chars=10,000; shorten it or load with skip_bad_rows=True (a dataset declaration may raise "
+        "the option 'max_caption_chars')")
+    with pytest.warns(SkippedDataWarning, match=r"flickr8k/train: skipped 1 \(caption_too_long\), e\.g\. "
+                                                r".*captions\.txt, line 3 \(50,000,015 characters\)"):
+        data = load_dataset("flickr8k", "train", root=root, skip_bad_rows=True)
+    assert data.skipped == {"caption_too_long": 1} and max(map(len, data.captions)) < 100
+
+
+def test_the_caption_limit_holds_in_every_layout_and_a_declaration_sets_it(tiny_root, tmp_path):
+    long = "a cat " * 2000  # 12,000 characters
+    root30, _ = _flickr30k(tiny_root, tmp_path / "k", lambda c: c["images"][5]["sentences"][1].update(raw=long) or c)
+    with pytest.raises(DataError, match=r"dataset_flickr30k\.json, images\[5\]\.sentences\[1\]: the caption is "
+                                        r"11,999 characters long, more than max_caption_chars=10,000"):
+        load_dataset("flickr30k", "test", root=root30)
+    root = _coco(tiny_root, tmp_path / "c", [{"id": 7, "file_name": "coffee.jpg"}],
+                 [{"image_id": 7, "caption": "a cup"}, {"image_id": 7, "caption": long}])
+    with pytest.raises(DataError, match=r"captions_val2014\.json, annotations\[1\]: the caption is 11,999 characters"):
+        load_dataset("mscoco-2014", "dev", root=root)
+    folder = tmp_path / "mine"
+    (folder / "images").mkdir(parents=True)
+    shutil.copy(tiny_root / "flickr8k" / "images" / "coffee.jpg", folder / "images" / "coffee.jpg")
+    (folder / "captions.jsonl").write_text(json.dumps({"image": "coffee.jpg", "caption": "a cup"}) + "\n" +
+                                           json.dumps({"image": "coffee.jpg", "caption": long}) + "\n")
+    declaration = {"reader": "captions", "folder": str(folder),
+                   "options": {"captions": "captions.jsonl", "images": "images", "split_of_rows": "test"}}
+    spec = tmp_path / "mine.json"
+    spec.write_text(json.dumps(declaration))
+    with pytest.raises(DataError, match=r"captions\.jsonl, line 2: the caption is 11,999 characters long"):
+        load_dataset(str(spec), "test")
+    spec.write_text(json.dumps({**declaration, "options": {**declaration["options"], "max_caption_chars": 20_000}}))
+    assert load_dataset(str(spec), "test").captions == ["a cup", long.strip()]
+    spec.write_text(json.dumps({**declaration, "options": {**declaration["options"], "max_caption_chars": "many"}}))
+    with pytest.raises(DataError, match=r"option 'max_caption_chars' must be a positive integer, not 'many'"):
+        load_dataset(str(spec), "test")
+
+
 # --------------------------------------------------------------------------- skips are counted and shown
 def test_every_skip_is_counted_shown_and_in_the_summary(tiny_root, tmp_path):
     from osgha_lite.data import SkippedDataWarning

@@ -241,6 +241,46 @@ def test_checkpoint_with_edited_state_or_table_is_refused(trained):
             load_checkpoint(checkpoint)
 
 
+def _with_header(path, change) -> None:
+    """Rewrite the JSON header of the safetensors file ``path`` through ``change`` (same tensor bytes)."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(change(json.loads(raw[8:8 + size]))).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + size:])
+
+
+HEADER_TYPE_FAULTS = {
+    "metadata-list": (lambda h: {**h, "__metadata__": list(h["__metadata__"].items())},
+                      "__metadata__ must be an object of strings, found an array"),
+    "state-number": (lambda h: {**h, "__metadata__": {**h["__metadata__"], "state": 5}},
+                     "__metadata__.state must be a string, found an integer"),
+    "sha256-null": (lambda h: {**h, "__metadata__": {**h["__metadata__"], "sha256": None}},
+                    "__metadata__.sha256 must be a string, found null"),
+    "tensor-string": (lambda h: {**h, next(k for k in h if k != "__metadata__"): "x"},
+                      "tensor '.*' must be an object, found a string"),
+    "offsets-strings": (lambda h: {**h, next(k for k in h if k != "__metadata__"): {"dtype": "F32", "shape": [1],
+                                                                                     "data_offsets": ["0", "4"]}},
+                        "tensor '.*' needs a string dtype, an integer shape and two integer data_offsets"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(HEADER_TYPE_FAULTS))
+def test_a_header_value_of_the_wrong_type_is_the_same_refusal(trained, fault):
+    """Valid JSON of the wrong type (``__metadata__`` as a list, a numeric ``state``) used to end in a raw
+    AttributeError; it is refused like any other damage, naming the file and what to do."""
+    train, dev, checkpoint, _ = trained
+    change, problem = HEADER_TYPE_FAULTS[fault]
+    _with_header(checkpoint, change)
+    message = (rf"{checkpoint}: unreadable header \({problem}\); this checkpoint cannot be used\. "
+               r"Delete the file to train this model again")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint_finished(checkpoint)
+    with pytest.raises(CheckpointError, match=message):
+        fit(toy_heads(train), train, dev, CONFIG, checkpoint=checkpoint, progress=False)
+
+
 def test_checkpoint_round_trip_is_exact(tmp_path):
     state = {"tensors": {"a": torch.randn(3, 4), "b": torch.arange(5), "rng": torch.get_rng_state()},
              "groups": [{"betas": (0.9, 0.999), "params": [0, 1], "lr": 1e-3, "fused": None}],

@@ -316,6 +316,106 @@ def test_a_non_numeric_content_length_is_a_400(standin):  # noqa: F811
     assert httpx.get(f"http://{standin.host}/api/version").status_code == 200  # still serving
 
 
+def _raw_answer(host: str, request: bytes, timeout: float = 10) -> tuple[bytes, bytes]:
+    """Send ``request`` on a new connection; the status line and headers, and the body, of the answer."""
+    name, port = host.rsplit(":", 1)
+    with socket.create_connection((name, int(port)), timeout=timeout) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(standin):  # noqa: F811
+    """A 20 MB prompt used to take 19 s and 1.7 GB before its 400, and a 200 MB one ran past 10 GB."""
+    started = time.perf_counter()
+    head, body = _raw_answer(standin.host, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                           b"Content-Length: 200000000\r\n\r\n{}")  # only 2 of the bytes are sent
+    assert time.perf_counter() - started < 5 and head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(body) == {"error": "the request body is 200,000,000 bytes, more than this server's limit of "
+                                         "2,079,796 (--max-body-bytes; by default sized for the longest prompt num_ctx "
+                                         "allows); send a shorter prompt or start the server with a larger "
+                                         "--max-body-bytes"}
+    assert httpx.get(f"http://{standin.host}/api/version").status_code == 200  # still serving
+    assert "request bodies up to 2,079,796 bytes (--max-body-bytes), read timeout 60 s (--read-timeout)" in \
+        standin.log_path.read_text()  # 12 bytes x 2,047 tokens x 81 characters, + 2,048 context ids, + 64 KiB
+
+
+def test_a_prompt_longer_than_num_ctx_can_hold_is_refused_before_it_is_tokenized(standin):  # noqa: F811
+    expected = ("the prompt is {:,} characters, more than the 165,807 that fewer than num_ctx=2048 tokens can hold "
+                "(81 characters per token at most); shorten it or raise num_ctx")
+    for path, body, chars in (
+            ("/api/chat", {"messages": [{"role": "user", "content": "a" * 200_000}]}, 200_000),
+            ("/api/generate", {"prompt": "a" * 170_000, "system": "Be brief."}, 170_009),
+            ("/api/generate", {"prompt": "a" * 170_000, "raw": True}, 170_000)):
+        started = time.perf_counter()
+        answer = httpx.post(f"http://{standin.host}{path}", timeout=60, json={"model": MODEL, "stream": False, **body})
+        assert answer.status_code == 400 and answer.json() == {"error": expected.format(chars)}, answer.text
+        assert time.perf_counter() - started < 5
+    answer = httpx.post(f"http://{standin.host}/api/chat", timeout=60, json={
+        "model": MODEL, "stream": False, "messages": [{"role": "user", "content": "a" * 200_000}],
+        "options": {"num_ctx": 4096}})  # a larger num_ctx holds more characters: then the tokens decide
+    assert answer.status_code == 400 and "not less than num_ctx=4096" in answer.json()["error"]
+
+
+@pytest.fixture
+def bare_server():
+    """A server without models (requests that need none still work) with small limits."""
+    from tools.ollama_standin.server import Registry, make_server
+
+    server = make_server(Registry(), "127.0.0.1", 0, max_body_bytes=1000, read_timeout=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield "{}:{}".format(*server.server_address[:2])
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_ordinary_client_sending_a_large_body_reads_the_413(bare_server):
+    answer = httpx.post(f"http://{bare_server}/api/chat", content=b"a" * 20_000_000, timeout=60)
+    assert answer.status_code == 413 and answer.json()["error"].startswith(
+        "the request body is 20,000,000 bytes, more than this server's limit of 1,000 (--max-body-bytes;")
+
+
+def test_a_slow_or_silent_client_is_timed_out_while_others_are_served(bare_server):
+    host, port = bare_server.rsplit(":", 1)
+    slow = socket.create_connection((host, int(port)), timeout=10)
+    slow.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mo")
+    silent = socket.create_connection((host, int(port)), timeout=10)
+    started = time.perf_counter()
+    assert httpx.get(f"http://{bare_server}/api/version").status_code == 200
+    assert time.perf_counter() - started < 0.4  # answered while the two others wait
+    for conn in (slow, silent):
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+        conn.close()
+        if conn is slow:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 ") and json.loads(body) == {
+                "error": "the request body did not arrive within 0.5 s (4 of 100 bytes read); send it at once or "
+                         "start the server with a larger --read-timeout"}
+        else:
+            assert answer == b""  # closed without a word
+    assert time.perf_counter() - started < 5
+
+
+def test_body_limits_follow_num_ctx_and_the_longest_token():
+    from types import SimpleNamespace
+
+    from tools.ollama_standin.limits import chars_per_token, default_max_body_bytes, prompt_char_limit
+
+    assert prompt_char_limit(2048, 81) == 165_807
+    assert default_max_body_bytes([(2048, 81)]) == 12 * 165_807 + 12 * 2048 + 65_536 == 2_079_796
+    assert default_max_body_bytes([(2048, 81), (8192, 30)]) == 12 * 8191 * 30 + 12 * 8192 + 65_536  # the largest
+    vocabulary = {"a": 0, "Ġthe": 1, "<|im_start|>": 2}
+    plain = SimpleNamespace(get_vocab=lambda: vocabulary, backend_tokenizer=SimpleNamespace(normalizer=None))
+    assert chars_per_token(plain) == 12
+    normalizing = SimpleNamespace(get_vocab=lambda: vocabulary, backend_tokenizer=SimpleNamespace(normalizer="NFC"))
+    assert chars_per_token(normalizing) == 48  # composition joins up to 4 characters into one
+
+
 def test_binding_a_non_loopback_address_warns(capsys):
     from tools.ollama_standin.__main__ import main
     from tools.ollama_standin.server import exposure_warning

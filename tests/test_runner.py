@@ -140,6 +140,33 @@ def test_a_partial_run_keeps_the_entries_of_the_notebooks_it_did_not_run(project
     assert check_disk("lite", real) == []
 
 
+def test_every_executed_copy_records_one_run_id_and_the_website_refuses_a_mix(project):
+    """The run id goes into each executed copy's metadata, nowhere else; a later partial run is another run."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("build_site", runner.PROJECT_ROOT / "book" / "build_site.py")
+    build_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_site)
+    real, notebooks, dirs = project
+    _notebook(notebooks, "00_write.ipynb", WRITE_RESULT)
+    _notebook(notebooks, "05_show.ipynb", "print(6 * 7)")
+    runner.run_notebooks("lite", **dirs)
+    copies = sorted((dirs["output_dir"] / "lite").glob("*.ipynb"))
+    executed = [nbformat.read(path, as_version=4) for path in copies]
+    run_id = executed[0].metadata["osgha"]["run_id"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", run_id)
+    assert [nb.metadata["osgha"] for nb in executed] == [{"executed_by": "osgha_lite.runner", "run_id": run_id}] * 2
+    assert executed[1].cells[2].outputs[0]["text"] == "42\n" and executed[1].metadata["papermill"]["parameters"]
+    assert build_site.run_of(copies) == {"profile": "lite", "seed": 0, "smoke": False, "run_id": run_id}
+    committed = [path for root in (real.results, real.figures) for path in root.rglob("*") if path.is_file()]
+    assert committed and not [path for path in committed if run_id in path.read_text(encoding="utf-8")]
+    runner.run_notebooks("lite", only=["05"], **dirs)
+    assert nbformat.read(copies[1], as_version=4).metadata["osgha"]["run_id"] != run_id
+    with pytest.raises(build_site.BookError, match=r"executed notebooks come from different runs"):
+        build_site.run_of(copies)
+
+
 def test_a_command_line_restarts_itself_with_the_portable_kernels(tmp_path):
     """``python -m osgha_lite.evaluate`` outside make: the AVX2 variables are set in the process that does the work."""
     import os

@@ -5,7 +5,9 @@ Prints ``listening on http://HOST:PORT`` on stdout once every model is loaded
 ``--engine`` picks the inference engine: ``transformers`` (the default,
 ``engine.py``), ``llama.cpp`` (``llamacpp_engine.py``, needs the optional
 llama-cpp-python) or ``auto`` (llama.cpp when ``llama_cpp`` imports, else
-transformers; one line on stdout says which).
+transformers; one line on stdout says which). ``--max-body-bytes`` and
+``--read-timeout`` bound each request (``limits.py``); the line before
+``listening on`` gives both.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import signal
 import sys
 import threading
+
+from .limits import DEFAULT_READ_TIMEOUT
 
 
 def _default_host_port() -> tuple[str, int]:
@@ -95,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         help="transformers engine: weights/activations dtype; auto = bfloat16 if the CPU has native bf16, "
              "else float32",
     )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=None,
+        help="largest request body; a larger Content-Length is answered 413 before the body is read (default: "
+             "sized for the longest prompt the Modelfiles' num_ctx allows, printed at start)",
+    )
+    parser.add_argument(
+        "--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+        help=f"seconds a connection may send nothing before it is closed, and the most a request body may take "
+             f"(default {DEFAULT_READ_TIMEOUT:g})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -150,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     try:
-        server = make_server(registry, args.host, args.port)
+        server = make_server(registry, args.host, args.port, max_body_bytes=args.max_body_bytes,
+                             read_timeout=args.read_timeout)
+    except ValueError as exc:
+        parser.error(str(exc))
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+    handler = server.RequestHandlerClass
+    print(f"request bodies up to {handler.max_body_bytes:,} bytes (--max-body-bytes), "
+          f"read timeout {handler.timeout:g} s (--read-timeout)", flush=True)
     bound_host, bound_port = server.server_address[:2]
     print(f"listening on http://{bound_host}:{bound_port}", flush=True)
 

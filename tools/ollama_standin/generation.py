@@ -10,6 +10,7 @@ An engine turns a :class:`Generation` (prompt token ids plus
 ``engine.chat_template``    the GGUF's chat template (``/api/show``)
 ``engine.submit(gen)``      queue a request (``ValueError`` for a bad prompt)
 ``engine.stats``            counters: requests, decode steps, tokens, largest batch
+``engine.chars_per_token``  most characters one token stands for (``limits.py``)
 ``engine.load_seconds``     model load time; ``engine.describe`` a short label
 ``engine.close()``          stop the worker
 ==========================  ===================================================
@@ -31,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .limits import chars_per_token
 
 
 @dataclass
@@ -192,6 +195,7 @@ class EngineBase:
         # read from the GGUF once, then from the verified store (gguf_parts.py)
         self.tokenizer, self.model_config = gguf_parts(self.gguf_path)
         self.special_ids = {tok: i for tok, i in zip(self.tokenizer.all_special_tokens, self.tokenizer.all_special_ids)}
+        self.chars_per_token = chars_per_token(self.tokenizer)  # bounds a prompt's length before tokenizing
         self._queue: "queue.Queue[Generation]" = queue.Queue()
         self._stopping = threading.Event()
         self.stats = {"steps": 0, "tokens": 0, "requests": 0, "max_rows": 0}

@@ -32,6 +32,14 @@ silently ignored. An unknown model answers HTTP 404
 A malformed request answers HTTP 400 and fails alone: a ``Content-Length``
 that is not a number, a ``context`` that is not a list of token ids of the
 model's vocabulary (checked before the request can join a decode batch).
+Requests are bounded (``limits.py``): a ``Content-Length`` above
+``--max-body-bytes`` (default: sized for the largest legal prompt at the
+Modelfiles' ``num_ctx``) answers HTTP 413 before the body is read; a prompt
+with more characters than fewer than ``num_ctx`` tokens can hold answers 400
+before it is tokenized; a connection that sends nothing for
+``--read-timeout`` seconds is closed, and a body that does not arrive in
+that time answers 408. Each connection has its own thread, so other clients
+are served meanwhile.
 Binding an address other than loopback (``OLLAMA_HOST=0.0.0.0:...``) prints
 a warning (:func:`exposure_warning`): the server has no authentication.
 These checks are made here or in ``generation.EngineBase.submit``, which both
@@ -56,6 +64,7 @@ from typing import Any
 from osgha_lite.encoders import file_digest
 
 from .generation import EngineBase, Generation, SamplingParams
+from .limits import DEFAULT_READ_TIMEOUT, default_max_body_bytes, drop_body, prompt_char_limit, read_body
 from .modelfile import Modelfile
 
 log = logging.getLogger("ollama_standin.server")
@@ -177,6 +186,12 @@ class Registry:
     def get(self, name: str) -> RegisteredModel | None:
         return self.models.get(normalize_name(name)) if name else None
 
+    def default_max_body_bytes(self) -> int:
+        """``--max-body-bytes`` sized for the largest legal prompt of the registered models (``limits.py``)."""
+        return default_max_body_bytes(
+            (SamplingParams.from_options(m.modelfile.parameters)[0].num_ctx, m.engine.chars_per_token)
+            for m in self.models.values())
+
     def close(self) -> None:
         for engine in self._engines.values():
             engine.close()
@@ -196,6 +211,9 @@ class Handler(BaseHTTPRequestHandler):
     # waits for the client's delayed ACK of the headers (about 40 ms on Linux) on every request
     disable_nagle_algorithm = True
     registry: Registry  # set by make_server
+    max_body_bytes: int  # set by make_server
+    timeout = DEFAULT_READ_TIMEOUT  # seconds a read may wait (socketserver sets it on the connection)
+    _unread_body = 0  # bytes of a refused body the client may still be sending
 
     # ------------------------------------------------------------ plumbing
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
@@ -224,7 +242,22 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _HTTPError(400, f"invalid Content-Length header {header!r}: expected a number of bytes")
         length = int(header)
-        raw = self.rfile.read(length) if length else b""
+        if length > self.max_body_bytes:  # answered before any of the body is read
+            self.close_connection = True
+            self._unread_body = length
+            raise _HTTPError(413, f"the request body is {length:,} bytes, more than this server's limit of "
+                                  f"{self.max_body_bytes:,} (--max-body-bytes; by default sized for the longest "
+                                  "prompt num_ctx allows); send a shorter prompt or start the server with a larger "
+                                  "--max-body-bytes")
+        try:
+            raw = read_body(self.rfile, length, time.monotonic() + self.timeout)
+        except TimeoutError as exc:  # the socket's own timeout, or the deadline of the whole body
+            self.close_connection = True
+            raise _HTTPError(408, f"the request body did not arrive within {self.timeout:g} s ({exc} read); "
+                                  "send it at once or start the server with a larger --read-timeout") from None
+        except EOFError as exc:
+            self.close_connection = True
+            raise _HTTPError(400, f"the request body ended after {exc} of its Content-Length") from None
         if not raw:
             return {}
         try:
@@ -268,7 +301,10 @@ class Handler(BaseHTTPRequestHandler):
         except _HTTPError as exc:
             status = exc.status
             self._send_json(exc.status, {"error": exc.message})
-        except (BrokenPipeError, ConnectionResetError):
+            if self._unread_body:  # the client may still be sending: drop that, so it reads the answer
+                drop_body(self.connection, self.rfile, self._unread_body)
+                self._unread_body = 0
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             status = 499
         except Exception as exc:  # keep serving; report like Ollama does
             log.exception("request failed")
@@ -430,6 +466,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise _HTTPError(400, f"messages[{i}] needs a role")
             if msg.get("images"):
                 raise _HTTPError(400, f"{model.name} does not support images")
+            if not isinstance(msg.get("content") or "", str):
+                raise _HTTPError(400, f"messages[{i}].content must be a string")
             clean.append({"role": msg["role"], "content": msg.get("content") or ""})
         if not clean:
             self._load_response(model, chat=True)
@@ -437,8 +475,10 @@ class Handler(BaseHTTPRequestHandler):
         prefix = list(model.modelfile.messages)
         if model.modelfile.system and not any(m["role"] == "system" for m in clean):
             prefix.insert(0, {"role": "system", "content": model.modelfile.system})
+        params = self._params(model, body)
+        self._check_length(model, params, [m["content"] for m in prefix + clean])
         prompt_ids = model.engine.render_chat(prefix + clean)
-        self._run(model, body, prompt_ids, chat=True)
+        self._run(model, body, params, prompt_ids, chat=True)
 
     def _generate(self) -> None:
         body = self._read_json()
@@ -448,24 +488,40 @@ class Handler(BaseHTTPRequestHandler):
         if not prompt:
             self._load_response(model, chat=False)
             return
-        if body.get("raw"):
-            prompt_ids = model.engine.encode(prompt)
-        else:
-            messages = list(model.modelfile.messages)
-            system = body.get("system") or model.modelfile.system
-            if system:
-                messages.insert(0, {"role": "system", "content": system})
-            messages.append({"role": "user", "content": prompt})
-            prompt_ids = model.engine.render_chat(messages)
+        system = body.get("system") or model.modelfile.system
+        if not isinstance(prompt, str) or not isinstance(system or "", str):
+            raise _HTTPError(400, "prompt and system must be strings")
         context = body.get("context") or []
         if not isinstance(context, list):
             raise _HTTPError(400, "context must be a list of token ids")
-        prompt_ids = list(context) + prompt_ids
-        self._run(model, body, prompt_ids, chat=False)
-
-    def _run(self, model: RegisteredModel, body: dict[str, Any], prompt_ids: list[int], chat: bool) -> None:
-        started = time.perf_counter()
         params = self._params(model, body)
+        if body.get("raw"):
+            self._check_length(model, params, [prompt])
+            prompt_ids = model.engine.encode(prompt)
+        else:
+            messages = list(model.modelfile.messages)
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            messages.append({"role": "user", "content": prompt})
+            self._check_length(model, params, [m["content"] for m in messages])
+            prompt_ids = model.engine.render_chat(messages)
+        prompt_ids = list(context) + prompt_ids
+        self._run(model, body, params, prompt_ids, chat=False)
+
+    @staticmethod
+    def _check_length(model: RegisteredModel, params: SamplingParams, texts: list[str]) -> None:
+        """Refuse, before tokenizing, a prompt with more characters than fewer than ``num_ctx`` tokens hold."""
+        chars = sum(len(text) for text in texts)
+        limit = prompt_char_limit(params.num_ctx, model.engine.chars_per_token)
+        if chars > limit:
+            raise _HTTPError(
+                400, f"the prompt is {chars:,} characters, more than the {limit:,} that fewer than "
+                     f"num_ctx={params.num_ctx} tokens can hold ({model.engine.chars_per_token} characters per token "
+                     "at most); shorten it or raise num_ctx")
+
+    def _run(self, model: RegisteredModel, body: dict[str, Any], params: SamplingParams, prompt_ids: list[int],
+             chat: bool) -> None:
+        started = time.perf_counter()
         if len(prompt_ids) >= params.num_ctx:
             raise _HTTPError(
                 400, f"the prompt is {len(prompt_ids)} tokens, not less than num_ctx={params.num_ctx}; raise num_ctx"
@@ -525,7 +581,7 @@ class Handler(BaseHTTPRequestHandler):
                     else:
                         self._send_json(200, final(payload, payload["text"]))
                     break
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             gen.cancelled.set()
             raise
         if stream:
@@ -571,7 +627,16 @@ def exposure_warning(host: str) -> str | None:
             "unless other machines must connect.")
 
 
-def make_server(registry: Registry, host: str = "127.0.0.1", port: int = 11434) -> StandInServer:
-    """Bind the HTTP server (``port=0`` picks a free port: read ``server.server_address``)."""
-    handler = type("BoundHandler", (Handler,), {"registry": registry})
+def make_server(registry: Registry, host: str = "127.0.0.1", port: int = 11434, *, max_body_bytes: int | None = None,
+                read_timeout: float = DEFAULT_READ_TIMEOUT) -> StandInServer:
+    """Bind the HTTP server (``port=0`` picks a free port: read ``server.server_address``).
+
+    ``max_body_bytes``: the largest request body (default :meth:`Registry.default_max_body_bytes`);
+    ``read_timeout``: seconds a connection may send nothing, and the most a request body may take."""
+    if max_body_bytes is None:
+        max_body_bytes = registry.default_max_body_bytes()
+    if max_body_bytes < 1 or not read_timeout > 0:
+        raise ValueError(f"max_body_bytes and read_timeout must be positive (got {max_body_bytes}, {read_timeout})")
+    handler = type("BoundHandler", (Handler,), {"registry": registry, "max_body_bytes": max_body_bytes,
+                                                "timeout": read_timeout})
     return StandInServer((host, port), handler)
