@@ -319,16 +319,26 @@ class ScoredMethod:
         return self.encode(features, "text")
 
 
+def training_settings(profile: dict) -> dict:
+    """The profile fields that shape a method's training beyond ``prepared.train_config``: the seed (the
+    adapter's initial weights, the memory sample) and the memory options. Not the name, the datasets or the
+    evaluation settings: they change no trained weight."""
+    return {"seed": profile.get("seed", 0), "memory": profile.get("adapter_training", {}).get("memory", {})}
+
+
 def method_checkpoint(name: str, method: dict, profile: dict, prepared, backbone_identity: str,
                       train: Embedded, dev: Embedded) -> Path:
-    """``.cache/adapters/<profile>-<name>-<digest>.safetensors``: the digest covers the method, the adapter,
-    the training settings, the backbone, the training features and pairs (``text_to_image``) and the dev
-    split that chooses the kept epoch (its features, pairs and optional inputs)."""
+    """``.cache/adapters/<name>-<digest>.safetensors``: the digest covers the method, the adapter, the training
+    settings (:func:`training_settings` and ``prepared.train_config``), the backbone, the training features and
+    pairs (``text_to_image``) and the dev split that chooses the kept epoch (its features, pairs and optional
+    inputs). The profile's name is not part of it: a profile that extends another and only adds datasets or
+    changes evaluation settings finds the other's checkpoints."""
     digest = config_digest(name, method, prepared.adapter.config(), prepared.train_config.__dict__,
-                           backbone_identity, array_digest(train.images, train.texts), *train.extras_checksum(),
+                           training_settings(profile), backbone_identity,
+                           array_digest(train.images, train.texts), *train.extras_checksum(),
                            array_digest(train.text_to_image),
                            array_digest(dev.images, dev.texts, dev.text_to_image), *dev.extras_checksum())
-    return cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.safetensors"
+    return cache_root() / "adapters" / f"{name}-{digest}.safetensors"
 
 
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,

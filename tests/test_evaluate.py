@@ -63,6 +63,23 @@ def test_command_scores_every_method_on_another_dataset(tiny_lite, capsys):
     assert frozen["metrics"]["all"]["rsum"] == pytest.approx(expected)
 
 
+def test_a_profile_that_extends_another_reuses_its_checkpoints(tiny_lite, tiny_root):
+    """Another name, another evaluation setting and a declared dataset: no method is trained again."""
+    path, profile, folder = tiny_lite
+    quiet = dict(progress=False, log=lambda line: None)
+    evaluate_external(load_profile(str(path)), "flickr30k", "test", **quiet)  # the parent's checkpoints exist
+    child = folder / "tiny-lite-child.json"
+    child.write_text(json.dumps({"extends": str(path), "name": "tiny-lite-child",
+                                 "eval": {"protocols": ["all"], "bootstrap": 7},
+                                 "datasets": _own_datasets(tiny_root, folder)}))
+    lines = []
+    outcome = evaluate_external(load_profile(str(child)), "my-coco", "test", progress=False, log=lines.append)
+    assert dict(zip(outcome["table"].method, outcome["table"].checkpoint)) == {
+        "frozen-backbone": "none", "clip-adapter": "reused", "os-hgadapter": "reused"}
+    assert not any("no finished checkpoint" in line for line in lines)
+    assert outcome["folder"] == results_root() / "tiny-lite-child" / "external" / "my-coco"
+
+
 def test_without_a_covering_cache_the_methods_run_without_descriptions(tiny_lite, tmp_path):
     path, _, _ = tiny_lite
     lines = []
