@@ -25,7 +25,7 @@ What it does, in order:
    and writes one result file in the schema of :mod:`osgha_lite.results`
    with ``dataset`` set to the new dataset, into
    ``results/<profile>/external/<dataset>/<method>.<split>.json`` (or
-   ``--out``; never the profile's own result folder);
+   ``--out``; never in the profile's own result folder, :func:`external_folder`);
 5. prints one table: R@K in percent, rSum and its 95% percentile-bootstrap
    interval over image queries (:func:`osgha_lite.bootstrap.bootstrap_metrics`).
 
@@ -78,11 +78,27 @@ def load_external(dataset: str, split: str, profile: dict, limit_images: int | N
 
 
 def external_folder(profile: dict, dataset_name: str, out: str | Path | None = None) -> Path:
-    """Where the result files go: ``out`` or ``results/<profile>/external/<dataset>``, never the profile's own folder."""
-    folder = Path(out).expanduser().resolve() if out else results_root() / profile["name"] / "external" / dataset_name
-    if folder == (results_root() / profile["name"]).resolve():
-        raise EvaluateError(f"--out {folder} is the profile's own result folder; its files belong to "
-                            f"{profile['dataset']}. Choose another folder")
+    """Where the result files go: ``out`` or ``results/<profile>/external/<dataset>``, resolved (``..`` and
+    links followed) before it is checked.
+
+    The dataset's and the profile's names must be plain names
+    (:func:`osgha_lite.declarations.is_plain_name`). The folder may not be the
+    profile's own result folder ``results/<profile>`` or any folder in it
+    other than one below ``results/<profile>/external/``: those files belong
+    to the profile's own runs.
+    """
+    from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
+
+    for what, name in (("dataset", dataset_name), ("profile", profile["name"])):
+        if not is_plain_name(name):
+            raise EvaluateError(f"the {what} name {name!r} is not {PLAIN_NAME_RULE}; it would name a result folder")
+    own = (results_root() / profile["name"]).resolve()
+    external = own / "external"
+    folder = (Path(out).expanduser() if out else external / dataset_name).resolve()
+    if folder.is_relative_to(own) and not (folder.is_relative_to(external) and folder != external):
+        raise EvaluateError(f"the result folder {folder} is inside the profile's own result folder {own}; its "
+                            f"files belong to the profile's runs on {profile['dataset']}. Choose a folder "
+                            f"outside it, or below {external}")
     return folder
 
 

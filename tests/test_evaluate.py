@@ -119,6 +119,51 @@ def test_the_profiles_own_result_folder_is_refused(tiny_lite):
     assert external_folder(profile, "flickr30k") == results_root() / "tiny-lite" / "external" / "flickr30k"
 
 
+@pytest.mark.parametrize("name", ["..", ".", "../../pwned", "a/b", "my data", ""])
+def test_a_dataset_name_that_is_not_a_plain_name_is_an_error_naming_the_declaration(tiny_lite, tiny_root,
+                                                                                    capsys, name):
+    """Declared in a file or in the profile, a name such as '..' never reaches a result path."""
+    path, profile, folder = tiny_lite
+    own = results_root() / "tiny-lite"
+    own.mkdir(parents=True, exist_ok=True)
+    committed = own / "frozen-backbone.test.json"
+    committed.write_text('{"rsum": 247.74}\n')
+    declaration = dict(_own_datasets(tiny_root, folder)["my-photos"], name=name)
+    declaration["folder"] = str(folder / "own")
+    file = folder / "odd-name.json"
+    file.write_text(json.dumps(declaration))
+    assert main(["--profile", str(path), "--dataset", str(file), "--methods", "frozen-backbone", "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"error: cannot read dataset {str(file)!r}, split 'test': {file}: 'name' must be a plain name "
+                     f"(letters, digits, '-', '_' and '.'; not '.' or '..'), not {name!r}")
+    del declaration["name"]
+    in_profile = folder / "odd-name-profile.json"
+    in_profile.write_text(json.dumps(dict(profile, datasets={name: declaration})))
+    assert main(["--profile", str(in_profile), "--dataset", name, "--methods", "frozen-backbone",
+                 "--no-progress"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert committed.read_text() == '{"rsum": 247.74}\n'
+    assert sorted(p.name for p in own.iterdir() if p.is_file()) == ["frozen-backbone.test.json"]
+
+
+def test_the_result_folder_is_resolved_before_it_is_checked(tiny_lite):
+    _, profile, _ = tiny_lite
+    own = results_root() / "tiny-lite"
+    (own / "external" / "linked").parent.mkdir(parents=True, exist_ok=True)
+    if not (own / "external" / "linked").is_symlink():
+        (own / "external" / "linked").symlink_to(own, target_is_directory=True)
+    for out in (own / "external" / "x" / ".." / "..", own / "tables", own / "external", own / "external" / "linked",
+                str(own) + "/./"):
+        with pytest.raises(EvaluateError, match="inside the profile's own result folder"):
+            external_folder(profile, "flickr30k", out)
+    with pytest.raises(EvaluateError, match="the dataset name '..' is not a plain name"):
+        external_folder(profile, "..")
+    with pytest.raises(EvaluateError, match="the profile name '../x' is not a plain name"):
+        external_folder(dict(profile, name="../x"), "flickr30k")
+    assert external_folder(profile, "flickr30k", own / "external" / "a" / "b") == own / "external" / "a" / "b"
+    assert external_folder(profile, "flickr30k", own.parent / "elsewhere") == own.parent / "elsewhere"
+
+
 def test_a_method_whose_inputs_the_dataset_lacks_is_found(tiny_lite, tmp_path):
     """Vision-written image texts are looked up by path under the data root; images elsewhere cannot have them."""
     _, profile, _ = tiny_lite
