@@ -26,16 +26,23 @@ modality; results are the ``k`` largest, ties broken by gallery order.
 Gallery images are encoded through the feature cache
 (:mod:`osgha_lite.features`, keyed by the bytes of every file), so indexing
 the same files again reads the cache; the CLI also keeps the last index
-under ``<cache>/search/<name>.json`` and ``.npy`` so that a query does not
-re-read the folder. Queries are encoded directly, never cached. Trained
-methods adapt gallery and queries inductively: no LLM texts, memory links
-against the training memory only (:meth:`osgha_lite.experiment.ScoredMethod.encode`).
+under ``<cache>/search/<name>.json`` and the ``.npy`` file it names, written
+as one unit (:func:`save_index`), so that a query does not re-read the
+folder. Any file name the file system holds is indexed; the CLI prints
+bytes that are not UTF-8 as ``\\xff`` (:func:`display_path`). Queries are
+encoded directly, never cached. Trained methods adapt gallery and queries
+inductively: no LLM texts, memory links against the training memory only
+(:meth:`osgha_lite.experiment.ScoredMethod.encode`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +51,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from osgha_lite.atomic import atomic_save_npy, atomic_write_json
+from osgha_lite.atomic import IntegrityError, atomic_write_bytes, load_verified_npy
+from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
 from osgha_lite.features import cache_root, cached_local_features
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -238,34 +246,89 @@ class Searcher:
 
 # --------------------------------------------------------------------------- the CLI's stored index
 
-def index_files(name: str) -> tuple[Path, Path]:
-    """The record (JSON) and vectors (``.npy``) of the CLI's index ``name``."""
-    folder = cache_root() / "search"
-    return folder / f"{name}.json", folder / f"{name}.npy"
+def display_path(path) -> str:
+    """``path`` as text that can always be printed: bytes of the file name that are not UTF-8 (which Python
+    keeps as surrogates) are shown as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def index_record(name: str) -> Path:
+    """The record (JSON) of the CLI's index ``name``; it names the file of its vectors (:func:`save_index`)."""
+    if not is_plain_name(name):
+        raise SearchError(f"the index name {name!r} is not {PLAIN_NAME_RULE}")
+    return cache_root() / "search" / f"{name}.json"
 
 
 def save_index(index: ImageIndex, name: str, profile: str) -> Path:
-    record, vectors = index_files(name)
-    atomic_save_npy(vectors, index.vectors.astype(np.float32))
-    return atomic_write_json(record, {"profile": profile, "backbone": index.identity,
-                                      "paths": [str(p) for p in index.paths]})
+    """Store ``index`` as the CLI's index ``name``, as one unit.
+
+    The vectors go to ``<name>.<sha256 prefix>.npy``, then the record
+    ``<name>.json`` (profile, backbone, the vectors' file name and SHA-256,
+    the paths) replaces the previous one in one rename. Until that rename
+    the previous record and its vectors stay in force, so an index that
+    fails part way leaves the previous index intact (and removes the vectors
+    it wrote); older vectors files of ``name`` are removed after it. The record is ASCII JSON (``\\u``
+    escapes), so any file name the file system can hold, undecodable bytes
+    included, is stored and read back unchanged.
+    """
+    record_file = index_record(name)
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(index.vectors, dtype=np.float32), allow_pickle=False)
+    sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
+    vectors_file = record_file.with_name(f"{name}.{sha256[:16]}.npy")
+    record = {"profile": profile, "backbone": index.identity, "vectors": vectors_file.name,
+              "vectors_sha256": sha256, "paths": [os.fsdecode(p) for p in index.paths]}
+    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=True) + "\n"  # made before anything is written
+    staged = not vectors_file.exists()
+    atomic_write_bytes(vectors_file, buffer.getvalue())
+    try:
+        atomic_write_bytes(record_file, text.encode("ascii"))
+    except BaseException:
+        if staged:  # vectors no record names
+            vectors_file.unlink(missing_ok=True)
+        raise
+    older = re.compile(rf"{re.escape(name)}(\.[0-9a-f]{{16}})?\.npy")  # this index's earlier vectors
+    for old in record_file.parent.iterdir():
+        if old != vectors_file and older.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+    return record_file
+
+
+RECORD_FIELDS = ("profile", "backbone", "vectors", "vectors_sha256", "paths")
 
 
 def load_index(name: str, backbone, local: bool = False) -> ImageIndex:
-    """The stored index ``name`` (error when missing, built by another backbone, or its files changed count)."""
-    record_file, vectors_file = index_files(name)
-    if not record_file.is_file() or not vectors_file.is_file():
+    """The stored index ``name``; an error when it is missing, unreadable, built by another backbone, its
+    vectors do not match the SHA-256 in its record, or indexed files are gone."""
+    record_file = index_record(name)
+    if not record_file.is_file():
         raise SearchError(f"no index {name!r} in {record_file.parent}; run: python -m osgha_lite.search index FOLDER")
-    record = json.loads(record_file.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SearchError(f"{record_file}: cannot be read ({error}); index again") from None
+    missing = [f for f in RECORD_FIELDS if not isinstance(record, dict) or f not in record]
+    if missing:
+        raise SearchError(f"{record_file}: no field(s) {', '.join(missing)} (written by an earlier version, or "
+                          f"damaged); index again")
     if record["backbone"] != backbone.identity:
         raise SearchError(f"index {name!r} was built with {record['backbone']}, not {backbone.identity}; index again")
     paths = [Path(p) for p in record["paths"]]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise SearchError(f"index {name!r}: {len(missing)} indexed images are gone (e.g. {missing[0]}); index again")
+    gone = [p for p in paths if not p.is_file()]
+    if gone:
+        raise SearchError(f"index {name!r}: {len(gone)} indexed images are gone (e.g. {display_path(gone[0])}); "
+                          f"index again")
     if local:  # HGAN: regions from the feature cache (keyed by the files' bytes)
         return index_images(backbone, paths, local=True, progress=False)
-    return ImageIndex(paths, np.load(vectors_file), record["backbone"])
+    vectors_file = record_file.parent / Path(record["vectors"]).name
+    try:
+        vectors = load_verified_npy(vectors_file, record["vectors_sha256"])
+    except IntegrityError as error:
+        raise SearchError(f"index {name!r}: {error}; index again") from None
+    if vectors.ndim != 2 or vectors.shape[0] != len(paths):
+        raise SearchError(f"index {name!r}: {vectors_file.name} holds {vectors.shape} vectors for {len(paths)} "
+                          f"paths; index again")
+    return ImageIndex(paths, vectors, record["backbone"])
 
 
 def _caption_index(args, profile: dict, backbone, local: bool) -> CaptionIndex:
@@ -324,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             built = index_images(backbone, paths)
             seconds = time.perf_counter() - started
             save_index(built, args.name, profile["name"])
-            print(f"indexed {len(paths)} images of {Path(args.folder).resolve()} in {seconds:.1f} s "
+            print(f"indexed {len(paths)} images of {display_path(Path(args.folder).resolve())} in {seconds:.1f} s "
                   f"({1000 * seconds / len(paths):.1f} s per 1,000 images; cached files are not encoded again) "
                   f"as index {args.name!r}")
             return 0
@@ -347,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SearchError, ProfileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if "path" in table:
+        table = table.assign(path=table.path.map(display_path))
     with pd.option_context("display.max_colwidth", 120):
         print(table.drop(columns="index").round(3).to_string(index=False))
     print(f"({space.name}: query answered in {1000 * seconds:.0f} ms; loading the query encoder took {loading:.1f} s)")

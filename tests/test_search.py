@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,6 +22,7 @@ from osgha_lite.search import (
     index_captions,
     index_images,
     list_images,
+    load_index,
     load_space,
     main,
     top_k,
@@ -135,6 +140,75 @@ def test_cli_indexes_once_and_answers_text_and_image_queries(tiny_lite, tiny_roo
     assert "either a text query or --image" in capsys.readouterr().err
     assert main(["--profile", str(path), "index", str(tmp_path / "nothing")]) == 2
     assert "is not a folder of images" in capsys.readouterr().err
+
+
+def _gallery_copy(tiny_root, folder, names) -> list:
+    """The six sample photos copied to ``folder`` under ``names`` (bytes allowed: any name the file system holds)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sorted((tiny_root / "flickr30k" / "images").glob("*.jpg"))
+    targets = [os.path.join(os.fsencode(folder), os.fsencode(name)) for name in names]
+    for photo, target in zip(photos, targets):
+        shutil.copyfile(photo, target)
+    return [Path(os.fsdecode(t)) for t in targets]
+
+
+def test_a_failed_reindex_leaves_the_previous_index_intact(tiny_lite, tiny_root, tmp_path, capsys, monkeypatch):
+    """Index A, then index B and fail while its record is written: queries still answer from A, whole."""
+    path, _, _ = tiny_lite
+    first = _gallery_copy(tiny_root, tmp_path / "a", [f"a{i}.jpg" for i in range(6)])
+    _gallery_copy(tiny_root, tmp_path / "b", [f"b{i}.jpg" for i in (3, 1, 5, 0, 2, 4)])
+    query = ["--profile", str(path), "--name", "atomic", "query", "a motorbike", "--k", "6"]
+    assert main(["--profile", str(path), "--name", "atomic", "index", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(query) == 0
+    before = capsys.readouterr().out.splitlines()[:7]
+    assert sum(str(p) in line for line in before for p in first) == 6
+    replace = os.replace
+
+    def failing(source, destination):
+        if Path(destination).parent.name == "search" and str(destination).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="No space left"):
+        main(["--profile", str(path), "--name", "atomic", "index", str(tmp_path / "b")])
+    monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    assert main(query) == 0
+    assert capsys.readouterr().out.splitlines()[:7] == before
+    vectors = json.loads((cache_root() / "search" / "atomic.json").read_text())["vectors"]
+    assert sorted(p.name for p in (cache_root() / "search").glob("atomic*")) == sorted(["atomic.json", vectors])
+
+
+def test_damaged_index_vectors_are_an_error_not_an_answer(tiny_lite, tiny_root, tmp_path, capsys):
+    path, _, _ = tiny_lite
+    _gallery_copy(tiny_root, tmp_path / "a", [f"a{i}.jpg" for i in range(6)])
+    assert main(["--profile", str(path), "--name", "damaged", "index", str(tmp_path / "a")]) == 0
+    record = json.loads((cache_root() / "search" / "damaged.json").read_text())
+    vectors = cache_root() / "search" / record["vectors"]
+    vectors.write_bytes(vectors.read_bytes()[:-8] + bytes(8))
+    capsys.readouterr()
+    assert main(["--profile", str(path), "--name", "damaged", "query", "a motorbike"]) == 2
+    assert "contents do not match the recorded SHA-256" in capsys.readouterr().err
+    assert main(["--profile", str(path), "--name", "../damaged", "query", "a motorbike"]) == 2
+    assert "the index name '../damaged' is not a plain name" in capsys.readouterr().err
+
+
+def test_any_file_name_the_file_system_holds_is_indexed_stored_and_shown(tiny_lite, tiny_root, tmp_path, capsys):
+    """A name holding the bytes ff fe (not UTF-8) is indexed, stored unchanged and printed as \\xff\\xfe."""
+    path, profile, _ = tiny_lite
+    names = [b"\xff\xfe.jpg", "caf\u00e9.jpg", b"plain.jpg", b"tab\tname.jpg", b"\xe9t\xe9.jpg", b"z.jpg"]
+    copies = _gallery_copy(tiny_root, tmp_path / "odd", names)
+    assert main(["--profile", str(path), "--name", "odd", "index", str(tmp_path / "odd")]) == 0
+    assert "indexed 6 images" in capsys.readouterr().out
+    stored = load_index("odd", build_backbone(profile, progress=False))
+    assert sorted(os.fsencode(p) for p in stored.paths) == sorted(os.fsencode(p) for p in copies)
+    assert main(["--profile", str(path), "--name", "odd", "query", "a motorbike", "--k", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "/\\xff\\xfe.jpg" in out and "/\\xe9t\\xe9.jpg" in out and "/caf\u00e9.jpg" in out
 
 
 def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(gallery):
