@@ -380,14 +380,16 @@ def protocol_record(profile: dict, train: Embedded) -> dict:
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
                dataset: str | None = None, split: str = "test", folder: str | Path | None = None,
-               log=None) -> dict:
+               log=None, skipped_images: dict | None = None) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
 
     ``test`` is the profile's test split by default; for another dataset
     (:mod:`osgha_lite.evaluate`) ``dataset`` and ``split`` name it in the
     record and ``folder`` is where the file goes
     (:func:`osgha_lite.results.write_result`). ``log`` goes to
-    :func:`score_method`.
+    :func:`score_method`. ``skipped_images`` (path -> problem: test images
+    left out because they cannot be decoded) is recorded, when not empty, as
+    ``skipped_images``: their count and the first 20 with their problems.
 
     Returns ``{"path", "sims" (test image x caption scores), "metrics"
     (test, per protocol), "dev_metrics", "history" (None when nothing is
@@ -419,6 +421,11 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
         protocol=protocol_record(profile, train),
         training=history.result_dict() if history is not None else None,
     )
+    if skipped_images:
+        from osgha_lite.cli import display_path
+
+        record["skipped_images"] = {"count": len(skipped_images), "examples": {
+            display_path(path): problem for path, problem in list(skipped_images.items())[:20]}}
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
                         record.pop("config"), folder=folder, **record)

@@ -15,7 +15,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from osgha_lite.search import display_path
+from osgha_lite.cli import display_path
 
 
 @lru_cache(maxsize=4096)

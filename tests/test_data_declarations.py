@@ -259,7 +259,8 @@ def test_unknown_names_and_missing_declaration_file(tmp_path):
         load_dataset("mine", "test", profile={"name": "p", "datasets": {"mine": {"name": "other", "reader": "coco",
                                                                                    "options": {"splits": {}}}}})
     with pytest.raises(DataError, match=r"profile 'p', datasets\.\.\.: its name must be a plain name"):
-        load_dataset("..", "test", profile={"name": "p", "datasets": {"..": {"reader": "coco", "options": {"splits": {}}}}})
+        load_dataset("..", "test", profile={"name": "p", "datasets": {"..": {"reader": "coco",
+                                                                            "options": {"splits": {}}}}})
     with pytest.raises(DataError, match=r"my data\.json: its name must be a plain name .*, not 'my data'"):
         load_dataset(str(_declare(tmp_path / "my data.json", "coco", {"splits": {}})), "test")
 

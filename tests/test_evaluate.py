@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bad_images import PROBLEMS, write_bad_images
 from osgha_lite.config import load_profile
 from osgha_lite.data import CaptionDataset
 from osgha_lite.evaluate import EvaluateError, evaluate_external, external_folder, main, missing_inputs
@@ -226,6 +227,70 @@ def test_a_dataset_declared_only_in_the_profile_evaluates_end_to_end(tiny_lite, 
         record = read_result(out / f"{method}.test.json")
         assert record["dataset"] == dataset and record["n_images"] == n_images and record["n_texts"] == n_texts
         assert 0 <= record["metrics"]["all"]["rsum"] <= 600
+
+
+def test_bad_images_are_skipped_counted_and_named_in_the_result_files(tiny_lite, tiny_root, capsys, monkeypatch):
+    """Two photos and four files that cannot be decoded, each with a caption: the photos are evaluated."""
+    import shutil
+
+    from osgha_lite.encoders import EfficientNetLite0Encoder
+
+    path, profile, folder = tiny_lite
+    photos = folder / "mixed" / "photos"
+    bad = write_bad_images(photos, tiny_root / "flickr8k" / "images" / "coffee.jpg")
+    for name in ("rocket", "chelsea"):
+        shutil.copy(tiny_root / "flickr8k" / "images" / f"{name}.jpg", photos / f"{name}.jpg")
+    rows = ["rocket.jpg,a rocket on its pad", "chelsea.jpg,a cat looks aside", "rocket.jpg,a launch tower"]
+    rows += [f"{file.name},a caption of {file.stem}" for file in bad]
+    (folder / "mixed" / "captions.csv").write_text("image,caption\n" + "\n".join(rows) + "\n")
+    declared = {"mixed": {"reader": "captions", "folder": str(folder / "mixed"),
+                          "options": {"captions": "captions.csv", "images": "photos", "split_of_rows": "test"}}}
+    own_path = folder / "tiny-lite-mixed.json"
+    own_path.write_text(json.dumps(dict(profile, datasets=declared)))
+    decodes, pixels = [], EfficientNetLite0Encoder.pixels
+    monkeypatch.setattr(EfficientNetLite0Encoder, "pixels", lambda self, p: (decodes.append(str(p)),
+                                                                            pixels(self, p))[1])
+    command = ["--profile", str(own_path), "--dataset", "mixed", "--methods", "frozen-backbone", "os-hgadapter",
+               "--no-progress"]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in out.splitlines() if "warning: skipped image" in line]
+    assert len(warnings) == 4 and "Traceback" not in out + err
+    for file in bad:
+        line = next(line for line in warnings if f"skipped image {file}:" in line)
+        assert f"cannot decode it (" in line and PROBLEMS[file.name] in line
+    assert "mixed/test: 4 of 6 images skipped (cannot be decoded), with their captions; 2 images, 3 captions remain" \
+        in out
+    assert "skipped 4 images that cannot be decoded" in out
+    files = sorted(str(file) for file in photos.iterdir())
+    assert sorted(p for p in decodes if p in files) == files  # each image decoded once
+    for method in ("frozen-backbone", "os-hgadapter"):
+        record = read_result(results_root() / "tiny-lite" / "external" / "mixed" / f"{method}.test.json")
+        assert record["n_images"] == 2 and record["n_texts"] == 3
+        assert record["skipped_images"]["count"] == 4
+        assert record["skipped_images"]["examples"][str(bad[3])] == "an empty file (0 bytes)"
+    decodes.clear()
+    assert main(command + ["--strict"]) == 2
+    out, err = capsys.readouterr()
+    assert not decodes and out.count("warning: skipped image") == 4  # read from the cache this time
+    assert err == ("error: 4 of the 6 images of mixed/test cannot be decoded (listed above), and --strict makes "
+                   "that an error\n")
+
+
+def test_every_error_is_one_line_and_debug_shows_the_traceback(tiny_lite, capsys, monkeypatch):
+    from osgha_lite import evaluate
+
+    path, _, _ = tiny_lite
+
+    def broken(*args, **kwargs):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(evaluate, "evaluate_external", broken)
+    assert main(["--profile", str(path), "--dataset", "flickr30k"]) == 1
+    assert capsys.readouterr().err == ("error: KeyError: 'no such column' (run again with --debug for the "
+                                       "traceback)\n")
+    with pytest.raises(KeyError):
+        main(["--profile", str(path), "--dataset", "flickr30k", "--debug"])
 
 
 def test_a_broken_declared_dataset_is_an_error_naming_the_file(tiny_lite, tiny_root, capsys):

@@ -163,7 +163,8 @@ def test_checkpoints_are_found_by_what_they_were_trained_on_not_by_the_profiles_
     assert checkpoint(load_profile(str(child))) == reference
     assert "tiny" not in reference.name and reference.name.startswith("os-hgadapter-")
     assert checkpoint(load_profile(str(child)), "clip-adapter") != reference
-    for change in ({"adapter_training": {"train": {"weight_decay": 0.5}}}, {"adapter_training": {"memory": {"max_nodes": 8}}},
+    for change in ({"adapter_training": {"train": {"weight_decay": 0.5}}},
+                   {"adapter_training": {"memory": {"max_nodes": 8}}},
                    {"seed": 1}, {"methods": {"os-hgadapter": {"options": {"k": 3}}}}):
         assert checkpoint(merge(load_profile(str(child)), change)) != reference, change
 
