@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Callable, Sequence
 
 #: Largest image, in pixels, that is decoded (PIL's own warning threshold, about 9,459 x 9,459); a larger one
@@ -55,12 +56,15 @@ def load_rgb(path: str | os.PathLike):
             raise ValueError("an empty file (0 bytes)")
         with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{image.width} x {image.height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}")
+                raise ValueError(f"{image.width * image.height:,} pixels ({image.width} x {image.height}), above "
+                                 f"the limit of {MAX_IMAGE_PIXELS:,}")
             return image.convert("RGB")
     except Exception as error:  # PIL raises several error types
         problem = str(error) or type(error).__name__
-        if isinstance(error, Image.DecompressionBombError):
-            problem = f"above the limit of {MAX_IMAGE_PIXELS:,} pixels ({problem})"
+        if isinstance(error, Image.DecompressionBombError):  # PIL refuses it before our check: "(N pixels)"
+            found = re.search(r"\((\d+) pixels\)", problem)
+            size = f"{int(found.group(1)):,} pixels" if found else problem
+            problem = f"{size}, above the limit of {MAX_IMAGE_PIXELS:,}"
         raise ImageDecodeError(
             f"{path}: cannot decode image ({problem}). Remove or replace the file; python -m osgha_lite.evaluate "
             f"and search index skip such images, and load_dataset(..., verify_images=True, skip_missing=True) "

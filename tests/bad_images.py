@@ -10,7 +10,7 @@ from pathlib import Path
 PROBLEMS = {
     "notes.jpg": "cannot identify image file",
     "cut.jpg": "image file is truncated",
-    "huge.png": "above the limit of 89,478,485 pixels",
+    "huge.png": "400,000,000 pixels, above the limit of 89,478,485",
     "empty.jpg": "an empty file (0 bytes)",
 }
 
