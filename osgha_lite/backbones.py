@@ -45,6 +45,7 @@ deviation (fixed buffers) and dropout only while training.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +58,7 @@ from osgha_lite.data import CaptionDataset, load_profile_split
 from osgha_lite.dropout import PortableDropout
 from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
 from osgha_lite.features import cache_root, cached_features, split_features, split_local_features
+from osgha_lite.image_decode import collect_undecodable
 from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, split_digest, to_tensor
 
 
@@ -128,6 +130,32 @@ class Backbone:
             self.raw_local(data, progress)  # one pass fills the global cache as well
         return tuple(split_features(encoder, data, batch_size=self.batch_size, progress=progress)
                      for encoder in (self.image_encoder, self.text_encoder))
+
+    def decodable(self, data: CaptionDataset, progress: bool = True) -> tuple[CaptionDataset, dict[str, str]]:
+        """``data`` without its images that cannot be decoded, and what is wrong with each of those
+        (path -> problem).
+
+        The split's features are computed (or read) as :meth:`raw_features`
+        does, decoding each image once and collecting the failures instead of
+        raising (:func:`osgha_lite.image_decode.collect_undecodable`). The images
+        left out and their captions are selected away
+        (:meth:`CaptionDataset.select_images`, so the features are read from
+        this pass's cache) and counted under ``skipped["undecodable_image"]``.
+        """
+        from dataclasses import replace
+
+        with collect_undecodable(self.image_encoder) as failures:
+            self.raw_features(data, progress)
+        bad = [row for row, path in enumerate(data.image_paths) if os.fspath(path) in failures]
+        if not bad:
+            return data, {}
+        kept = data.select_images(np.setdiff1d(np.arange(data.n_images), bad), data.split)
+        problems = {os.fspath(data.image_paths[row]): failures[os.fspath(data.image_paths[row])] for row in bad}
+        examples = [f"{path} ({problem})" for path, problem in list(problems.items())[:5]]
+        kept = replace(kept, skipped={**kept.skipped, "undecodable_image": kept.skipped.get("undecodable_image", 0)
+                                      + len(bad)},
+                       skip_examples={**kept.skip_examples, "undecodable_image": examples})
+        return kept, problems
 
     def from_raw(self, x: np.ndarray, modality: str) -> np.ndarray:
         """Encoder outputs into the backbone's space (unit rows)."""

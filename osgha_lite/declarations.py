@@ -31,11 +31,17 @@ Where names are looked up (:func:`find_declaration`), first match wins:
 3. the example declarations ``data/examples/<name>/dataset.json`` of the repository;
 4. a path to a declaration file (a name ending in ``.json``); its ``name``
    defaults to the file's stem, or to its folder's name for ``dataset.json``.
+
+A dataset's name becomes a folder and file name (``results/<profile>/external/<name>/``,
+``data/augmentations/<name>.jsonl``), so it must be a plain name
+(:func:`is_plain_name`): letters, digits, ``-``, ``_`` and ``.``, not ``.``
+or ``..``; any other name is an error naming the declaration.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +54,13 @@ EXAMPLES_DIR = PROJECT_ROOT / "data" / "examples"
 DECLARATION_KEYS = ("name", "reader", "folder", "options", "help", "description")
 ROOT_VARIABLE = "${data_root}"
 _FIXED_ARGUMENTS = ("folder", "split", "name", "skip_missing", "skip_bad_rows")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+PLAIN_NAME_RULE = "a plain name (letters, digits, '-', '_' and '.'; not '.' or '..')"
+
+
+def is_plain_name(name) -> bool:
+    """Whether ``name`` is a string of ASCII letters, digits, ``-``, ``_`` and ``.``, and not ``.`` or ``..``."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None and name not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -116,8 +129,11 @@ def parse_declaration(content, where: str, declared_in: Path | None, default_nam
     required = [p for p in accepted if parameters[p].default is inspect.Parameter.empty and p not in options]
     if required:
         raise DataError(f"{where}: reader {reader!r} needs the option(s) {', '.join(required)}")
-    return DatasetSpec(reader, content.get("folder", "."), options, content.get("help", ""),
-                       content.get("name", default_name), declared_in)
+    name = content.get("name", default_name)
+    if not is_plain_name(name):
+        label = "'name'" if "name" in content else "its name"
+        raise DataError(f"{where}: {label} must be {PLAIN_NAME_RULE}, not {name!r}")
+    return DatasetSpec(reader, content.get("folder", "."), options, content.get("help", ""), name, declared_in)
 
 
 def read_declaration(path: str | Path) -> DatasetSpec:

@@ -43,34 +43,17 @@ from tqdm.auto import tqdm
 from osgha_lite.atomic import file_sha256
 from osgha_lite.fast_images import OpenVinoFeatureMaps, chosen_runtime, runtime_tag
 from osgha_lite.fast_texts import TEXT_RUNTIME_VARIABLE, OpenVinoTokenStates, mean_pool
+from osgha_lite.image_decode import ImageDecodeError, failed_rows, load_rgb, tolerant  # noqa: F401 (also from here)
 from osgha_lite.runtime import pick_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageDecodeError(RuntimeError):
-    """An image file could not be read; the message names the file."""
-
-
 @lru_cache(maxsize=None)
 def file_digest(path: str) -> str:
     """SHA-256 of a file's bytes (hex), computed once per process."""
     return file_sha256(path)
-
-
-def load_rgb(path: str | os.PathLike):
-    """Open an image as RGB, or raise :class:`ImageDecodeError` naming the file."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except Exception as error:  # PIL raises several error types
-        raise ImageDecodeError(
-            f"{path}: cannot decode image ({error}). Remove or replace the file, or load the dataset "
-            f"with verify_images=True, skip_missing=True to skip undecodable images."
-        ) from None
 
 
 def _batched(items: Sequence, batch_size: int, desc: str, progress: bool):
@@ -131,10 +114,17 @@ class EfficientNetLite0Encoder:
                                              self.image_size, IMAGENET_MEAN, IMAGENET_STD)
         return self._fast
 
+    #: path -> problem while :func:`~osgha_lite.image_decode.collect_undecodable` collects;
+    #: None: an undecodable image raises
+    undecodable: dict | None = None
+
     def preprocess(self, path) -> torch.Tensor:
         """:meth:`pixels` as a float ``[3, H, W]`` tensor scaled to [0, 1]."""
-        array = self.pixels(path).astype(np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1)
+        return self._tensor(self.pixels(path))
+
+    @staticmethod
+    def _tensor(pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
 
     def pixels(self, path) -> np.ndarray:
         """Resize the shorter side to ``image_size`` (bicubic), centre-crop; ``uint8 [H, W, 3]``.
@@ -152,17 +142,30 @@ class EfficientNetLite0Encoder:
             image = image.crop((left, top, left + self.image_size, top + self.image_size))
         return np.asarray(image, dtype=np.uint8)
 
-    def _feature_maps(self, chunk) -> torch.Tensor:
+    def _feature_maps(self, chunk) -> tuple[torch.Tensor, list[int]]:
+        """Feature maps of a chunk of image files, each decoded once, and the rows whose file could not be
+        decoded (a black image stands in for it; only while
+        :func:`~osgha_lite.image_decode.collect_undecodable` collects)."""
+        failed: list = []
+        blank = lambda: np.zeros((self.image_size, self.image_size, 3), np.uint8)  # noqa: E731
+        pixels = tolerant(self.pixels, self.undecodable, failed, blank)
         if self.runtime == "openvino":
-            return self.fast(self.fast.decode(chunk, self.pixels))
-        batch = torch.stack([self.preprocess(p) for p in chunk])
-        return self.model.extract_features(((batch - self.mean) / self.std).to(self.device))
+            maps = self.fast(self.fast.decode(chunk, pixels))
+        else:
+            batch = torch.stack([self._tensor(pixels(p)) for p in chunk])
+            maps = self.model.extract_features(((batch - self.mean) / self.std).to(self.device))
+        return maps, failed_rows(chunk, failed)
 
     @torch.inference_mode()
     def encode(self, items: Sequence, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        """Global features ``[N, 1280]``; rows of undecodable images are NaN
+        (see :func:`~osgha_lite.image_decode.collect_undecodable`)."""
         out = []
         for chunk in _batched(items, batch_size, "images", progress):
-            out.append(self._feature_maps(chunk).mean(dim=(2, 3)).float().cpu().numpy())
+            maps, failed = self._feature_maps(chunk)
+            features = maps.mean(dim=(2, 3)).float().cpu().numpy()
+            features[failed] = np.nan
+            out.append(features)
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def local_identity(self, size: int) -> str:
@@ -177,19 +180,21 @@ class EfficientNetLite0Encoder:
         ``size x size`` cells (``adaptive_avg_pool2d``; cells overlap when 7 is
         not a multiple of ``size``). Returns ``(global [N, 1280] float32,
         regions [N, size*size, 1280] float16, mask [N, size*size] bool)``;
-        the global part equals :meth:`encode`.
+        the global part equals :meth:`encode`. Rows of undecodable images are
+        NaN with a False mask (see :func:`~osgha_lite.image_decode.collect_undecodable`).
         """
-        pooled, regions = [], []
+        pooled, regions, masks = [], [], []
         for chunk in _batched(items, batch_size, "images", progress):
-            maps = self._feature_maps(chunk)
+            maps, failed = self._feature_maps(chunk)
             pooled.append(maps.mean(dim=(2, 3)).float().cpu().numpy())
             grid = torch.nn.functional.adaptive_avg_pool2d(maps, size).flatten(2).transpose(1, 2)
             regions.append(grid.cpu().numpy().astype(np.float16))
+            masks.append(np.ones(regions[-1].shape[:2], bool))
+            pooled[-1][failed], regions[-1][failed], masks[-1][failed] = np.nan, np.nan, False
         if not pooled:
             return (np.zeros((0, self.dim), np.float32), np.zeros((0, size * size, self.dim), np.float16),
                     np.zeros((0, size * size), bool))
-        regions_array = np.concatenate(regions)
-        return np.concatenate(pooled), regions_array, np.ones(regions_array.shape[:2], bool)
+        return np.concatenate(pooled), np.concatenate(regions), np.concatenate(masks)
 
 
 def length_groups(lengths: Sequence[int], batch_size: int) -> tuple[np.ndarray, list[slice]]:
@@ -373,13 +378,24 @@ class OpenClipModel:
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
         self.amp = self.device.type == "cuda"
 
+    def _images(self, chunk, undecodable: dict | None) -> tuple[torch.Tensor, list[int]]:
+        """The preprocessed batch of a chunk of image files and its rows that could not be decoded
+        (a black image stands in for each while ``undecodable`` collects,
+        :func:`~osgha_lite.image_decode.collect_undecodable`)."""
+        from PIL import Image
+
+        failed: list = []
+        load = tolerant(load_rgb, undecodable, failed, lambda: Image.new("RGB", (224, 224)))
+        return torch.stack([self.preprocess(load(p)) for p in chunk]).to(self.device), failed_rows(chunk, failed)
+
     @torch.inference_mode()
-    def encode_images(self, items, batch_size=128, progress=True) -> np.ndarray:
+    def encode_images(self, items, batch_size=128, progress=True, undecodable: dict | None = None) -> np.ndarray:
         out = []
         for chunk in _batched(items, batch_size, "images", progress):
-            batch = torch.stack([self.preprocess(load_rgb(p)) for p in chunk]).to(self.device)
+            batch, failed = self._images(chunk, undecodable)
             with torch.autocast(self.device.type, enabled=self.amp):
                 out.append(self.model.encode_image(batch).float().cpu().numpy())
+            out[-1][failed] = np.nan
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     @torch.inference_mode()
@@ -393,17 +409,19 @@ class OpenClipModel:
 
 
     @torch.inference_mode()
-    def encode_local_images(self, items, size: int = 7, batch_size: int = 128, progress: bool = True):
+    def encode_local_images(self, items, size: int = 7, batch_size: int = 128, progress: bool = True,
+                            undecodable: dict | None = None):
         """Global image vectors and ViT patch tokens (after ``ln_post``, through ``proj``) pooled to a
         ``size x size`` grid; returns ``(global, tokens float16 [N, size*size, dim], mask)``."""
         visual = self.model.visual
         if not hasattr(visual, "output_tokens"):
             raise ValueError(f"{self.identity}: local image features need a ViT image tower (patch tokens)")
-        pooled_out, token_out = [], []
+        pooled_out, token_out, failed_rows = [], [], []
         visual.output_tokens = True
         try:
-            for chunk in _batched(items, batch_size, "images", progress):
-                batch = torch.stack([self.preprocess(load_rgb(p)) for p in chunk]).to(self.device)
+            for start, chunk in zip(range(0, len(items), batch_size), _batched(items, batch_size, "images", progress)):
+                batch, failed = self._images(chunk, undecodable)
+                failed_rows += [start + row for row in failed]
                 with torch.autocast(self.device.type, enabled=self.amp):
                     pooled, tokens = visual(batch)
                     if visual.proj is not None:
@@ -415,8 +433,10 @@ class OpenClipModel:
                 token_out.append(grid.cpu().numpy().astype(np.float16))
         finally:
             visual.output_tokens = False
-        tokens = np.concatenate(token_out)
-        return np.concatenate(pooled_out), tokens, np.ones(tokens.shape[:2], bool)
+        tokens, pooled = np.concatenate(token_out), np.concatenate(pooled_out)
+        mask = np.ones(tokens.shape[:2], bool)
+        pooled[failed_rows], tokens[failed_rows], mask[failed_rows] = np.nan, np.nan, False
+        return pooled, tokens, mask
 
     @torch.inference_mode()
     def encode_local_texts(self, items, size: int = 24, batch_size: int = 256, progress: bool = True):
@@ -460,9 +480,15 @@ class OpenClipEncoder:
         self.dim = shared.dim
         self.identity = f"{shared.identity}:{modality}"
 
+    #: path -> problem while :func:`~osgha_lite.image_decode.collect_undecodable` collects (images);
+    #: None: an undecodable image raises
+    undecodable: dict | None = None
+
     def encode(self, items, batch_size: int = 128, progress: bool = True) -> np.ndarray:
-        method = self.shared.encode_images if self.modality == "image" else self.shared.encode_texts
-        return method(items, batch_size=batch_size, progress=progress)
+        if self.modality == "image":
+            return self.shared.encode_images(items, batch_size=batch_size, progress=progress,
+                                             undecodable=self.undecodable)
+        return self.shared.encode_texts(items, batch_size=batch_size, progress=progress)
 
     def local_identity(self, size: int) -> str:
         return f"{self.identity}:{'grid' if self.modality == 'image' else 'tokens'}{size}"
@@ -470,8 +496,10 @@ class OpenClipEncoder:
     def encode_local(self, items, size: int, batch_size: int = 128, progress: bool = True):
         """Global and local features from one pass (see :meth:`OpenClipModel.encode_local_images`
         and :meth:`OpenClipModel.encode_local_texts`)."""
-        method = self.shared.encode_local_images if self.modality == "image" else self.shared.encode_local_texts
-        return method(items, size=size, batch_size=batch_size, progress=progress)
+        if self.modality == "image":
+            return self.shared.encode_local_images(items, size=size, batch_size=batch_size, progress=progress,
+                                                   undecodable=self.undecodable)
+        return self.shared.encode_local_texts(items, size=size, batch_size=batch_size, progress=progress)
 
 
 ENCODERS: dict[str, Callable[..., object]] = {

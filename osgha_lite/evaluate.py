@@ -13,7 +13,11 @@ What it does, in order:
 2. reads split ``--split`` of ``--dataset`` through
    :func:`osgha_lite.data.load_dataset` (a registered name, or whatever else
    ``load_dataset`` accepts, passed through unchanged) and embeds it
-   (features cached like every other split);
+   (features cached like every other split), decoding each image once: an
+   image that cannot be decoded (not an image, truncated, empty, too many
+   pixels) is skipped with its captions, one warning line each, and counted
+   in the summary and the result files (:func:`decodable_split`;
+   ``--strict``: an error, exit code 2);
 3. looks the dataset's captions up in the LLM description caches (the
    profile's cache and the same file name for the new dataset, e.g.
    ``data/augmentations/<dataset>.jsonl``) and says how many it covers; the
@@ -25,24 +29,26 @@ What it does, in order:
    and writes one result file in the schema of :mod:`osgha_lite.results`
    with ``dataset`` set to the new dataset, into
    ``results/<profile>/external/<dataset>/<method>.<split>.json`` (or
-   ``--out``; never the profile's own result folder);
+   ``--out``; never in the profile's own result folder, :func:`external_folder`);
 5. prints one table: R@K in percent, rSum and its 95% percentile-bootstrap
    interval over image queries (:func:`osgha_lite.bootstrap.bootstrap_metrics`).
 
 A method whose inputs the new dataset cannot provide is skipped with a
 message (:func:`missing_inputs`). The new split is a test set only: nothing
-is trained or tuned on it.
+is trained or tuned on it. Every error ends the command with one line
+(``error: ...``) and a non-zero exit code; ``--debug`` shows the traceback
+(:mod:`osgha_lite.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from osgha_lite.cli import add_debug_option, display_path, run_reporting_errors
 from osgha_lite.data import DataError, data_root, load_dataset, load_profile_split
 from osgha_lite.results import METRIC_KEYS, results_root
 
@@ -78,11 +84,27 @@ def load_external(dataset: str, split: str, profile: dict, limit_images: int | N
 
 
 def external_folder(profile: dict, dataset_name: str, out: str | Path | None = None) -> Path:
-    """Where the result files go: ``out`` or ``results/<profile>/external/<dataset>``, never the profile's own folder."""
-    folder = Path(out).expanduser().resolve() if out else results_root() / profile["name"] / "external" / dataset_name
-    if folder == (results_root() / profile["name"]).resolve():
-        raise EvaluateError(f"--out {folder} is the profile's own result folder; its files belong to "
-                            f"{profile['dataset']}. Choose another folder")
+    """Where the result files go: ``out`` or ``results/<profile>/external/<dataset>``, resolved (``..`` and
+    links followed) before it is checked.
+
+    The dataset's and the profile's names must be plain names
+    (:func:`osgha_lite.declarations.is_plain_name`). The folder may not be the
+    profile's own result folder ``results/<profile>`` or any folder in it
+    other than one below ``results/<profile>/external/``: those files belong
+    to the profile's own runs.
+    """
+    from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
+
+    for what, name in (("dataset", dataset_name), ("profile", profile["name"])):
+        if not is_plain_name(name):
+            raise EvaluateError(f"the {what} name {name!r} is not {PLAIN_NAME_RULE}; it would name a result folder")
+    own = (results_root() / profile["name"]).resolve()
+    external = own / "external"
+    folder = (Path(out).expanduser() if out else external / dataset_name).resolve()
+    if folder.is_relative_to(own) and not (folder.is_relative_to(external) and folder != external):
+        raise EvaluateError(f"the result folder {folder} is inside the profile's own result folder {own}; its "
+                            f"files belong to the profile's runs on {profile['dataset']}. Choose a folder "
+                            f"outside it, or below {external}")
     return folder
 
 
@@ -127,6 +149,26 @@ def missing_inputs(method: dict, data) -> str | None:
     return None
 
 
+def decodable_split(backbone, data, split: str, strict: bool = False, progress: bool = True,
+                    log=None) -> tuple[object, dict[str, str]]:
+    """``data`` without the images that cannot be decoded (:meth:`osgha_lite.backbones.Backbone.decodable`,
+    one decoding pass whose features are cached), one ``log`` line per such image, and their problems
+    (path -> problem). With ``strict`` any such image is an :class:`EvaluateError`; so is a split left with
+    no image."""
+    kept, problems = backbone.decodable(data, progress=progress)
+    for path, problem in problems.items():
+        (log or _print)(f"warning: skipped image {display_path(path)}: cannot decode it ({problem})")
+    if problems and strict:
+        raise EvaluateError(f"{len(problems)} of the {data.n_images} images of {data.name}/{split} cannot be "
+                            f"decoded (listed above), and --strict makes that an error")
+    if problems and not kept.n_images:
+        raise EvaluateError(f"none of the {data.n_images} images of {data.name}/{split} can be decoded")
+    if problems:
+        (log or _print)(f"{data.name}/{split}: {len(problems)} of {data.n_images} images skipped (cannot be "
+                        f"decoded), with their captions; {kept.n_images} images, {kept.n_texts} captions remain")
+    return kept, problems
+
+
 def _print(line: str) -> None:
     print(f"[evaluate] {line}", flush=True)
 
@@ -143,14 +185,20 @@ def results_table(runs: dict[str, dict], protocol: str) -> pd.DataFrame:
 
 def evaluate_external(profile: dict, dataset: str, split: str = "test", methods: list[str] | None = None,
                       out: str | Path | None = None, limit_images: int | None = None, progress: bool = True,
-                      log=_print) -> dict:
+                      log=_print, strict: bool = False) -> dict:
     """Evaluate the profile's trained methods on ``dataset``/``split`` (see the module docstring).
+
+    Images of the split that cannot be decoded (not an image, truncated,
+    empty, above :data:`osgha_lite.image_decode.MAX_IMAGE_PIXELS` pixels) are
+    skipped with their captions, one warning line each, and counted in the
+    result files (``skipped_images``); with ``strict`` they are an
+    :class:`EvaluateError` instead.
 
     Returns ``{"table" (DataFrame, :func:`results_table`), "runs" (method ->
     :func:`osgha_lite.experiment.run_method`'s record plus ``checkpoint``),
-    "skipped" (method -> reason), "folder", "dataset" (its name), "data"
-    (the split read), "backbone", "coverage" (share of the captions with
-    descriptions), "description_caches"}``.
+    "skipped" (method -> reason), "skipped_images" (path -> problem),
+    "folder", "dataset" (its name), "data" (the split evaluated), "backbone",
+    "coverage" (share of the captions with descriptions), "description_caches"}``.
     """
     from osgha_lite.backbones import build_backbone
     from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, run_method
@@ -166,6 +214,7 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     started = time.perf_counter()
     log("backbone: loading (the lite heads are trained on the profile's pretrain images when not cached)")
     backbone = build_backbone(profile, progress=progress)
+    data, undecodable = decodable_split(backbone, data, split, strict, progress, log)
     k = int(profile.get("augmentation", {}).get("descriptions", 0))
     augmentations = load_profile_augmentations(profile)
     log(f"embedding the profile's adapt and dev splits ({backbone.identity})")
@@ -199,13 +248,14 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
         inputs = method_embeddings(method, backbone, splits, embedded, progress=progress)
         run = run_method(name, method, profile, backbone.identity, inputs["train"], inputs["dev"], inputs[key],
                          progress=progress, dataset=data.name, split=split, folder=folder,
-                         log=lambda line: (trained.append(line), log(line)))
+                         log=lambda line: (trained.append(line), log(line)), skipped_images=undecodable)
         run["checkpoint"] = ("none" if run["history"] is None else "trained now" if trained else "reused")
         runs[name] = run
         log(f"[{position}/{len(names)}] {name}: rSum {run['metrics'][profile['eval']['protocols'][0]]['rsum']:.1f} "
             f"({time.perf_counter() - method_started:.0f} s) -> {run['path']}")
     protocol = profile["eval"]["protocols"][0]
-    return {"table": results_table(runs, protocol), "runs": runs, "skipped": skipped, "folder": folder,
+    return {"table": results_table(runs, protocol), "runs": runs, "skipped": skipped,
+            "skipped_images": undecodable, "folder": folder,
             "dataset": data.name, "data": data, "backbone": backbone, "coverage": covered / data.n_texts,
             "description_caches": caches}
 
@@ -220,25 +270,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-images", type=int, help="only the first N images of the split (quick checks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--strict", action="store_true",
+                        help="an image that cannot be decoded is an error (exit code 2), not a skipped image")
+    add_debug_option(parser)
     args = parser.parse_args(argv)
-    from osgha_lite.config import ProfileError, load_profile
+    return run_reporting_errors(lambda: _run(args), debug=args.debug)
+
+
+def _run(args) -> int:
+    from osgha_lite.config import load_profile
     from osgha_lite.runtime import seed_everything
 
     seed_everything(args.seed)
-    try:
-        profile = load_profile(args.profile)
-        outcome = evaluate_external(profile, args.dataset, args.split, args.methods, args.out, args.limit_images,
-                                    progress=not args.no_progress)
-    except (EvaluateError, ProfileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    profile = load_profile(args.profile)
+    outcome = evaluate_external(profile, args.dataset, args.split, args.methods, args.out, args.limit_images,
+                                progress=not args.no_progress, strict=args.strict)
     table = outcome["table"]
     print(f"\n{outcome['dataset']}/{args.split}, profile {profile['name']}: R@K in percent, rSum with its 95% "
           f"bootstrap interval")
     print(table.round(1).to_string(index=False) if len(table) else "(no method ran)")
     for name, reason in outcome["skipped"].items():
         print(f"skipped {name}: {reason}")
-    print(f"result files in {outcome['folder']}")
+    if outcome["skipped_images"]:
+        print(f"skipped {len(outcome['skipped_images'])} images that cannot be decoded (named above; "
+              f"--strict makes them an error)")
+    print(f"result files in {display_path(outcome['folder'])}")
     return 0
 
 

@@ -319,16 +319,26 @@ class ScoredMethod:
         return self.encode(features, "text")
 
 
+def training_settings(profile: dict) -> dict:
+    """The profile fields that shape a method's training beyond ``prepared.train_config``: the seed (the
+    adapter's initial weights, the memory sample) and the memory options. Not the name, the datasets or the
+    evaluation settings: they change no trained weight."""
+    return {"seed": profile.get("seed", 0), "memory": profile.get("adapter_training", {}).get("memory", {})}
+
+
 def method_checkpoint(name: str, method: dict, profile: dict, prepared, backbone_identity: str,
                       train: Embedded, dev: Embedded) -> Path:
-    """``.cache/adapters/<profile>-<name>-<digest>.safetensors``: the digest covers the method, the adapter,
-    the training settings, the backbone, the training features and pairs (``text_to_image``) and the dev
-    split that chooses the kept epoch (its features, pairs and optional inputs)."""
+    """``.cache/adapters/<name>-<digest>.safetensors``: the digest covers the method, the adapter, the training
+    settings (:func:`training_settings` and ``prepared.train_config``), the backbone, the training features and
+    pairs (``text_to_image``) and the dev split that chooses the kept epoch (its features, pairs and optional
+    inputs). The profile's name is not part of it: a profile that extends another and only adds datasets or
+    changes evaluation settings finds the other's checkpoints."""
     digest = config_digest(name, method, prepared.adapter.config(), prepared.train_config.__dict__,
-                           backbone_identity, array_digest(train.images, train.texts), *train.extras_checksum(),
+                           training_settings(profile), backbone_identity,
+                           array_digest(train.images, train.texts), *train.extras_checksum(),
                            array_digest(train.text_to_image),
                            array_digest(dev.images, dev.texts, dev.text_to_image), *dev.extras_checksum())
-    return cache_root() / "adapters" / f"{profile['name']}-{name}-{digest}.safetensors"
+    return cache_root() / "adapters" / f"{name}-{digest}.safetensors"
 
 
 def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
@@ -370,14 +380,16 @@ def protocol_record(profile: dict, train: Embedded) -> dict:
 def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
                train: Embedded, dev: Embedded, test: Embedded, progress: bool = True,
                dataset: str | None = None, split: str = "test", folder: str | Path | None = None,
-               log=None) -> dict:
+               log=None, skipped_images: dict | None = None) -> dict:
     """Train (or load) and evaluate one method; write and return its result record.
 
     ``test`` is the profile's test split by default; for another dataset
     (:mod:`osgha_lite.evaluate`) ``dataset`` and ``split`` name it in the
     record and ``folder`` is where the file goes
     (:func:`osgha_lite.results.write_result`). ``log`` goes to
-    :func:`score_method`.
+    :func:`score_method`. ``skipped_images`` (path -> problem: test images
+    left out because they cannot be decoded) is recorded, when not empty, as
+    ``skipped_images``: their count and the first 20 with their problems.
 
     Returns ``{"path", "sims" (test image x caption scores), "metrics"
     (test, per protocol), "dev_metrics", "history" (None when nothing is
@@ -409,6 +421,11 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
         protocol=protocol_record(profile, train),
         training=history.result_dict() if history is not None else None,
     )
+    if skipped_images:
+        from osgha_lite.cli import display_path
+
+        record["skipped_images"] = {"count": len(skipped_images), "examples": {
+            display_path(path): problem for path, problem in list(skipped_images.items())[:20]}}
     path = write_result(record.pop("profile"), record.pop("method"), record.pop("dataset"),
                         record.pop("split"), record.pop("backbone"), record.pop("metrics"),
                         record.pop("config"), folder=folder, **record)

@@ -37,6 +37,15 @@ Texts of an encoder whose vectors do not depend on their batch
 by every list (:mod:`osgha_lite.text_store`): a caption that five lists
 hold is encoded once. The store's shards are the resumable unit then.
 
+Images that cannot be decoded: while the image encoder collects them
+(:func:`osgha_lite.image_decode.collect_undecodable`, as ``evaluate`` and
+``search index`` do), their feature rows are NaN and are cached as such, so
+a later run finds them without decoding anything. Every image array that
+leaves this module passes :func:`check_decoded`: while collecting, the NaN
+rows' files are added to the encoder's list; otherwise they raise
+:class:`~osgha_lite.image_decode.UndecodableImages` naming every such file, so
+a NaN row never reaches a caller that did not ask for it.
+
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
 """
 
@@ -61,6 +70,7 @@ from osgha_lite.atomic import (
     load_verified_npy,
 )
 from osgha_lite.data import PROJECT_ROOT, CaptionDataset
+from osgha_lite.image_decode import UndecodableImages, decode_problem
 from osgha_lite.text_store import encode_with_store, store_for
 
 CACHE_ENV = "OSGHA_CACHE_DIR"
@@ -168,6 +178,36 @@ def _read_entry(meta_path: Path, files: list[Path], key: str, fits: Callable[[li
     return arrays
 
 
+def undecodable_rows(array: np.ndarray) -> np.ndarray:
+    """Indices of the NaN rows of an image feature array (``[N, ...]``): images that could not be decoded."""
+    if not len(array):
+        return np.zeros(0, np.int64)
+    first = np.asarray(array[(slice(None),) + (0,) * (array.ndim - 1)], dtype=np.float32)
+    return np.flatnonzero(np.isnan(first))
+
+
+def check_decoded(encoder, items: Sequence, array: np.ndarray) -> None:
+    """Let ``array`` (features of ``items``) through unless it has rows of undecodable images (NaN).
+
+    While ``encoder.undecodable`` collects (a dict), their paths and problems
+    are added to it; otherwise :class:`~osgha_lite.image_decode.UndecodableImages`
+    names every such file. Texts are never checked.
+    """
+    if encoder.modality != "image":
+        return
+    rows = undecodable_rows(array)
+    if not len(rows):
+        return
+    collected = getattr(encoder, "undecodable", None)
+    problems = {}
+    for row in rows:
+        path = os.fspath(items[row])
+        problems[path] = (collected or {}).get(path) or decode_problem(path)
+    if collected is None:
+        raise UndecodableImages(problems)
+    collected.update(problems)
+
+
 def _warn(problem: str) -> None:
     warnings.warn(f"{problem}; computing it again", CacheWarning, stacklevel=4)
 
@@ -181,6 +221,7 @@ def cached_features(
     shard_size: int = 1024,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    check: bool = True,
 ) -> np.ndarray:
     """Features of ``items`` from ``encoder``, read from the cache or computed and stored.
 
@@ -190,12 +231,17 @@ def cached_features(
         items: image paths or texts.
         dataset, split: recorded in the key and the file name.
         shard_size: items per resumable shard.
+        check: pass the result through :func:`check_decoded`; ``False`` returns
+            the NaN rows of undecodable images unchecked (for a caller that
+            checks the rows it takes).
     """
     folder = Path(cache_dir) if cache_dir else cache_root() / "features"
     stem, key, digest = _stem(encoder.identity, items, dataset, split, encoder.modality)
     final, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     found = _read_entry(meta_path, [final], key, _shape_check((len(items), encoder.dim)))
     if found is not None:
+        if check:
+            check_decoded(encoder, items, found[0])
         return found[0]
     if encoder.modality == "text" and getattr(encoder, "batch_independent", False):
         # each distinct text once per encoder, across lists and notebooks (osgha_lite.text_store)
@@ -225,6 +271,8 @@ def cached_features(
     _write_entry(meta_path, {final: array},
                  _meta(encoder.identity, dataset, split, encoder.modality, digest, key, array.shape))
     shutil.rmtree(shards_dir, ignore_errors=True)
+    if check:
+        check_decoded(encoder, items, array)
     return array
 
 
@@ -255,6 +303,7 @@ def cached_local_features(
     shard_size: int = 1024,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    check: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local features ``[N, size, D]`` (float16, memory-mapped when read from the cache) and
     their mask ``[N, size]`` (bool), cached.
@@ -262,6 +311,7 @@ def cached_local_features(
     ``encoder`` needs ``local_identity(size)`` and ``encode_local(items, size,
     batch_size, progress) -> (global, local, mask)``. The global features of
     the same pass are saved where :func:`cached_features` looks for them.
+    ``check`` as for :func:`cached_features`.
     """
     folder = Path(cache_dir) if cache_dir else cache_root() / "features"
     digest = inputs_digest(items, encoder.modality)
@@ -272,6 +322,8 @@ def cached_local_features(
     found = _read_entry(folder / f"{stem}.json", [local_file, mask_file], key, _local_check(len(items)),
                         mmap=(True, False))
     if found is not None:
+        if check:
+            check_decoded(encoder, items, found[0])
         return found[0], found[1]
     shards_dir = folder / f"{stem}.shards"
     parts: dict[str, list[np.ndarray]] = {"global": [], "local": [], "mask": []}
@@ -300,6 +352,8 @@ def cached_local_features(
     _write_entry(folder / f"{stem}.json", {local_file: local, mask_file: mask},
                  _meta(identity, dataset, split, encoder.modality, digest, key, local.shape))
     shutil.rmtree(shards_dir, ignore_errors=True)
+    if check:
+        check_decoded(encoder, items, local)
     return local, mask
 
 
@@ -311,17 +365,27 @@ def split_features(encoder, data: CaptionDataset, **options) -> np.ndarray:
     """:func:`cached_features` of a dataset split's images or captions (by ``encoder.modality``).
 
     A split selected from another (``data.source``) takes its rows from the
-    parent split's cached features.
+    parent split's cached features; only the rows it takes are checked
+    (:func:`check_decoded`), so a split that leaves out the parent's
+    undecodable images reads the parent's cache.
     """
     if data.source is not None:
-        return split_features(encoder, data.source.parent, **options)[data.source.rows(encoder.modality)]
+        array = split_features(encoder, data.source.parent, **{**options, "check": False})
+        array = array[data.source.rows(encoder.modality)]
+        if options.get("check", True):
+            check_decoded(encoder, _items(data, encoder.modality), array)
+        return array
     return cached_features(encoder, _items(data, encoder.modality), data.name, data.split, **options)
 
 
 def split_local_features(encoder, data: CaptionDataset, size: int, **options) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`cached_local_features` of a dataset split, with the parent's rows for a selected split."""
+    """:func:`cached_local_features` of a dataset split, with the parent's rows for a selected split
+    (checked as in :func:`split_features`)."""
     if data.source is not None:
-        local, mask = split_local_features(encoder, data.source.parent, size, **options)
+        local, mask = split_local_features(encoder, data.source.parent, size, **{**options, "check": False})
         rows = data.source.rows(encoder.modality)
-        return local[rows], mask[rows]
+        local, mask = local[rows], mask[rows]
+        if options.get("check", True):
+            check_decoded(encoder, _items(data, encoder.modality), local)
+        return local, mask
     return cached_local_features(encoder, _items(data, encoder.modality), data.name, data.split, size, **options)

@@ -26,25 +26,34 @@ modality; results are the ``k`` largest, ties broken by gallery order.
 Gallery images are encoded through the feature cache
 (:mod:`osgha_lite.features`, keyed by the bytes of every file), so indexing
 the same files again reads the cache; the CLI also keeps the last index
-under ``<cache>/search/<name>.json`` and ``.npy`` so that a query does not
-re-read the folder. Queries are encoded directly, never cached. Trained
-methods adapt gallery and queries inductively: no LLM texts, memory links
-against the training memory only (:meth:`osgha_lite.experiment.ScoredMethod.encode`).
+under ``<cache>/search/<name>.json`` and the ``.npy`` file it names, written
+as one unit (:func:`save_index`), so that a query does not re-read the
+folder. Any file name the file system holds is indexed; the CLI prints
+bytes that are not UTF-8 as ``\\xff`` (:func:`osgha_lite.cli.display_path`).
+Queries are encoded directly, never cached. Trained methods adapt gallery
+and queries inductively: no LLM texts, memory links against the training
+memory only (:meth:`osgha_lite.experiment.ScoredMethod.encode`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import os
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from osgha_lite.atomic import atomic_save_npy, atomic_write_json
+from osgha_lite.atomic import IntegrityError, atomic_write_bytes, load_verified_npy
+from osgha_lite.cli import add_debug_option, display_path, run_reporting_errors
+from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
 from osgha_lite.features import cache_root, cached_local_features
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -75,12 +84,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass
 class ImageIndex:
-    """Gallery images in the backbone's space: ``vectors`` ``[n, d]`` unit rows, ``local`` for HGAN."""
+    """Gallery images in the backbone's space: ``vectors`` ``[n, d]`` unit rows, ``local`` for HGAN;
+    ``skipped``: images left out because they cannot be decoded (path -> problem)."""
 
     paths: list[Path]
     vectors: np.ndarray
     identity: str
     local: tuple | None = None
+    skipped: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -104,11 +115,30 @@ def _local(backbone, items, modality: str, progress: bool) -> tuple[np.ndarray, 
     return backbone.project_local(local, modality), np.asarray(mask)
 
 
-def index_images(backbone, paths, local: bool = False, progress: bool = True) -> ImageIndex:
-    """Embed gallery images (through the feature cache, keyed by their bytes); ``local`` also their regions."""
+def index_images(backbone, paths, local: bool = False, progress: bool = True,
+                 skip_undecodable: bool = False) -> ImageIndex:
+    """Embed gallery images (through the feature cache, keyed by their bytes); ``local`` also their regions.
+
+    Each image is decoded once. One that cannot be decoded raises
+    :class:`~osgha_lite.image_decode.UndecodableImages` naming every such file,
+    or, with ``skip_undecodable``, is left out of the index and listed in its
+    ``skipped`` (:func:`osgha_lite.image_decode.collect_undecodable`).
+    """
+    from osgha_lite.image_decode import collect_undecodable
+
     paths = [Path(p) for p in paths]
-    vectors = backbone.encode_images(paths, INDEX_DATASET, "index", progress=progress)
-    return ImageIndex(paths, vectors, backbone.identity, _local(backbone, paths, "image", progress) if local else None)
+    with collect_undecodable(backbone.image_encoder, active=skip_undecodable) as failures:
+        regions = _local(backbone, paths, "image", progress) if local else None  # fills the global cache too
+        vectors = backbone.encode_images(paths, INDEX_DATASET, "index", progress=progress)
+    keep = [row for row, path in enumerate(paths) if os.fspath(path) not in failures]
+    if not keep:
+        raise SearchError(f"none of the {len(paths)} images can be decoded (e.g. {display_path(paths[0])}: "
+                          f"{failures[os.fspath(paths[0])]})")
+    skipped = {os.fspath(paths[row]): failures[os.fspath(paths[row])] for row in range(len(paths))
+               if os.fspath(paths[row]) in failures}
+    if regions is not None:
+        regions = tuple(part[keep] for part in regions)
+    return ImageIndex([paths[row] for row in keep], vectors[keep], backbone.identity, regions, skipped)
 
 
 def index_captions(backbone, texts, local: bool = False, progress: bool = True) -> CaptionIndex:
@@ -238,34 +268,87 @@ class Searcher:
 
 # --------------------------------------------------------------------------- the CLI's stored index
 
-def index_files(name: str) -> tuple[Path, Path]:
-    """The record (JSON) and vectors (``.npy``) of the CLI's index ``name``."""
-    folder = cache_root() / "search"
-    return folder / f"{name}.json", folder / f"{name}.npy"
+def index_record(name: str) -> Path:
+    """The record (JSON) of the CLI's index ``name``; it names the file of its vectors (:func:`save_index`)."""
+    if not is_plain_name(name):
+        raise SearchError(f"the index name {name!r} is not {PLAIN_NAME_RULE}")
+    return cache_root() / "search" / f"{name}.json"
 
 
 def save_index(index: ImageIndex, name: str, profile: str) -> Path:
-    record, vectors = index_files(name)
-    atomic_save_npy(vectors, index.vectors.astype(np.float32))
-    return atomic_write_json(record, {"profile": profile, "backbone": index.identity,
-                                      "paths": [str(p) for p in index.paths]})
+    """Store ``index`` as the CLI's index ``name``, as one unit.
+
+    The vectors go to ``<name>.<sha256 prefix>.npy``, then the record
+    ``<name>.json`` (profile, backbone, the vectors' file name and SHA-256,
+    the paths) replaces the previous one in one rename. Until that rename
+    the previous record and its vectors stay in force, so an index that
+    fails part way leaves the previous index intact (and removes the vectors
+    it wrote); older vectors files of ``name`` are removed after it. Images
+    left out because they cannot be decoded are listed under
+    ``skipped_images`` (count, path -> problem). The record is ASCII JSON
+    (``\\u`` escapes), so any file name the file system can hold,
+    undecodable bytes included, is stored and read back unchanged.
+    """
+    record_file = index_record(name)
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(index.vectors, dtype=np.float32), allow_pickle=False)
+    sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
+    vectors_file = record_file.with_name(f"{name}.{sha256[:16]}.npy")
+    record = {"profile": profile, "backbone": index.identity, "vectors": vectors_file.name,
+              "vectors_sha256": sha256, "paths": [os.fsdecode(p) for p in index.paths]}
+    if index.skipped:
+        record["skipped_images"] = {"count": len(index.skipped), "files": dict(index.skipped)}
+    text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=True) + "\n"  # made before anything is written
+    staged = not vectors_file.exists()
+    atomic_write_bytes(vectors_file, buffer.getvalue())
+    try:
+        atomic_write_bytes(record_file, text.encode("ascii"))
+    except BaseException:
+        if staged:  # vectors no record names
+            vectors_file.unlink(missing_ok=True)
+        raise
+    older = re.compile(rf"{re.escape(name)}(\.[0-9a-f]{{16}})?\.npy")  # this index's earlier vectors
+    for old in record_file.parent.iterdir():
+        if old != vectors_file and older.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+    return record_file
+
+
+RECORD_FIELDS = ("profile", "backbone", "vectors", "vectors_sha256", "paths")
 
 
 def load_index(name: str, backbone, local: bool = False) -> ImageIndex:
-    """The stored index ``name`` (error when missing, built by another backbone, or its files changed count)."""
-    record_file, vectors_file = index_files(name)
-    if not record_file.is_file() or not vectors_file.is_file():
+    """The stored index ``name``; an error when it is missing, unreadable, built by another backbone, its
+    vectors do not match the SHA-256 in its record, or indexed files are gone."""
+    record_file = index_record(name)
+    if not record_file.is_file():
         raise SearchError(f"no index {name!r} in {record_file.parent}; run: python -m osgha_lite.search index FOLDER")
-    record = json.loads(record_file.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SearchError(f"{record_file}: cannot be read ({error}); index again") from None
+    missing = [f for f in RECORD_FIELDS if not isinstance(record, dict) or f not in record]
+    if missing:
+        raise SearchError(f"{record_file}: no field(s) {', '.join(missing)} (written by an earlier version, or "
+                          f"damaged); index again")
     if record["backbone"] != backbone.identity:
         raise SearchError(f"index {name!r} was built with {record['backbone']}, not {backbone.identity}; index again")
     paths = [Path(p) for p in record["paths"]]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise SearchError(f"index {name!r}: {len(missing)} indexed images are gone (e.g. {missing[0]}); index again")
+    gone = [p for p in paths if not p.is_file()]
+    if gone:
+        raise SearchError(f"index {name!r}: {len(gone)} indexed images are gone (e.g. {display_path(gone[0])}); "
+                          f"index again")
     if local:  # HGAN: regions from the feature cache (keyed by the files' bytes)
         return index_images(backbone, paths, local=True, progress=False)
-    return ImageIndex(paths, np.load(vectors_file), record["backbone"])
+    vectors_file = record_file.parent / Path(record["vectors"]).name
+    try:
+        vectors = load_verified_npy(vectors_file, record["vectors_sha256"])
+    except IntegrityError as error:
+        raise SearchError(f"index {name!r}: {error}; index again") from None
+    if vectors.ndim != 2 or vectors.shape[0] != len(paths):
+        raise SearchError(f"index {name!r}: {vectors_file.name} holds {vectors.shape} vectors for {len(paths)} "
+                          f"paths; index again")
+    return ImageIndex(paths, vectors, record["backbone"])
 
 
 def _caption_index(args, profile: dict, backbone, local: bool) -> CaptionIndex:
@@ -293,9 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="lite", help="profile name or JSON file (default: lite)")
     parser.add_argument("--name", default="default", help="name of the stored index (default: default)")
+    add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     index = commands.add_parser("index", help="embed every image of a folder (cached by file contents)")
     index.add_argument("folder")
+    index.add_argument("--strict", action="store_true",
+                       help="an image that cannot be decoded is an error (exit code 2), not a skipped image")
     query = commands.add_parser("query", help="text -> top images of the index, or --image -> top captions")
     query.add_argument("text", nargs="?", help="a caption to search the indexed images with")
     query.add_argument("--image", help="an image file to search the caption set with")
@@ -305,48 +391,66 @@ def main(argv: list[str] | None = None) -> int:
     query.add_argument("--captions-split", default="test")
     query.add_argument("--captions-file", help="a text file with one caption per line, instead of a dataset")
     args = parser.parse_args(argv)
+    return run_reporting_errors(lambda: _run(args), debug=args.debug)
+
+
+def _index(args, profile: dict) -> int:
+    """``search index``: embed the folder's images, skipping (or, with ``--strict``, refusing) undecodable ones."""
     from osgha_lite.backbones import build_backbone
-    from osgha_lite.config import ProfileError, load_profile
+
+    folder = display_path(Path(args.folder).expanduser().resolve())
+    paths = list_images(args.folder)
+    index_record(args.name)  # a bad name is an error before any work
+    backbone = build_backbone(profile, progress=False)
+    started = time.perf_counter()
+    built = index_images(backbone, paths, skip_undecodable=True)
+    seconds = time.perf_counter() - started
+    for path, problem in built.skipped.items():
+        print(f"warning: skipped image {display_path(path)}: cannot decode it ({problem})", file=sys.stderr)
+    if built.skipped and args.strict:
+        raise SearchError(f"{len(built.skipped)} of the {len(paths)} images of {folder} cannot be decoded "
+                          f"(listed above), and --strict makes that an error; the index was not written")
+    save_index(built, args.name, profile["name"])
+    skipped = (f"; skipped {len(built.skipped)} that cannot be decoded (named above; --strict makes them an error)"
+               if built.skipped else "")
+    print(f"indexed {len(built.paths)} images of {folder} in {seconds:.1f} s "
+          f"({1000 * seconds / len(paths):.1f} s per 1,000 images; cached files are not encoded again) "
+          f"as index {args.name!r}{skipped}")
+    return 0
+
+
+def _run(args) -> int:
+    from osgha_lite.backbones import build_backbone
+    from osgha_lite.config import load_profile
     from osgha_lite.runtime import seed_everything
 
     seed_everything(0)
-    try:
-        profile = load_profile(args.profile)
-        if args.command == "query" and bool(args.text) == bool(args.image):
-            raise SearchError("give either a text query or --image PATH (not both)")
-        if args.command == "query" and args.method not in profile["methods"]:
-            raise SearchError(f"unknown method {args.method!r} for profile {profile['name']!r}; known: "
-                              f"{', '.join(profile['methods'])}")
-        if args.command == "index":
-            paths = list_images(args.folder)
-            backbone = build_backbone(profile, progress=False)
-            started = time.perf_counter()
-            built = index_images(backbone, paths)
-            seconds = time.perf_counter() - started
-            save_index(built, args.name, profile["name"])
-            print(f"indexed {len(paths)} images of {Path(args.folder).resolve()} in {seconds:.1f} s "
-                  f"({1000 * seconds / len(paths):.1f} s per 1,000 images; cached files are not encoded again) "
-                  f"as index {args.name!r}")
-            return 0
-        backbone = build_backbone(profile, progress=False)
-        space = load_space(profile, args.method, backbone, progress=False)
-        loading = time.perf_counter()
-        space.encode_query("a photo", "text")  # loads the query encoder, so the timing below is the query's own
-        if args.image:
-            space.encode_query(args.image, "image")
-        loading = time.perf_counter() - loading
-        if args.text:
-            searcher = Searcher(space, images=load_index(args.name, backbone, local=space.needs_local))
-            started = time.perf_counter()
-            table = searcher.text_to_images(args.text, args.k)
-        else:
-            searcher = Searcher(space, captions=_caption_index(args, profile, backbone, space.needs_local))
-            started = time.perf_counter()
-            table = searcher.image_to_captions(args.image, args.k)
-        seconds = time.perf_counter() - started
-    except (SearchError, ProfileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    profile = load_profile(args.profile)
+    if args.command == "index":
+        return _index(args, profile)
+    if bool(args.text) == bool(args.image):
+        raise SearchError("give either a text query or --image PATH (not both)")
+    if args.method not in profile["methods"]:
+        raise SearchError(f"unknown method {args.method!r} for profile {profile['name']!r}; known: "
+                          f"{', '.join(profile['methods'])}")
+    backbone = build_backbone(profile, progress=False)
+    space = load_space(profile, args.method, backbone, progress=False)
+    loading = time.perf_counter()
+    space.encode_query("a photo", "text")  # loads the query encoder, so the timing below is the query's own
+    if args.image:
+        space.encode_query(args.image, "image")
+    loading = time.perf_counter() - loading
+    if args.text:
+        searcher = Searcher(space, images=load_index(args.name, backbone, local=space.needs_local))
+        started = time.perf_counter()
+        table = searcher.text_to_images(args.text, args.k)
+    else:
+        searcher = Searcher(space, captions=_caption_index(args, profile, backbone, space.needs_local))
+        started = time.perf_counter()
+        table = searcher.image_to_captions(args.image, args.k)
+    seconds = time.perf_counter() - started
+    if "path" in table:
+        table = table.assign(path=table.path.map(display_path))
     with pd.option_context("display.max_colwidth", 120):
         print(table.drop(columns="index").round(3).to_string(index=False))
     print(f"({space.name}: query answered in {1000 * seconds:.0f} ms; loading the query encoder took {loading:.1f} s)")

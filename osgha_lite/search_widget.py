@@ -15,6 +15,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from osgha_lite.cli import display_path
+
 
 @lru_cache(maxsize=4096)
 def thumbnail_bytes(path: str, size: int = 160) -> bytes:
@@ -56,7 +58,7 @@ def search_widget(searchers: dict, k: int = 5, k_captions: int = 5, thumb: int =
                             for c, s in zip(table.caption, table.score))
             parts.append(f"<div style='flex:1;padding-right:1em'><b>{html.escape(title)}</b> "
                          f"<small>{took:.0f} ms</small><ol>{items}</ol></div>")
-        name = Path(next(iter(searchers.values())).images.paths[int(row)]).name
+        name = display_path(Path(next(iter(searchers.values())).images.paths[int(row)]).name)
         captions.value = (f"<b>Top captions of {html.escape(name)}</b>"
                           f"<div style='display:flex'>{''.join(parts)}</div>")
 

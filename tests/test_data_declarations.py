@@ -238,6 +238,9 @@ def test_captions_missing_files(tiny_root, tmp_path):
      r"bad: option 'captions' of the dataset declaration must be a non-empty string, not 5"),
     ({"reader": "coco", "options": {"splits": ["test"]}},
      r"bad: option 'splits' of the dataset declaration must be an object, not \['test'\]"),
+    ({"name": "..", "reader": "coco", "options": {"splits": {}}},
+     r"bad\.json: 'name' must be a plain name \(letters, digits, '-', '_' and '\.'; not '\.' or '\.\.'\), not '\.\.'"),
+    ({"name": "../../pwned", "reader": "coco", "options": {"splits": {}}}, r"'name' must be a plain name"),
 ])
 def test_declaration_errors(tmp_path, content, message):
     spec = tmp_path / "bad.json"
@@ -255,6 +258,11 @@ def test_unknown_names_and_missing_declaration_file(tmp_path):
     with pytest.raises(DataError, match=r"declares 'other' but the profile names it 'mine'"):
         load_dataset("mine", "test", profile={"name": "p", "datasets": {"mine": {"name": "other", "reader": "coco",
                                                                                    "options": {"splits": {}}}}})
+    with pytest.raises(DataError, match=r"profile 'p', datasets\.\.\.: its name must be a plain name"):
+        load_dataset("..", "test", profile={"name": "p", "datasets": {"..": {"reader": "coco",
+                                                                            "options": {"splits": {}}}}})
+    with pytest.raises(DataError, match=r"my data\.json: its name must be a plain name .*, not 'my data'"):
+        load_dataset(str(_declare(tmp_path / "my data.json", "coco", {"splits": {}})), "test")
 
 
 # --------------------------------------------------------------------------- the shipped example

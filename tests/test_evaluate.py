@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bad_images import PROBLEMS, write_bad_images
 from osgha_lite.config import load_profile
 from osgha_lite.data import CaptionDataset
 from osgha_lite.evaluate import EvaluateError, evaluate_external, external_folder, main, missing_inputs
@@ -63,6 +64,23 @@ def test_command_scores_every_method_on_another_dataset(tiny_lite, capsys):
     assert frozen["metrics"]["all"]["rsum"] == pytest.approx(expected)
 
 
+def test_a_profile_that_extends_another_reuses_its_checkpoints(tiny_lite, tiny_root):
+    """Another name, another evaluation setting and a declared dataset: no method is trained again."""
+    path, profile, folder = tiny_lite
+    quiet = dict(progress=False, log=lambda line: None)
+    evaluate_external(load_profile(str(path)), "flickr30k", "test", **quiet)  # the parent's checkpoints exist
+    child = folder / "tiny-lite-child.json"
+    child.write_text(json.dumps({"extends": str(path), "name": "tiny-lite-child",
+                                 "eval": {"protocols": ["all"], "bootstrap": 7},
+                                 "datasets": _own_datasets(tiny_root, folder)}))
+    lines = []
+    outcome = evaluate_external(load_profile(str(child)), "my-coco", "test", progress=False, log=lines.append)
+    assert dict(zip(outcome["table"].method, outcome["table"].checkpoint)) == {
+        "frozen-backbone": "none", "clip-adapter": "reused", "os-hgadapter": "reused"}
+    assert not any("no finished checkpoint" in line for line in lines)
+    assert outcome["folder"] == results_root() / "tiny-lite-child" / "external" / "my-coco"
+
+
 def test_without_a_covering_cache_the_methods_run_without_descriptions(tiny_lite, tmp_path):
     path, _, _ = tiny_lite
     lines = []
@@ -100,6 +118,51 @@ def test_the_profiles_own_result_folder_is_refused(tiny_lite):
     with pytest.raises(EvaluateError, match="the profile's own result folder"):
         external_folder(profile, "flickr30k", results_root() / profile["name"])
     assert external_folder(profile, "flickr30k") == results_root() / "tiny-lite" / "external" / "flickr30k"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../../pwned", "a/b", "my data", ""])
+def test_a_dataset_name_that_is_not_a_plain_name_is_an_error_naming_the_declaration(tiny_lite, tiny_root,
+                                                                                    capsys, name):
+    """Declared in a file or in the profile, a name such as '..' never reaches a result path."""
+    path, profile, folder = tiny_lite
+    own = results_root() / "tiny-lite"
+    own.mkdir(parents=True, exist_ok=True)
+    committed = own / "frozen-backbone.test.json"
+    committed.write_text('{"rsum": 247.74}\n')
+    declaration = dict(_own_datasets(tiny_root, folder)["my-photos"], name=name)
+    declaration["folder"] = str(folder / "own")
+    file = folder / "odd-name.json"
+    file.write_text(json.dumps(declaration))
+    assert main(["--profile", str(path), "--dataset", str(file), "--methods", "frozen-backbone", "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"error: cannot read dataset {str(file)!r}, split 'test': {file}: 'name' must be a plain name "
+                     f"(letters, digits, '-', '_' and '.'; not '.' or '..'), not {name!r}")
+    del declaration["name"]
+    in_profile = folder / "odd-name-profile.json"
+    in_profile.write_text(json.dumps(dict(profile, datasets={name: declaration})))
+    assert main(["--profile", str(in_profile), "--dataset", name, "--methods", "frozen-backbone",
+                 "--no-progress"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert committed.read_text() == '{"rsum": 247.74}\n'
+    assert sorted(p.name for p in own.iterdir() if p.is_file()) == ["frozen-backbone.test.json"]
+
+
+def test_the_result_folder_is_resolved_before_it_is_checked(tiny_lite):
+    _, profile, _ = tiny_lite
+    own = results_root() / "tiny-lite"
+    (own / "external" / "linked").parent.mkdir(parents=True, exist_ok=True)
+    if not (own / "external" / "linked").is_symlink():
+        (own / "external" / "linked").symlink_to(own, target_is_directory=True)
+    for out in (own / "external" / "x" / ".." / "..", own / "tables", own / "external", own / "external" / "linked",
+                str(own) + "/./"):
+        with pytest.raises(EvaluateError, match="inside the profile's own result folder"):
+            external_folder(profile, "flickr30k", out)
+    with pytest.raises(EvaluateError, match="the dataset name '..' is not a plain name"):
+        external_folder(profile, "..")
+    with pytest.raises(EvaluateError, match="the profile name '../x' is not a plain name"):
+        external_folder(dict(profile, name="../x"), "flickr30k")
+    assert external_folder(profile, "flickr30k", own / "external" / "a" / "b") == own / "external" / "a" / "b"
+    assert external_folder(profile, "flickr30k", own.parent / "elsewhere") == own.parent / "elsewhere"
 
 
 def test_a_method_whose_inputs_the_dataset_lacks_is_found(tiny_lite, tmp_path):
@@ -164,6 +227,70 @@ def test_a_dataset_declared_only_in_the_profile_evaluates_end_to_end(tiny_lite, 
         record = read_result(out / f"{method}.test.json")
         assert record["dataset"] == dataset and record["n_images"] == n_images and record["n_texts"] == n_texts
         assert 0 <= record["metrics"]["all"]["rsum"] <= 600
+
+
+def test_bad_images_are_skipped_counted_and_named_in_the_result_files(tiny_lite, tiny_root, capsys, monkeypatch):
+    """Two photos and four files that cannot be decoded, each with a caption: the photos are evaluated."""
+    import shutil
+
+    from osgha_lite.encoders import EfficientNetLite0Encoder
+
+    path, profile, folder = tiny_lite
+    photos = folder / "mixed" / "photos"
+    bad = write_bad_images(photos, tiny_root / "flickr8k" / "images" / "coffee.jpg")
+    for name in ("rocket", "chelsea"):
+        shutil.copy(tiny_root / "flickr8k" / "images" / f"{name}.jpg", photos / f"{name}.jpg")
+    rows = ["rocket.jpg,a rocket on its pad", "chelsea.jpg,a cat looks aside", "rocket.jpg,a launch tower"]
+    rows += [f"{file.name},a caption of {file.stem}" for file in bad]
+    (folder / "mixed" / "captions.csv").write_text("image,caption\n" + "\n".join(rows) + "\n")
+    declared = {"mixed": {"reader": "captions", "folder": str(folder / "mixed"),
+                          "options": {"captions": "captions.csv", "images": "photos", "split_of_rows": "test"}}}
+    own_path = folder / "tiny-lite-mixed.json"
+    own_path.write_text(json.dumps(dict(profile, datasets=declared)))
+    decodes, pixels = [], EfficientNetLite0Encoder.pixels
+    monkeypatch.setattr(EfficientNetLite0Encoder, "pixels", lambda self, p: (decodes.append(str(p)),
+                                                                            pixels(self, p))[1])
+    command = ["--profile", str(own_path), "--dataset", "mixed", "--methods", "frozen-backbone", "os-hgadapter",
+               "--no-progress"]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in out.splitlines() if "warning: skipped image" in line]
+    assert len(warnings) == 4 and "Traceback" not in out + err
+    for file in bad:
+        line = next(line for line in warnings if f"skipped image {file}:" in line)
+        assert f"cannot decode it (" in line and PROBLEMS[file.name] in line
+    assert "mixed/test: 4 of 6 images skipped (cannot be decoded), with their captions; 2 images, 3 captions remain" \
+        in out
+    assert "skipped 4 images that cannot be decoded" in out
+    files = sorted(str(file) for file in photos.iterdir())
+    assert sorted(p for p in decodes if p in files) == files  # each image decoded once
+    for method in ("frozen-backbone", "os-hgadapter"):
+        record = read_result(results_root() / "tiny-lite" / "external" / "mixed" / f"{method}.test.json")
+        assert record["n_images"] == 2 and record["n_texts"] == 3
+        assert record["skipped_images"]["count"] == 4
+        assert record["skipped_images"]["examples"][str(bad[3])] == "an empty file (0 bytes)"
+    decodes.clear()
+    assert main(command + ["--strict"]) == 2
+    out, err = capsys.readouterr()
+    assert not decodes and out.count("warning: skipped image") == 4  # read from the cache this time
+    assert err == ("error: 4 of the 6 images of mixed/test cannot be decoded (listed above), and --strict makes "
+                   "that an error\n")
+
+
+def test_every_error_is_one_line_and_debug_shows_the_traceback(tiny_lite, capsys, monkeypatch):
+    from osgha_lite import evaluate
+
+    path, _, _ = tiny_lite
+
+    def broken(*args, **kwargs):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(evaluate, "evaluate_external", broken)
+    assert main(["--profile", str(path), "--dataset", "flickr30k"]) == 1
+    assert capsys.readouterr().err == ("error: KeyError: 'no such column' (run again with --debug for the "
+                                       "traceback)\n")
+    with pytest.raises(KeyError):
+        main(["--profile", str(path), "--dataset", "flickr30k", "--debug"])
 
 
 def test_a_broken_declared_dataset_is_an_error_naming_the_file(tiny_lite, tiny_root, capsys):

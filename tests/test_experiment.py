@@ -123,7 +123,7 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     assert first["metrics"]["all"]["rsum"] == pytest.approx(
         retrieval_metrics(first["sims"], splits[2].text_to_image)["rsum"])
     assert first["dev_metrics"]["rsum"] == pytest.approx(history["best_rsum"])
-    checkpoints = list((isolated / "cache" / "adapters").glob("tiny-os-hgadapter-*.safetensors"))
+    checkpoints = list((isolated / "cache" / "adapters").glob("os-hgadapter-*.safetensors"))
     assert len(checkpoints) == 1
     # No wall-clock time in the result file; they are in the timing log, under the result file's name.
     assert "seconds" not in record and "prepare_seconds" not in record and "seconds" not in history
@@ -137,6 +137,36 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
     assert again["history"].as_dict() == first["history"].as_dict()
     np.testing.assert_array_equal(again["sims"], first["sims"])
     assert Path(again["path"]).read_bytes() == written
+
+
+def test_checkpoints_are_found_by_what_they_were_trained_on_not_by_the_profiles_name(splits, tmp_path):
+    """A profile that extends another and changes only its name, datasets or evaluation settings looks up the
+    same checkpoint file; a change of any training setting looks up another one."""
+    from osgha_lite.config import load_profile, merge
+    from osgha_lite.experiment import method_checkpoint
+
+    train, dev, test = splits
+    parent = tmp_path / "parent.json"
+    parent.write_text(json.dumps({**PROFILE, "backbone": {"kind": "lite"}}))
+    child = tmp_path / "child.json"
+    child.write_text(json.dumps({"extends": str(parent), "name": "tiny-heldout",
+                                 "eval": {"protocols": ["all"], "bootstrap": 5},
+                                 "datasets": {"mine": {"reader": "captions", "folder": "mine",
+                                                       "options": {"captions": "c.csv", "images": "i"}}}}))
+
+    def checkpoint(profile, name="os-hgadapter"):
+        method = profile["methods"][name]
+        prepared = prepare_method(method, profile, train, dev, test, train_links=False)
+        return method_checkpoint(name, method, profile, prepared, "toy-backbone", train, dev)
+
+    reference = checkpoint(load_profile(str(parent)))
+    assert checkpoint(load_profile(str(child))) == reference
+    assert "tiny" not in reference.name and reference.name.startswith("os-hgadapter-")
+    assert checkpoint(load_profile(str(child)), "clip-adapter") != reference
+    for change in ({"adapter_training": {"train": {"weight_decay": 0.5}}},
+                   {"adapter_training": {"memory": {"max_nodes": 8}}},
+                   {"seed": 1}, {"methods": {"os-hgadapter": {"options": {"k": 3}}}}):
+        assert checkpoint(merge(load_profile(str(child)), change)) != reference, change
 
 
 def test_a_method_with_zero_epochs_is_evaluated_untrained(splits):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from osgha_lite.backbones import build_backbone
 from osgha_lite.config import load_profile
+from bad_images import PROBLEMS, write_bad_images
 from osgha_lite.data import load_dataset
+from osgha_lite.image_decode import ImageDecodeError
 from osgha_lite.features import cache_root
 from osgha_lite.search import (
     ImageIndex,
@@ -18,6 +25,7 @@ from osgha_lite.search import (
     index_captions,
     index_images,
     list_images,
+    load_index,
     load_space,
     main,
     top_k,
@@ -135,6 +143,141 @@ def test_cli_indexes_once_and_answers_text_and_image_queries(tiny_lite, tiny_roo
     assert "either a text query or --image" in capsys.readouterr().err
     assert main(["--profile", str(path), "index", str(tmp_path / "nothing")]) == 2
     assert "is not a folder of images" in capsys.readouterr().err
+
+
+def _gallery_copy(tiny_root, folder, names) -> list:
+    """The six sample photos copied to ``folder`` under ``names`` (bytes allowed: any name the file system holds)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sorted((tiny_root / "flickr30k" / "images").glob("*.jpg"))
+    targets = [os.path.join(os.fsencode(folder), os.fsencode(name)) for name in names]
+    for photo, target in zip(photos, targets):
+        shutil.copyfile(photo, target)
+    return [Path(os.fsdecode(t)) for t in targets]
+
+
+def test_a_failed_reindex_leaves_the_previous_index_intact(tiny_lite, tiny_root, tmp_path, capsys, monkeypatch):
+    """Index A, then index B and fail while its record is written: queries still answer from A, whole."""
+    path, _, _ = tiny_lite
+    first = _gallery_copy(tiny_root, tmp_path / "a", [f"a{i}.jpg" for i in range(6)])
+    _gallery_copy(tiny_root, tmp_path / "b", [f"b{i}.jpg" for i in (3, 1, 5, 0, 2, 4)])
+    query = ["--profile", str(path), "--name", "atomic", "query", "a motorbike", "--k", "6"]
+    assert main(["--profile", str(path), "--name", "atomic", "index", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(query) == 0
+    before = capsys.readouterr().out.splitlines()[:7]
+    assert sum(str(p) in line for line in before for p in first) == 6
+    replace = os.replace
+
+    def failing(source, destination):
+        if Path(destination).parent.name == "search" and str(destination).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing)
+    assert main(["--profile", str(path), "--name", "atomic", "index", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "error: [Errno 28] No space left on device"
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(query) == 0
+    assert capsys.readouterr().out.splitlines()[:7] == before
+    vectors = json.loads((cache_root() / "search" / "atomic.json").read_text())["vectors"]
+    assert sorted(p.name for p in (cache_root() / "search").glob("atomic*")) == sorted(["atomic.json", vectors])
+
+
+def test_damaged_index_vectors_are_an_error_not_an_answer(tiny_lite, tiny_root, tmp_path, capsys):
+    path, _, _ = tiny_lite
+    _gallery_copy(tiny_root, tmp_path / "a", [f"a{i}.jpg" for i in range(6)])
+    assert main(["--profile", str(path), "--name", "damaged", "index", str(tmp_path / "a")]) == 0
+    record = json.loads((cache_root() / "search" / "damaged.json").read_text())
+    vectors = cache_root() / "search" / record["vectors"]
+    vectors.write_bytes(vectors.read_bytes()[:-8] + bytes(8))
+    capsys.readouterr()
+    assert main(["--profile", str(path), "--name", "damaged", "query", "a motorbike"]) == 2
+    assert "contents do not match the recorded SHA-256" in capsys.readouterr().err
+    assert main(["--profile", str(path), "--name", "../damaged", "query", "a motorbike"]) == 2
+    assert "the index name '../damaged' is not a plain name" in capsys.readouterr().err
+
+
+def test_any_file_name_the_file_system_holds_is_indexed_stored_and_shown(tiny_lite, tiny_root, tmp_path, capsys):
+    """A name holding the bytes ff fe (not UTF-8) is indexed, stored unchanged and printed as \\xff\\xfe."""
+    path, profile, _ = tiny_lite
+    names = [b"\xff\xfe.jpg", "caf\u00e9.jpg", b"plain.jpg", b"tab\tname.jpg", b"\xe9t\xe9.jpg", b"z.jpg"]
+    copies = _gallery_copy(tiny_root, tmp_path / "odd", names)
+    assert main(["--profile", str(path), "--name", "odd", "index", str(tmp_path / "odd")]) == 0
+    assert "indexed 6 images" in capsys.readouterr().out
+    stored = load_index("odd", build_backbone(profile, progress=False))
+    assert sorted(os.fsencode(p) for p in stored.paths) == sorted(os.fsencode(p) for p in copies)
+    assert main(["--profile", str(path), "--name", "odd", "query", "a motorbike", "--k", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "/\\xff\\xfe.jpg" in out and "/\\xe9t\\xe9.jpg" in out and "/caf\u00e9.jpg" in out
+
+
+def _count_decodes(monkeypatch) -> Counter:
+    """Count the image decodes of the EfficientNet encoder, by path."""
+    from osgha_lite.encoders import EfficientNetLite0Encoder
+
+    counts, pixels = Counter(), EfficientNetLite0Encoder.pixels
+
+    def counted(self, path):
+        counts[os.fspath(path)] += 1
+        return pixels(self, path)
+
+    monkeypatch.setattr(EfficientNetLite0Encoder, "pixels", counted)
+    return counts
+
+
+def test_bad_images_are_skipped_counted_and_named_never_a_traceback(tiny_lite, tiny_root, tmp_path, capsys,
+                                                                     monkeypatch):
+    """A text file named .jpg, a truncated JPEG, a 20000 x 20000 PNG and a zero-byte file among three photos."""
+    path, profile, _ = tiny_lite
+    folder = tmp_path / "mixed"
+    good = _gallery_copy(tiny_root, folder, ["a.jpg", "b.jpg", "c.jpg"])
+    bad = write_bad_images(folder, tiny_root / "flickr30k" / "images" / "coffee.jpg")
+    decodes = _count_decodes(monkeypatch)
+    index = ["--profile", str(path), "--name", "mixed", "index", str(folder)]
+    assert main(index) == 0
+    out, err = capsys.readouterr()
+    assert "indexed 3 images of" in out and "skipped 4 that cannot be decoded" in out
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 4 and "Traceback" not in err
+    for file, line in zip(sorted(bad), sorted(warnings)):
+        assert line.startswith(f"warning: skipped image {file}: cannot decode it (") and PROBLEMS[file.name] in line
+    assert {p: decodes[os.fspath(p)] for p in good + bad} == {p: 1 for p in good + bad}  # each decoded once
+    record = json.loads((cache_root() / "search" / "mixed.json").read_text())
+    assert record["skipped_images"]["count"] == 4 and sorted(record["paths"]) == sorted(map(str, good))
+    assert main(["--profile", str(path), "--name", "mixed", "query", "a cup", "--k", "9"]) == 0
+    assert sorted(line.split()[-1] for line in capsys.readouterr().out.splitlines()[1:4]) == sorted(map(str, good))
+    decodes.clear()
+    assert main(index) == 0  # again: the photos come from the cache, the bad files are named again
+    assert "skipped 4" in capsys.readouterr().out and not any(decodes[os.fspath(p)] for p in good + bad)
+    # outside the commands an undecodable image is an error naming every such file, even from the cache
+    backbone = build_backbone(profile, progress=False)
+    with pytest.raises(ImageDecodeError, match=r"4 image\(s\) cannot be decoded: .*notes\.jpg \(cannot identify"):
+        index_images(backbone, list_images(folder), progress=False)
+    assert main(index + ["--strict"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: 4 of the 7 images of ") and err[-1].endswith(
+        "cannot be decoded (listed above), and --strict makes that an error; the index was not written")
+    assert main(["--profile", str(path), "query", "--image", str(bad[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad[1]}: cannot decode image (image file is truncated") and err.count("\n") == 1
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tiny_lite, tmp_path, capsys, monkeypatch):
+    from osgha_lite import search
+
+    path, _, _ = tiny_lite
+
+    def broken(folder):
+        raise RuntimeError("the disk went away\nwhile listing")
+
+    monkeypatch.setattr(search, "list_images", broken)
+    assert main(["--profile", str(path), "index", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("error: RuntimeError: the disk went away while listing (run again with "
+                                       "--debug for the traceback)\n")
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        main(["--profile", str(path), "--debug", "index", str(tmp_path)])
 
 
 def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(gallery):
