@@ -17,7 +17,7 @@ any x86-64 CPU with AVX2 runs the same way:
   and so on) exist only on Intel processors: elsewhere they fall back to
   MKL's automatic choice, so ``MKL_CBWR=AVX2`` gave different products on an
   AMD and on an Intel CPU (every trained table drifted). ``COMPATIBLE`` is
-  the one branch both vendors run; its products are about 2.5x slower
+  the one branch both vendors run; its products are 2-4.5x slower
   (``benchmarks/bench_kernels.py``);
 * NumPy's AVX-512 loops (sorting, transcendental functions) are disabled,
   so an AVX-512 CPU runs the AVX2 loops an AVX2-only CPU runs;
