@@ -292,20 +292,24 @@ class MiniLMEncoder:
         return {k: v for k, v in tokenize(list(texts)).items() if torch.is_tensor(v)}
 
     def _batches(self, items: list[str], batch_size: int, progress: bool):
-        """``(order, batches of texts)``: :func:`length_groups` over the tokenizer's lengths (with its
-        truncation), with a progress bar over the texts."""
-        lengths = [int(n) for n in self._tokenize(items)["attention_mask"].sum(1)] if items else []
-        order, groups = length_groups(lengths, batch_size)
-        ordered = [items[i] for i in order]
+        """``(order, tokenized batch)`` over :func:`length_groups` of the tokenizer's lengths (with its
+        truncation), with a progress bar over the texts. The texts are tokenized once: the tokenizer pads
+        to the right, so a batch of one length is its rows cut to that length, as if tokenized alone."""
+        features = self._tokenize(items)
+        lengths = features["attention_mask"].sum(1)
+        order, groups = length_groups(lengths.tolist(), batch_size)
+        ordered = torch.as_tensor(order)
         bar = tqdm(total=len(items), desc="texts", unit="item", disable=not progress, leave=True)
         for group in groups:
-            yield order, ordered[group]
-            bar.update(group.stop - group.start)
+            rows = ordered[group]
+            length = int(lengths[rows[0]])
+            yield order, {k: v[rows, :length] for k, v in features.items()}
+            bar.update(len(rows))
         bar.close()
 
-    def _forward(self, chunk: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(sentence vectors [B, 384], token states [B, L, 384], attention mask [B, L] bool)`` of a batch."""
-        features = self._tokenize(chunk)
+    def _forward(self, features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(sentence vectors [B, 384], token states [B, L, 384], attention mask [B, L] bool)`` of a
+        tokenized batch."""
         mask = features["attention_mask"].bool()
         if self.runtime == "openvino":
             states = self.fast({k: v.numpy() for k, v in features.items()})
@@ -319,8 +323,8 @@ class MiniLMEncoder:
         if not items:
             return np.zeros((0, self.dim), np.float32)
         out, order = [], None
-        for order, chunk in self._batches(items, batch_size, progress):
-            out.append(self._forward(chunk)[0].numpy().astype(np.float32))
+        for order, batch in self._batches(items, batch_size, progress):
+            out.append(self._forward(batch)[0].numpy().astype(np.float32))
         return _restore_order(order, np.concatenate(out))[0]
 
     def local_identity(self, size: int) -> str:
@@ -340,22 +344,22 @@ class MiniLMEncoder:
         captions longer than ``size`` tokens keep their first ``size``.
         """
         items = list(items)
+        if not items:
+            return (np.zeros((0, self.dim), np.float32), np.zeros((0, size, self.dim), np.float16),
+                    np.zeros((0, size), bool))
         sentences, tokens, masks, order = [], [], [], None
-        for order, chunk in self._batches(items, batch_size, progress):
-            sentence, states, mask = self._forward(chunk)
+        for order, batch in self._batches(items, batch_size, progress):
+            sentence, states, mask = self._forward(batch)
             mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
             scaled = states / mean.norm(dim=1).clamp_min(1e-12)[:, None, None]
-            padded = torch.zeros(len(chunk), size, states.shape[-1])
+            padded = torch.zeros(len(mask), size, states.shape[-1])
             keep = min(size, states.shape[1])
             padded[:, :keep] = (scaled * mask[..., None])[:, :keep].cpu()
-            row_mask = torch.zeros(len(chunk), size, dtype=torch.bool)
+            row_mask = torch.zeros(len(mask), size, dtype=torch.bool)
             row_mask[:, :keep] = mask[:, :keep].cpu()
             sentences.append(sentence.numpy())
             tokens.append(padded.numpy().astype(np.float16))
             masks.append(row_mask.numpy())
-        if not sentences:
-            return (np.zeros((0, self.dim), np.float32), np.zeros((0, size, self.dim), np.float16),
-                    np.zeros((0, size), bool))
         return _restore_order(order, np.concatenate(sentences), np.concatenate(tokens), np.concatenate(masks))
 
 
@@ -464,7 +468,7 @@ class OpenClipModel:
             keep = min(size, x.shape[1])
             tokens = torch.zeros(len(chunk), size, x.shape[-1])
             tokens[:, :keep] = (x.float() * mask[..., None])[:, :keep].cpu()
-            row_mask = torch.zeros(len(chunk), size, dtype=torch.bool)
+            row_mask = torch.zeros(len(mask), size, dtype=torch.bool)
             row_mask[:, :keep] = mask[:, :keep].cpu()
             pooled_out.append(pooled.float().cpu().numpy())
             token_out.append(tokens.numpy().astype(np.float16))
