@@ -10,16 +10,20 @@ the run id from ``metadata.osgha.run_id`` (written by the runner, or by
 must carry the same four; a notebook without a run id, one of another run,
 a failed run and any error output are refused (:func:`run_of`).
 
-The source tree assembled in ``<out>/src`` holds
+The source tree assembled in ``<out>/src`` mirrors the repository, so a
+relative link means the same on the site and in a repository view
+(:func:`assemble`): ``README.md`` is the landing page, ``docs/*.md`` the
+documentation (``docs/claims.md``, the claims ledger, is written afresh from
+the run's results by ``book/ledger.py``), one page per executed notebook
+under ``notebooks/``, one per saved table under ``results/<profile>/tables/``,
+and the figures under ``figures/<profile>/``. Sphinx's autosummary writes an
+API page for every module and subpackage of ``osgha_lite`` (``api/``). The
+table of contents is the committed ``book/_toc.yml``.
 
-* ``intro.md``, the landing page: the headline table
-  (``results/<profile>/tables/05_main_results.md``), the figure of gains per
-  retrieval direction (``figures/<profile>/05_direction_gains.png``) and links
-  to every notebook page and to the source files;
-* one page per numbered notebook, in order. A header cell links the modules
-  the notebook imports; inline code such as ``osgha_lite.entropy`` and
-  mentions of ``notebook 05`` become links;
-* ``source/<module>.md``, one page per module of ``osgha_lite``.
+On the pages, tables get readable headers with each interval in one column
+(:func:`readable_table`), a run of progress bars and cache lines becomes one
+summary line (:func:`summarised_progress`), and each figure carries the
+caption stored with it in the manifest.
 
 Jupyter Book (Sphinx with MyST-NB) turns it into ``<out>/_build/html``.
 Every script, style sheet and font is served from that folder: MathJax 3.2
@@ -40,18 +44,19 @@ import argparse
 import copy
 import html
 import json
+import os
+import posixpath
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 BOOK_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BOOK_DIR.parent
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 HEADLINE_TABLE = "05_main_results.md"
-HEADLINE_FIGURE = "05_direction_gains.png"
 MODULE_SPAN = re.compile(r"(?<!\[)`(osgha_lite\.([a-z_]+)(?:\.[A-Za-z_][\w.]*)?(?:\(\))?)`(?!\])")
 NOTEBOOK_MENTION = re.compile(r"\b([Nn]otebooks? )(0\d)\b")
 IMPORT = re.compile(r"^\s*(?:from|import)\s+osgha_lite\.([a-z_]+)", re.MULTILINE)
@@ -181,11 +186,136 @@ def plain_outputs(cell: dict, state: dict | None = None) -> dict:
     return cell
 
 
+# --- What a page shows ------------------------------------------------------------------------------
+
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\bitems \d+-\d+ of \d+\b|\btexts not encoded before\b|"
+                      r"\b\d+/\d+ \[\d\d:\d\d[<,]|[^\s]+: (?:hit|miss|stored|loaded)\b.*\bcache\b")
+
+
+def output_text(output: dict) -> str:
+    """The plain text an output shows (a stream's text, or a display's ``text/plain``)."""
+    if output.get("output_type") == "stream":
+        text = output.get("text", "")
+    else:
+        text = (output.get("data") or {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else str(text)
+
+
+def is_progress(output: dict) -> bool:
+    """A progress bar or a cache log line: every non-blank line of the output matches :data:`PROGRESS`."""
+    if output.get("output_type") not in ("stream", "display_data"):
+        return False
+    lines = [line for line in output_text(output).splitlines() if line.strip()]
+    return bool(lines) and all(PROGRESS.search(line) for line in lines)
+
+
+def summarised_progress(cell: dict) -> dict:
+    """The cell with each run of two or more consecutive progress outputs replaced by one summary line:
+    the run's last line and how many lines it stood for. The notebook keeps them; the site shows one."""
+    outputs, run = [], []
+
+    def flush():
+        if len(run) == 1:
+            outputs.append(run[0])
+        elif run:
+            last = [line for line in output_text(run[-1]).splitlines() if line.strip()][-1].strip()
+            outputs.append({"output_type": "stream", "name": "stdout",
+                            "text": f"{last}  [{len(run)} progress and cache lines summarised]\n"})
+        run.clear()
+
+    for output in cell.get("outputs", []):
+        if is_progress(output):
+            run.append(output)
+        else:
+            flush()
+            outputs.append(output)
+    flush()
+    if "outputs" in cell:
+        cell = {**cell, "outputs": outputs}
+    return cell
+
+
+READABLE = {"i2t": "i→t", "t2i": "t→i", "rsum": "rSum", "R@1": "R@1", "dev_rsum": "dev rSum"}
+
+
+def readable_column(name: str) -> str:
+    """``i2t_R@1`` -> ``i→t R@1``, ``rsum`` -> ``rSum``, ``relative_%`` -> ``relative %``."""
+    if name in READABLE:
+        return READABLE[name]
+    return " ".join(READABLE.get(part, part) for part in name.split("_")).replace("  ", " ")
+
+
+def parse_table(text: str) -> tuple[list[str], list[str], list[list[str]]] | None:
+    """``(header, alignment row cells, rows)`` of a Markdown pipe table, or ``None``."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 2 or not all(line.startswith("|") for line in lines) or "---" not in lines[1]:
+        return None
+    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return split[0], split[1], split[2:]
+
+
+def readable_table(text: str) -> str:
+    """A Markdown table as the site shows it: readable headers, and each ``X_low``/``X_high`` pair (or
+    ``low``/``high``) joined into one ``95% interval`` column after ``X``, so a wide table keeps the
+    method and rSum in view. Anything that is not one pipe table is returned unchanged."""
+    parsed = parse_table(text)
+    if parsed is None:
+        return text
+    header, align, rows = parsed
+    columns = list(range(len(header)))
+    pairs = {}
+    for i, name in enumerate(header):
+        for low_name, high_name, label in ((f"{name}_low", f"{name}_high", "95% interval"),):
+            if low_name in header and high_name in header:
+                pairs[i] = (header.index(low_name), header.index(high_name))
+    if "low" in header and "high" in header:
+        low, high = header.index("low"), header.index("high")
+        pairs[low - 1] = (low, high)
+    if "diff_low" in header and "diff_high" in header and "diff_vs_none" in header:
+        pairs[header.index("diff_vs_none")] = (header.index("diff_low"), header.index("diff_high"))
+    hidden = {j for pair in pairs.values() for j in pair}
+    new_header, new_align, keep = [], [], []
+    for i in columns:
+        if i in hidden:
+            continue
+        new_header.append(readable_column(header[i]))
+        new_align.append(align[i])
+        keep.append((i, None))
+        if i in pairs:
+            new_header.append("95% interval")
+            new_align.append(":---:")
+            keep.append(pairs[i])
+    body = []
+    for row in rows:
+        cells = []
+        for item in keep:
+            if item[1] is None:
+                cells.append(row[item[0]])
+            else:
+                cells.append(f"[{row[item[0]]}, {row[item[1]]}]")
+        body.append(cells)
+    return "\n".join("| " + " | ".join(r) + " |" for r in [new_header, new_align] + body) + "\n"
+
+
+def readable_tables(markdown: str) -> str:
+    """Every pipe table inside a Markdown text made readable (:func:`readable_table`)."""
+    out, block = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            out.append(readable_table("\n".join(block)).rstrip("\n"))
+            block = []
+        out.append(line)
+    return "\n".join(out[:-1]) + ("\n" if markdown.endswith("\n") else "")
+
+
 def link_markdown(text: str, modules: set[str], pages: dict[str, str]) -> str:
-    """Link ``osgha_lite.<module>`` code spans to the module's source page and "notebook NN" to its page."""
+    """Link ``osgha_lite.<module>`` code spans to the module's API page and "notebook NN" to its page."""
     def module(match: re.Match) -> str:
-        name = match.group(2)
-        return f"[`{match.group(1)}`](source/{name}.md)" if name in modules else match.group(0)
+        dotted = match.group(1).removesuffix("()")
+        return f"{{py:obj}}`{dotted}`" if match.group(2) in modules else match.group(0)
 
     def notebook(match: re.Match) -> str:
         number = match.group(2)
@@ -194,20 +324,57 @@ def link_markdown(text: str, modules: set[str], pages: dict[str, str]) -> str:
     return NOTEBOOK_MENTION.sub(notebook, MODULE_SPAN.sub(module, text))
 
 
-def artifact_cell(key: str, profile: str, files: dict[str, Path], number: int) -> dict:
-    """A Markdown cell showing one saved figure (its PNG) or table (its Markdown file)."""
+LINK = re.compile(r"(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)\)")
+
+
+def site_links(text: str, page: str, profile: str, pages: set[str], files: set[str]) -> str:
+    """Rewrite the relative links of a repository Markdown file (``page``, its path in the repository)
+    for the site, where the same relative paths hold the pages: a link to another page, notebook,
+    table page, figure or copied file stays; ``results/lite/...`` and ``figures/lite/...`` follow the
+    run's profile; a link to a module's source becomes its API page; a link to any other repository
+    file (the Makefile, a test) becomes the path in code, since the site does not hold it."""
+    here = PurePosixPath(page).parent
+
+    def rewrite(match: re.Match) -> str:
+        bang, label, target = match.groups()
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            return match.group(0)
+        path, _, fragment = target.partition("#")
+        resolved = PurePosixPath(posixpath.normpath((here / path).as_posix()))
+        parts = list(resolved.parts)
+        if parts[:1] in (["results"], ["figures"]) and len(parts) > 1 and parts[1] == "lite" and profile != "lite":
+            parts[1] = profile
+            resolved = PurePosixPath(*parts)
+            target = posixpath.relpath(resolved.as_posix(), here.as_posix() or ".") + (f"#{fragment}" if fragment else "")
+        key = resolved.as_posix()
+        if key in pages or key in files or key.removesuffix("/") + "/README.md" in pages:
+            return f"{bang}[{label}]({target})"
+        if key.startswith("osgha_lite/") and key.endswith(".py"):
+            dotted = key.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+            return f"{{py:mod}}`{label.strip('`')} <{dotted}>`" if label.strip("`") != key else f"{{py:mod}}`{dotted}`"
+        shown = label if label.strip("`") == key else f"{label} (`{key}`)"
+        return shown if not bang else f"`{key}`"
+
+    return LINK.sub(rewrite, text)
+
+
+def artifact_cell(key: str, profile: str, files: dict[str, Path], number: int, caption: str | None = None) -> dict:
+    """A Markdown cell showing one saved figure (its PNG, with its caption) or table (readable headers)."""
     path = files[key]
     if key.startswith("figures/"):
-        text = f"```{{figure}} _figures/{path.name}\n:alt: {path.stem}\n\nFigure `{key}`.\n```\n"
+        words = caption or f"Figure {path.stem.split('_', 1)[-1].replace('_', ' ')}, saved by this notebook."
+        text = f"```{{figure}} ../{key}\n:alt: {path.stem}\n:width: 100%\n\n{words}\n```\n"
     else:
-        text = f"Table `{key}` ([CSV]({'_tables/' + path.with_suffix('.csv').name})):\n\n" + \
-            path.read_text(encoding="utf-8").strip() + "\n"
+        text = (f"Table [`{path.stem}`](../{key}) ([CSV](../{Path(key).with_suffix('.csv').as_posix()})):\n\n"
+                + readable_table(path.read_text(encoding="utf-8")))
     return {"cell_type": "markdown", "id": f"artifact-{number}", "metadata": {}, "source": text}
 
 
-def with_artifacts(cells: list[dict], keys: list[str], profile: str, files: dict[str, Path]) -> list[dict]:
+def with_artifacts(cells: list[dict], keys: list[str], profile: str, files: dict[str, Path],
+                   captions: dict[str, str] | None = None) -> list[dict]:
     """Insert each figure and table after the code cell that saves it (the first one naming it), or at the
     end under a heading when no cell names it (a name built at run time)."""
+    captions = captions or {}
     placed: dict[int, list[str]] = {}
     rest = []
     for key in keys:
@@ -220,38 +387,39 @@ def with_artifacts(cells: list[dict], keys: list[str], profile: str, files: dict
         out.append(cell)
         for key in placed.get(i, []):
             number += 1
-            out.append(artifact_cell(key, profile, files, number))
+            out.append(artifact_cell(key, profile, files, number, captions.get(key)))
     if rest:
         out.append({"cell_type": "markdown", "id": "artifacts-rest", "metadata": {},
                     "source": "## Figures and tables saved by this notebook"})
         for key in rest:
             number += 1
-            out.append(artifact_cell(key, profile, files, number))
+            out.append(artifact_cell(key, profile, files, number, captions.get(key)))
     return out
 
 
 def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile: str,
-                  artifacts: list[str] = (), files: dict[str, Path] | None = None) -> dict:
-    """The executed notebook as a page: plain outputs, linked text, a header cell naming its source,
-    and the figures and tables it saved (``artifacts``, keys of the manifest; ``files`` their copies)."""
+                  artifacts: list[str] = (), files: dict[str, Path] | None = None,
+                  captions: dict[str, str] | None = None) -> dict:
+    """The executed notebook as a page: plain outputs with progress runs summarised, linked text, a header
+    cell naming its source, and the figures and tables it saved (``artifacts``, keys of the manifest)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     widgets = nb.get("metadata", {}).pop("widgets", {})
     state = widgets.get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     cells = []
     for cell in nb["cells"]:
-        cell = plain_outputs(cell, state)
+        cell = summarised_progress(plain_outputs(cell, state))
         if cell["cell_type"] == "markdown":
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = link_markdown(source, modules, pages)
         cells.append(cell)
-    cells = with_artifacts(cells, list(artifacts), profile, files or {})
+    cells = with_artifacts(cells, list(artifacts), profile, files or {}, captions)
     code = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
                      for c in cells if c["cell_type"] == "code")
-    used = sorted({name for name in IMPORT.findall(code) if name in modules})
-    header = (f"*Executed copy of `notebooks/{path.name}` (profile `{profile}`), written by "
-              f"`python -m osgha_lite.runner`. [Back to the results](intro.md).*")
+    used = sorted(set(IMPORT.findall(code)))
+    header = (f"*Executed copy of `notebooks/{path.name}` (profile `{profile}`), written by the runner. "
+              f"[Back to the front page](../README.md).*")
     if used:
-        header += " Modules used here: " + ", ".join(f"[`osgha_lite.{m}`](source/{m}.md)" for m in used) + "."
+        header += " Modules used here: " + ", ".join(f"{{py:mod}}`osgha_lite.{m}`" for m in used) + "."
     first_heading = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
                           and "".join(c["source"]).lstrip().startswith("# ")), None)
     at = 0 if first_heading is None else first_heading + 1
@@ -260,48 +428,14 @@ def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile:
     return nb
 
 
-def module_page(name: str) -> str:
-    docstring = ""
-    text = (PROJECT_ROOT / "osgha_lite" / f"{name}.py").read_text(encoding="utf-8")
-    match = re.match(r'\s*(?:from __future__[^\n]*\n\s*)?[rR]?"""(.*?)\n', text, re.DOTALL)
-    if match:
-        docstring = match.group(1).strip()
-    return (f"# `osgha_lite.{name}`\n\n{docstring}\n\nFile `osgha_lite/{name}.py`:\n\n"
-            f"```{{literalinclude}} _code/{name}.py\n:language: python\n:linenos:\n```\n")
-
-
-def landing_page(profile: str, titles: dict[str, str], modules: list[str], figure: str, table: str,
-                 run: dict | None = None) -> str:
-    notebooks = "\n".join(f"{i + 1}. [{title}]({page})" for i, (page, title) in enumerate(titles.items()))
-    which = f" (run `{run['run_id']}`, seed {run['seed']})" if run else ""
-    return f"""# osgha-lite: the companion as a website
-
-Results of profile `{profile}`: every number, table and figure below and on the
-notebook pages comes from the executed notebooks of one run of
-`python -m osgha_lite.runner`{which}.
-
-## Headline results
-
-Retrieval on the test split (R@K in %, rsum their sum), from
-`results/{profile}/tables/{HEADLINE_TABLE}`:
-
-{table.strip()}
-
-```{{figure}} {figure}
-:alt: Gain per retrieval direction
-:width: 90%
-
-Gain per retrieval direction (`figures/{profile}/{HEADLINE_FIGURE}`).
-```
-
-## Notebooks
-
-{notebooks}
-
-## Source files
-
-[Every module of `osgha_lite`](source/index.md), one page each.
-"""
+def table_page(key: str, path: Path, notebook: str, pages: dict[str, str]) -> str:
+    """The page of one saved table: what made it, its readable form, and its CSV and LaTeX files."""
+    page = pages.get(notebook[:2])
+    made = f"[notebook {notebook[:2]}](../../../notebooks/{page})" if page else f"notebook {notebook[:2]}"
+    extra = [f"[{s.upper()[1:]}]({path.with_suffix(s).name})" for s in (".csv", ".tex") if path.with_suffix(s).is_file()]
+    return (f"# Table `{path.stem}`\n\nSaved by {made} as `{key}`"
+            + (f" (also {', '.join(extra)})" if extra else "") + ".\n\n"
+            + readable_table(path.read_text(encoding="utf-8")))
 
 
 def notebook_title(nb: dict, fallback: str) -> str:
@@ -313,9 +447,25 @@ def notebook_title(nb: dict, fallback: str) -> str:
     return fallback
 
 
+def package_modules() -> list[str]:
+    """Every module and subpackage of ``osgha_lite``, dotted, found by walking the package (not by globbing
+    file names), so a new module or subpackage is listed without a change here."""
+    import pkgutil
+
+    sys.path.insert(0, str(PROJECT_ROOT))
+    import osgha_lite
+
+    names = ["osgha_lite"]
+    for info in pkgutil.walk_packages(osgha_lite.__path__, "osgha_lite."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
 def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
-                    src: Path) -> tuple[dict[str, list[str]], dict[str, Path]]:
-    """The figures (PNG) and tables (Markdown) of the profile's manifest, per notebook, copied into ``src``."""
+                    src: Path) -> tuple[dict[str, list[str]], dict[str, Path], dict[str, str]]:
+    """The figures and tables of the profile's manifest: per notebook, their copies in ``src`` (at the
+    same paths as in the repository, so relative links hold), and each one's notebook."""
     sys.path.insert(0, str(PROJECT_ROOT))
     from osgha_lite.manifest import Roots, read_manifest
 
@@ -325,62 +475,90 @@ def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
         raise BookError(f"{roots.manifest_path(profile)}: no manifest; run the notebooks with the runner first")
     per_notebook: dict[str, list[str]] = {}
     files: dict[str, Path] = {}
+    owner: dict[str, str] = {}
     for key, entry in manifest.items():
-        if not (key.endswith(".png") or (entry["kind"] == "table" and key.endswith(".md"))):
-            continue
         source = roots.resolve(key)
         if not source.is_file():
             raise BookError(f"{source}: listed in the manifest but missing; rerun notebook {entry['notebook']}")
-        folder = src / ("_figures" if key.endswith(".png") else "_tables")
-        folder.mkdir(exist_ok=True)
-        shutil.copy2(source, folder / source.name)
-        if key.endswith(".md") and source.with_suffix(".csv").is_file():
-            shutil.copy2(source.with_suffix(".csv"), folder / source.with_suffix(".csv").name)
-        files[key] = folder / source.name
-        per_notebook.setdefault(entry["notebook"], []).append(key)
-    return per_notebook, files
+        target = src / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        owner[key] = entry["notebook"]
+        if key.endswith(".png") or (entry["kind"] == "table" and key.endswith(".md")):
+            files[key] = target
+            per_notebook.setdefault(entry["notebook"], []).append(key)
+    return per_notebook, files, owner
+
+
+SITE_PAGES = ("README.md", "data/README.md")
 
 
 def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: Path) -> dict:
-    """Write the book's source tree into ``src``; returns what it holds."""
+    """Write the book's source tree into ``src``; returns what it holds.
+
+    The tree mirrors the repository: ``README.md`` (the landing page), ``docs/*.md`` (with
+    ``docs/claims.md`` written afresh from the run's results by ``book/ledger.py``),
+    ``data/README.md``, ``notebooks/NN_*.ipynb`` (the executed copies), ``results/<profile>/tables/``
+    (a page per table) and ``figures/<profile>/``; ``api/`` holds the API pages Sphinx's autosummary
+    generates for every module. The table of contents is the committed ``book/_toc.yml``."""
     notebooks = numbered_notebooks(notebooks_dir)
     if not notebooks:
         raise BookError(f"{notebooks_dir}: no executed notebooks; run `make reproduce` or `make smoke` first")
     run = run_of(notebooks)
     profile = run["profile"]
     table_path = results_root / profile / "tables" / HEADLINE_TABLE
-    figure_path = figures_root / profile / HEADLINE_FIGURE
-    for needed in (table_path, figure_path):
-        if not needed.is_file():
-            raise BookError(f"{needed}: missing; the landing page needs it (notebook 05 writes it)")
+    if not table_path.is_file():
+        raise BookError(f"{table_path}: missing; the landing page needs it (notebook 05 writes it)")
     shutil.rmtree(src, ignore_errors=True)
-    (src / "source").mkdir(parents=True)
-    (src / "_figures").mkdir()
-    shutil.copy2(BOOK_DIR / "_config.yml", src / "_config.yml")
-    shutil.copytree(BOOK_DIR / "_ext", src / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(figure_path, src / "_figures" / HEADLINE_FIGURE)
+    src.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(BOOK_DIR / name, src / name)
+    for name in ("_ext", "_templates", "_static", "api"):
+        shutil.copytree(BOOK_DIR / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
 
-    modules = sorted(p.stem for p in (PROJECT_ROOT / "osgha_lite").glob("*.py") if p.stem != "__init__")
-    pages = {path.name[:2]: path.name for path in notebooks}
-    artifacts, files = shown_artifacts(profile, results_root, figures_root, src)
+    artifacts, files, owner = shown_artifacts(profile, results_root, figures_root, src)
+    modules = set(name.split(".")[1] for name in package_modules() if name.count(".") >= 1)
+    nb_pages = {path.name[:2]: path.name for path in notebooks}
+    (src / "notebooks").mkdir()
     titles = {}
     for path in notebooks:
-        nb = page_notebook(path, set(modules), pages, profile, artifacts.get(path.stem, []), files)
-        (src / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+        nb = page_notebook(path, modules, nb_pages, profile, artifacts.get(path.stem, []), files)
+        (src / "notebooks" / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
         titles[path.name] = notebook_title(nb, path.stem)
-    (src / "source" / "_code").mkdir()
-    for name in modules:
-        shutil.copy2(PROJECT_ROOT / "osgha_lite" / f"{name}.py", src / "source" / "_code" / f"{name}.py")
-        (src / "source" / f"{name}.md").write_text(module_page(name), encoding="utf-8")
-    (src / "source" / "index.md").write_text(
-        "# Source files\n\nThe modules of `osgha_lite`, each with its docstring and code:\n\n"
-        + "".join(f"* [`osgha_lite.{m}`]({m}.md)\n" for m in modules), encoding="utf-8")
-    (src / "intro.md").write_text(landing_page(profile, titles, modules, f"_figures/{HEADLINE_FIGURE}",
-                                               table_path.read_text(encoding="utf-8"), run), encoding="utf-8")
-    toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in notebooks)
-    toc += "- file: source/index\n  sections:\n" + "".join(f"  - file: source/{m}\n" for m in modules)
-    (src / "_toc.yml").write_text(toc, encoding="utf-8")
-    return {"profile": profile, "run_id": run["run_id"], "notebooks": [p.name for p in notebooks], "modules": modules}
+    for key, target in files.items():
+        if key.endswith(".md"):
+            target.write_text(table_page(key, target, owner[key], nb_pages), encoding="utf-8")
+
+    sys.path.insert(0, str(BOOK_DIR))
+    import ledger
+
+    root = results_root.parent
+    if results_root.name != "results":
+        root = src / "_ledger_root"  # the ledger reads <root>/results/<profile>: point it at this run's results
+        (root / "results").mkdir(parents=True)
+        (root / "results" / profile).symlink_to((results_root / profile).resolve())
+    problems = ledger.check(root, profile)
+    if problems:
+        raise BookError("the claims ledger disagrees with the tables:\n" + "\n".join(problems))
+    docs = sorted((PROJECT_ROOT / "docs").glob("*.md"))
+    pages = {f"docs/{p.name}" for p in docs} | {"docs/claims.md"} | set(SITE_PAGES)
+    pages |= {f"notebooks/{p.name}" for p in notebooks} | {k for k in files if k.endswith(".md")}
+    copied = {k for k in owner} | {"LICENSE", "CITATION.cff"}
+    (src / "docs").mkdir()
+    (src / "data").mkdir(exist_ok=True)
+    texts = {f"docs/{p.name}": p.read_text(encoding="utf-8") for p in docs}
+    texts["docs/claims.md"] = ledger.render(root, profile, notebooks=PROJECT_ROOT / "notebooks")
+    for name in SITE_PAGES:
+        texts[name] = (PROJECT_ROOT / name).read_text(encoding="utf-8")
+    texts["README.md"] = readable_tables(texts["README.md"])
+    for name in ("LICENSE", "CITATION.cff"):
+        if (PROJECT_ROOT / name).is_file():
+            shutil.copy2(PROJECT_ROOT / name, src / name)
+    for name, text in texts.items():
+        (src / name).write_text(site_links(text, name, profile, pages, copied), encoding="utf-8")
+    shutil.rmtree(root, ignore_errors=True) if root.parent == src else None
+    return {"profile": profile, "run_id": run["run_id"], "notebooks": [p.name for p in notebooks],
+            "modules": package_modules(), "pages": sorted(pages)}
 
 
 def add_mathjax(site: Path) -> None:
@@ -415,7 +593,8 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
     shutil.rmtree(out / "_build", ignore_errors=True)
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(out / "src"), "--path-output", str(out),
                "--warningiserror", "--keep-going"]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)  # autodoc imports the package
     site = out / "_build" / "html"
     if done.returncode != 0:
         raise BookError(f"jupyter-book build failed ({' '.join(command)}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
