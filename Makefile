@@ -95,7 +95,7 @@ browser:
 # descriptions (all test captions, then the first caption of every training image), the
 # EntityCLIP explanations and the APSE-IPIK perspectives (the training images the committed
 # caches cover; raise EXPLAIN_IMAGES / PERSPECTIVE_IMAGES to extend them). With a real Ollama
-# running, use `python -m osgha_lite.augment ...` directly (see README).
+# running, use `python -m osgha_lite.augment ...` directly (see docs/augmentation.md).
 EXPLAIN_IMAGES ?= 3000
 PERSPECTIVE_IMAGES ?= 2000
 augment: $(STAMP)

@@ -2,7 +2,7 @@
 
 nbval runs the notebooks before this file in `make test`, so these checks read
 freshly produced files; they compare with the published measurements for this
-backbone (see README) with tolerances that allow for CPU differences.
+backbone (see docs/backbones.md) with tolerances that allow for CPU differences.
 """
 
 from __future__ import annotations
