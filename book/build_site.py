@@ -347,8 +347,10 @@ def site_links(text: str, page: str, profile: str, pages: set[str], files: set[s
             resolved = PurePosixPath(*parts)
             target = posixpath.relpath(resolved.as_posix(), here.as_posix() or ".") + (f"#{fragment}" if fragment else "")
         key = resolved.as_posix()
-        if key in pages or key in files or key.removesuffix("/") + "/README.md" in pages:
+        if key in pages or key.removesuffix("/") + "/README.md" in pages or (bang and key in files):
             return f"{bang}[{label}]({target})"
+        if key in files:  # a file the site holds but does not render: a download
+            return f"{{download}}`{label.replace('`', '')} <{target}>`"
         if key.startswith("osgha_lite/") and key.endswith(".py"):
             dotted = key.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
             return f"{{py:mod}}`{label.strip('`')} <{dotted}>`" if label.strip("`") != key else f"{{py:mod}}`{dotted}`"
@@ -543,7 +545,7 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
     docs = sorted((PROJECT_ROOT / "docs").glob("*.md"))
     pages = {f"docs/{p.name}" for p in docs} | {"docs/claims.md"} | set(SITE_PAGES)
     pages |= {f"notebooks/{p.name}" for p in notebooks} | {k for k in files if k.endswith(".md")}
-    copied = {k for k in owner} | {"LICENSE", "CITATION.cff"}
+    copied = set(owner) | {name for name in ("LICENSE", "CITATION.cff") if (PROJECT_ROOT / name).is_file()}
     (src / "docs").mkdir()
     (src / "data").mkdir(exist_ok=True)
     texts = {f"docs/{p.name}": p.read_text(encoding="utf-8") for p in docs}

@@ -279,7 +279,7 @@ def _format(number: Number, value: dict, digits: int) -> str:
 def render(root: Path = PROJECT_ROOT, profile: str = "lite", notebooks: Path | None = None) -> str:
     """The ledger page, Markdown, filled from the result files under ``root/results/<profile>``."""
     notebooks = notebooks or root / "notebooks"
-    rows = []
+    rows, summary = [], []
     for i, claim in enumerate(CLAIMS, 1):
         values, shown, sources = [], [], []
         for number in claim.numbers:
@@ -295,8 +295,17 @@ def render(root: Path = PROJECT_ROOT, profile: str = "lite", notebooks: Path | N
         verdict, reason = claim.verdict(values)
         if verdict not in VERDICTS:
             raise LedgerError(f"claim {i}: verdict {verdict!r} is not one of {VERDICTS}")
-        rows.append(f"| {i} | {claim.claim} | {claim.test} | {'; '.join(shown)} | {'; '.join(sources)} | "
-                    f"**{verdict}**: {reason}. |")
+        short = claim.claim.split(",")[0].split(" in ")[0].rstrip(".")
+        summary.append(f"| [{i}](#claim-{i}) | {short} | **{verdict}** |")
+        rows.append(f"""## Claim {i}
+
+> {claim.claim}
+
+- **Our test.** {claim.test}
+- **Number** [95% interval]**.** {'; '.join(shown)}.
+- **From.** {'; '.join(sources)}.
+- **Verdict: {verdict}.** {reason[0].upper() + reason[1:]}.
+""")
     return f"""# The paper's claims, tested
 
 Each claim of the paper's abstract (paraphrased; the abstract is the only part
@@ -309,9 +318,9 @@ direction, or the measure moves against the claim), *inconclusive at lite
 scale* (the interval includes 0, or two measures disagree), *not testable
 here* (needs what cannot be reached offline).
 
-| # | claim | our test | number [95% interval] | from | verdict |
-|---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
+| # | claim | verdict |
+|---|---|---|
+""" + "\n".join(summary) + "\n\n" + "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

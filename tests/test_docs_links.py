@@ -199,3 +199,11 @@ def test_every_docs_page_has_a_title_and_a_summary_and_is_listed():
         assert not lines[1].startswith(("#", "|", "```", "-", "*")), f"{page.name}: no one-sentence summary"
         if page.name != "index.md":
             assert f"]({page.name})" in index, f"docs/index.md does not list {page.name}"
+
+
+def test_every_docs_page_is_in_the_sites_table_of_contents():
+    """The committed table of contents (book/_toc.yml) lists every page of docs/, so the site renders it."""
+    toc = (PROJECT_ROOT / "book" / "_toc.yml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\s*- file: (docs/[\w-]+)$", toc, re.MULTILINE))
+    missing = sorted(f"docs/{p.stem}" for p in DOCS.glob("*.md"))
+    assert [p for p in missing if p not in listed] == []

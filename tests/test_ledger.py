@@ -27,11 +27,14 @@ def test_the_committed_ledger_page_is_the_one_the_result_files_give():
 
 def test_every_claim_has_a_verdict_of_the_four_and_a_source():
     page = ledger.render(PROJECT_ROOT, "lite")
-    rows = [line for line in page.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == len(ledger.CLAIMS) == 6
-    for row in rows:
-        assert any(f"**{verdict}**" in row for verdict in ledger.VERDICTS), row
-        assert "](../results/lite/tables/" in row and "[notebook 0" in row, row
+    sections = page.split("\n## Claim ")[1:]
+    assert len(sections) == len(ledger.CLAIMS) == 6
+    for section in sections:
+        assert sum(f"**Verdict: {verdict}.**" in section for verdict in ledger.VERDICTS) == 1, section
+        assert "](../results/lite/tables/" in section and "[notebook 0" in section, section
+        assert "**Number** [95% interval]**.** " in section and "[" in section.split("**Number**")[1], section
+    summary = [line for line in page.splitlines() if line.startswith("| [")]
+    assert [line.split("](#")[1].split(")")[0] for line in summary] == [f"claim-{i}" for i in range(1, 7)]
 
 
 @pytest.mark.parametrize("table, old, new", [
