@@ -248,9 +248,11 @@ def readable_column(name: str) -> str:
 def parse_table(text: str) -> tuple[list[str], list[str], list[list[str]]] | None:
     """``(header, alignment row cells, rows)`` of a Markdown pipe table, or ``None``."""
     lines = [line.strip() for line in text.strip().splitlines()]
-    if len(lines) < 2 or not all(line.startswith("|") for line in lines) or "---" not in lines[1]:
+    if len(lines) < 2 or not all(line.startswith("|") for line in lines):
         return None
     split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    if not all(re.fullmatch(r":?-+:?", cell) for cell in split[1]):
+        return None
     return split[0], split[1], split[2:]
 
 

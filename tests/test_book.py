@@ -121,7 +121,7 @@ def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
 def test_markdown_links_modules_and_notebooks():
     text = "See `osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
     assert build_site.link_markdown(text, {"entropy"}, {"05": "05_figures.ipynb"}) == (
-        "See [`osgha_lite.entropy.spectral_bits`](source/entropy.md) and `osgha_lite.nope`, as in "
+        "See {py:obj}`osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in "
         "[notebook 05](05_figures.ipynb) and notebook 09.")
 
 
@@ -143,6 +143,44 @@ def test_saved_figures_and_tables_follow_the_cell_that_saves_them(tmp_path):
 
 BOOK_DIR = os.environ.get("OSGHA_BOOK_DIR")
 RENDERED_MATH = "mjx-container"
+VIEWPORT_WIDTH = 1280  # the pages must read well at this width
+LANDING = "README.html"
+MAX_PROGRESS_RUN = 5
+# A progress bar or cache log line (book/build_site.py summarises such runs to one line)
+PROGRESS_JS = (r"/\d+%\|.*\|\s*\d+\/\d+|\bitems \d+-\d+ of \d+\b|\btexts not encoded before\b|"
+               r"\b\d+\/\d+ \[\d\d:\d\d[<,]/")
+PAGE_CHECKS_JS = """([progress, maxRun, landing]) => {
+  const found = [];
+  let longest = 0;
+  for (const cell of document.querySelectorAll('.cell_output')) {
+    let run = 0;
+    for (const out of cell.children) {
+      const lines = out.innerText.split('\\n').filter(l => l.trim());
+      run = (lines.length && lines.every(l => progress.test(l))) ? run + 1 : 0;
+      longest = Math.max(longest, run);
+    }
+  }
+  if (longest > maxRun) found.push(`${longest} consecutive output blocks of progress text`);
+  for (const cap of document.querySelectorAll('figcaption')) {
+    const words = cap.innerText.replace(/^\\s*Fig\\.\\s*\\d+\\s*/, '').trim();
+    if (/^(Figure\\s+)?`?[\\w.\\/-]+\\.(png|pdf|svg|jpe?g)`?\\.?$/i.test(words) || !words)
+      found.push(`figure caption is only a path: ${JSON.stringify(cap.innerText.trim())}`);
+  }
+  if (landing) {
+    const th = [...document.querySelectorAll('table th')].find(h => h.innerText.trim() === 'rSum');
+    if (!th) found.push('headline table: no rSum column');
+    else {
+      let right = window.innerWidth;
+      for (let el = th.parentElement; el; el = el.parentElement) {
+        const overflow = getComputedStyle(el).overflowX;
+        if (overflow !== 'visible') right = Math.min(right, el.getBoundingClientRect().right);
+      }
+      const edge = th.getBoundingClientRect().right;
+      if (edge > right + 1) found.push(`headline table: the rSum column is cut off at ${window.innerWidth} px (its right edge ${Math.round(edge)} > ${Math.round(right)})`);
+    }
+  }
+  return found;
+}"""
 MATH = ".math.notranslate"
 
 
@@ -158,15 +196,20 @@ def _chromium() -> str:
     return path
 
 
-def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int = 30_000) -> tuple[list[str], list[str]]:
+def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int = 30_000,
+               landing: str = LANDING) -> tuple[list[str], list[str]]:
     """Open every page of the site in ``html`` with headless Chromium over a local HTTP server.
 
     Returns ``(problems, pages)``. A problem is a request to another host (the
     site must work offline), a console or script error, a response of 400 or
     more or a failed load, a math element MathJax did not render (or rendered
     as an error), an image not loaded (natural width 0), a link to a page that
-    does not exist or to an anchor that page lacks. ``screenshot``: where to
-    save a full-page picture of the landing page (``intro.html``)."""
+    does not exist or to an anchor that page lacks; and what makes a page read
+    badly at :data:`VIEWPORT_WIDTH`: more than :data:`MAX_PROGRESS_RUN`
+    consecutive output blocks of progress text, a figure caption that is only a
+    file path, and on the landing page a headline table whose rSum column is
+    cut off. ``screenshot``: where to save a full-page picture of the landing
+    page."""
     from playwright.sync_api import sync_playwright
 
     handler = functools.partial(_QuietHandler, directory=str(html))
@@ -180,7 +223,7 @@ def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int 
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context = browser.new_context(viewport={"width": VIEWPORT_WIDTH, "height": 900})
 
             def outside(route):  # the site must not need the network: any other host is a failure
                 problems.append(f"request to another host: {route.request.url}")
@@ -210,12 +253,15 @@ def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int 
                     errors = page.locator("mjx-merror").count()
                     if errors:
                         problems.append(f"{name}: {errors} MathJax errors")
+                problems += [f"{name}: {p}" for p in page.evaluate(
+                    PAGE_CHECKS_JS.replace("progress.test", f"({PROGRESS_JS}).test"),
+                    [None, MAX_PROGRESS_RUN, name == landing])]
                 broken = page.eval_on_selector_all(
                     "img", "els => els.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
                 problems += [f"{name}: broken image {src}" for src in broken]
                 ids[name] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
                 links += [(name, h) for h in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")]
-                if name == "intro.html" and screenshot:
+                if name == landing and screenshot:
                     page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
     finally:
@@ -236,21 +282,56 @@ def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int 
 
 
 def test_the_browser_check_catches_each_kind_of_fault(tmp_path):
-    """A two-page site with one fault of each kind: every one is reported."""
+    """A small site with one fault of each kind: every one is reported."""
+    progress = "".join(f'<div class="output stream"><pre>images: 100%|##########| {i}/6 [00:01<00:00]</pre></div>'
+                       for i in range(6))
+    wide = "".join(f"<th>column {i}</th>" for i in range(12))
     (tmp_path / "intro.html").write_text(
         '<html><body><a href="missing.html">x</a> <a href="other.html#nowhere">y</a> <img src="none.png">'
         '<span class="math notranslate">\\(x^2\\)</span><script>console.error("boom")</script>'
-        '<img src="https://cdn.example.org/a.png"></body></html>')
+        '<img src="https://cdn.example.org/a.png">'
+        f'<div class="cell_output">{progress}</div>'
+        '<figure><img src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"><figcaption>Fig. 14 Figure '
+        '<code>figures/lite/06_llm_ladder.png</code>.</figcaption></figure>'
+        f'<div style="width: 600px; overflow-x: auto"><table><tr>{wide}<th>rSum</th></tr></table></div>'
+        '</body></html>')
     (tmp_path / "other.html").write_text('<html><body><p id="here">ok</p></body></html>')
-    problems, pages = check_site(tmp_path, tmp_path / "landing.png", math_timeout_ms=1000)
+    problems, pages = check_site(tmp_path, tmp_path / "landing.png", math_timeout_ms=1000, landing="intro.html")
     text = "\n".join(problems)
     assert pages == ["intro.html", "other.html"]
     for expected in ("intro.html: broken link missing.html", "intro.html: link other.html#nowhere names no anchor",
                      "intro.html: broken image", "intro.html: console error: boom",
                      "intro.html: unrendered math: ['\\\\(x^2\\\\)']",
-                     "request to another host: https://cdn.example.org/a.png", "intro.html: 404 for"):
+                     "request to another host: https://cdn.example.org/a.png", "intro.html: 404 for",
+                     "intro.html: 6 consecutive output blocks of progress text",
+                     'intro.html: figure caption is only a path: "Fig. 14 Figure figures/lite/06_llm_ladder.png."',
+                     "intro.html: headline table: the rSum column is cut off at 1280 px"):
         assert expected in text, (expected, problems)
     assert (tmp_path / "landing.png").stat().st_size > 1000
+
+
+def test_a_page_that_reads_well_passes_the_reading_checks(tmp_path):
+    """Five progress blocks, a caption that is a sentence and a table that fits: no problem."""
+    progress = "".join(f'<div class="output stream"><pre>texts: 100%|##########| {i}/5 [00:01<00:00]</pre></div>'
+                       for i in range(5))
+    (tmp_path / "README.html").write_text(
+        f'<html><body><div class="cell_output">{progress}<div class="output"><pre>rsum 264.98</pre></div></div>'
+        '<figure><img src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"><figcaption>Fig. 1 The gain per '
+        'retrieval direction: look at the text-to-image bars.</figcaption></figure>'
+        '<table><tr><th>method</th><th>rSum</th></tr></table></body></html>')
+    problems, _ = check_site(tmp_path, math_timeout_ms=1000)
+    assert problems == []
+
+
+def missing_module_pages(html: Path, modules: list[str]) -> list[str]:
+    """The modules of the package without an API page in the built site ``html``."""
+    return [name for name in modules if not (html / "api" / "generated" / f"{name}.html").is_file()]
+
+
+def test_a_module_without_a_page_is_reported(tmp_path):
+    (tmp_path / "api" / "generated").mkdir(parents=True)
+    (tmp_path / "api" / "generated" / "osgha_lite.losses.html").write_text("<html></html>")
+    assert missing_module_pages(tmp_path, ["osgha_lite.losses", "osgha_lite.new_module"]) == ["osgha_lite.new_module"]
 
 
 def test_every_page_of_the_built_site_loads_offline_with_working_links_images_and_math():
@@ -259,11 +340,33 @@ def test_every_page_of_the_built_site_loads_offline_with_working_links_images_an
                     "nbval run of the notebooks; `make book` builds build/book/_build/html)")
     html = Path(BOOK_DIR).resolve()
     assert (html / "index.html").is_file(), f"{html}/index.html missing; build the site with `make book`"
+    assert missing_module_pages(html, build_site.package_modules()) == []
     screenshot = html.parent.parent / "landing.png"
     problems, pages = check_site(html, screenshot)
     assert not problems, "\n".join(problems)
-    assert {"intro.html", "source/index.html"} <= set(pages) and sum(p[:2].isdigit() for p in pages) >= 2
+    assert {LANDING, "docs/claims.html", "docs/method.html", "api/index.html"} <= set(pages)
+    assert sum(p.startswith("notebooks/") and p[10:12].isdigit() for p in pages) >= 2
     assert screenshot.stat().st_size > 10_000
+    for page, name in ((LANDING, "landing"), ("docs/claims.html", "claims"), ("docs/method.html", "method")):
+        _screenshot(html, page, html.parent.parent / f"{name}-1280.png")
+
+
+def _screenshot(html: Path, page: str, out: Path) -> None:
+    """A picture of the first screen of ``page`` at the test's width, kept beside the site."""
+    from playwright.sync_api import sync_playwright
+
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+            tab = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": 900})
+            tab.goto(f"http://127.0.0.1:{server.server_address[1]}/{page}", wait_until="networkidle")
+            tab.screenshot(path=str(out), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
 
 
 def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
@@ -306,3 +409,41 @@ def test_nbval_run_of_the_notebooks_is_kept_for_the_website(tmp_path):
     assert text.splitlines() == [str(i) for i in range(20000)] + ["done"]
     with pytest.raises(build_site.BookError, match=r"01_bad.ipynb: nbval's run of it failed or stopped early"):
         build_site.run_profile([executed / "00_ok.ipynb", executed / "01_bad.ipynb"])
+
+
+def test_tables_get_readable_headers_with_each_interval_in_one_column():
+    table = ("| method | i2t_R@1 | rsum | rsum_low | rsum_high |\n|:--|--:|--:|--:|--:|\n"
+             "| frozen-backbone | 22.8 | 247.7 | 234.8 | 260.1 |\n")
+    assert build_site.readable_table(table) == (
+        "| method | i→t R@1 | rSum | 95% interval |\n| :-- | --: | --: | :---: |\n"
+        "| frozen-backbone | 22.8 | 247.7 | [234.8, 260.1] |\n")
+    paired = "| minus | rsum_difference | low | high |\n|:--|--:|--:|--:|\n| frozen | 17.2 | 13.0 | 21.6 |\n"
+    assert "| frozen | 17.2 | [13.0, 21.6] |" in build_site.readable_table(paired)
+    assert build_site.readable_table("not a table") == "not a table"
+
+
+def test_a_run_of_progress_lines_becomes_one_summary_line():
+    def stream(text):
+        return {"output_type": "stream", "name": "stdout", "text": text}
+
+    lines = [stream(f"flickr8k-train-image-81 (local): items {i}-{i + 1023} of 6000\n") for i in range(0, 6000, 1024)]
+    cell = {"cell_type": "code", "outputs": lines + [stream("rsum 264.98\n"), lines[0]]}
+    out = build_site.summarised_progress(cell)["outputs"]
+    assert [o["text"] for o in out] == [
+        "flickr8k-train-image-81 (local): items 5120-6143 of 6000  [6 progress and cache lines summarised]\n",
+        "rsum 264.98\n", lines[0]["text"]]
+
+
+def test_repository_links_are_rewritten_for_the_site():
+    pages = {"README.md", "docs/method.md", "notebooks/03_training.ipynb", "results/lite/tables/05_ablations.md"}
+    files = {"figures/lite/05_direction_gains.png", "results/lite/tables/05_ablations.csv"}
+    text = ("[method](docs/method.md#our-two-additions) [nb](notebooks/03_training.ipynb) "
+            "![gains](figures/lite/05_direction_gains.png) [csv](results/lite/tables/05_ablations.csv) "
+            "[adapter](osgha_lite/hypergraph/adapter.py) [the Makefile](Makefile) [web](https://arxiv.org)")
+    assert build_site.site_links(text, "README.md", "lite", pages, files) == (
+        "[method](docs/method.md#our-two-additions) [nb](notebooks/03_training.ipynb) "
+        "![gains](figures/lite/05_direction_gains.png) {download}`csv <results/lite/tables/05_ablations.csv>` "
+        "{py:mod}`adapter <osgha_lite.hypergraph.adapter>` the Makefile (`Makefile`) [web](https://arxiv.org)")
+    smoke = build_site.site_links("[t](../results/lite/tables/05_ablations.md)", "docs/results.md", "lite-smoke",
+                                  {"results/lite-smoke/tables/05_ablations.md"}, set())
+    assert smoke == "[t](../results/lite-smoke/tables/05_ablations.md)"
