@@ -1,7 +1,7 @@
 """Build the companion website from the runner's executed notebooks (``make book``).
 
 Nothing is executed here: the pages are the notebooks that
-``python -m osgha_lite.runner`` wrote to ``build/notebooks/<profile>/``, so
+``python -m osgha_lite run`` wrote to ``build/notebooks/<profile>/``, so
 the site shows exactly the run that produced ``results/`` and ``figures/``.
 The profile (``lite``, or ``lite-smoke`` after ``--smoke``), seed and smoke
 flag are read from the parameters Papermill recorded in each notebook, and
@@ -17,9 +17,10 @@ The source tree assembled in ``<out>/src`` holds
   retrieval direction (``figures/<profile>/05_direction_gains.png``) and links
   to every notebook page and to the source files;
 * one page per numbered notebook, in order. A header cell links the modules
-  the notebook imports; inline code such as ``osgha_lite.entropy`` and
+  the notebook imports; inline code such as ``osgha_lite.metrics.entropy`` and
   mentions of ``notebook 05`` become links;
-* ``source/<module>.md``, one page per module of ``osgha_lite``.
+* ``source/<module path>.md``, one page per module of ``osgha_lite`` (``source/metrics/entropy.md``),
+  subpackages included.
 
 Jupyter Book (Sphinx with MyST-NB) turns it into ``<out>/_build/html``.
 Every script, style sheet and font is served from that folder: MathJax 3.2
@@ -52,9 +53,55 @@ PROJECT_ROOT = BOOK_DIR.parent
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 HEADLINE_TABLE = "05_main_results.md"
 HEADLINE_FIGURE = "05_direction_gains.png"
-MODULE_SPAN = re.compile(r"(?<!\[)`(osgha_lite\.([a-z_]+)(?:\.[A-Za-z_][\w.]*)?(?:\(\))?)`(?!\])")
+MODULE_SPAN = re.compile(r"(?<!\[)`(osgha_lite\.([A-Za-z_][\w.]*)(?:\(\))?)`(?!\])")
 NOTEBOOK_MENTION = re.compile(r"\b([Nn]otebooks? )(0\d)\b")
-IMPORT = re.compile(r"^\s*(?:from|import)\s+osgha_lite\.([a-z_]+)", re.MULTILINE)
+IMPORT = re.compile(r"^\s*(?:from\s+osgha_lite\.([\w.]+)\s+import\s+([\w, ]+)|import\s+osgha_lite\.([\w.]+))", re.MULTILINE)
+
+
+def package_modules() -> list[str]:
+    """Every module of ``osgha_lite`` by its dotted name under the package (``metrics.entropy``; a subpackage by
+    its ``__init__``: ``data``), the package's own ``__init__`` left out."""
+    root = PROJECT_ROOT / "osgha_lite"
+    names = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if parts and "__pycache__" not in parts:
+            names.append(".".join(parts))
+    return sorted(names)
+
+
+def module_file(name: str) -> Path:
+    """The source file of module ``name`` (dotted, under ``osgha_lite``)."""
+    path = PROJECT_ROOT / "osgha_lite" / Path(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def page_of(name: str) -> str:
+    """The page of module ``name`` under ``source/``, without suffix: ``metrics/entropy``."""
+    return name.replace(".", "/")
+
+
+def longest_module(dotted: str, modules: set[str]) -> str | None:
+    """The longest prefix of ``dotted`` (``metrics.entropy.spectral_bits``) that is one of ``modules``."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in modules:
+            return ".".join(parts[:end])
+    return None
+
+
+def imported_modules(code: str, modules: set[str]) -> set[str]:
+    """The modules of ``osgha_lite`` that ``code`` imports (``from osgha_lite.pipeline import figures`` names
+    ``pipeline.figures``)."""
+    found = set()
+    for package, names, plain in IMPORT.findall(code):
+        if plain:
+            found.add(longest_module(plain, modules))
+            continue
+        for name in (n.strip() for n in names.split(",")):
+            found.add(longest_module(f"{package}.{name}", modules) if name else longest_module(package, modules))
+    return found - {None}
 
 
 class BookError(RuntimeError):
@@ -74,20 +121,20 @@ def run_of(notebooks: list[Path]) -> dict:
     Raises :class:`BookError` naming the notebook for a failed run, an error output, a missing run id,
     and when the notebooks do not all share profile, seed, smoke flag and run id."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.config import notebook_profile
+    from osgha_lite.profiles import notebook_profile
 
     runs = {}
     for path in notebooks:
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise BookError(f"{path}: not a readable notebook ({error}); rerun `python -m osgha_lite.runner`") from None
+            raise BookError(f"{path}: not a readable notebook ({error}); rerun `python -m osgha_lite run`") from None
         metadata = nb.get("metadata", {})
         papermill = metadata.get("papermill") or {}
         parameters = papermill.get("parameters")
         if papermill.get("exception"):
             raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
-                            f"rerun `python -m osgha_lite.runner`")
+                            f"rerun `python -m osgha_lite run`")
         osgha = metadata.get("osgha") or {}  # the run id; for nbval's run in `make test` also its parameters
         if osgha.get("executed_by") == "nbval":
             if osgha.get("failed") or osgha.get("cells_run") != osgha.get("code_cells"):
@@ -96,14 +143,14 @@ def run_of(notebooks: list[Path]) -> dict:
             parameters = osgha.get("parameters")
         if not parameters or "PROFILE" not in parameters:
             raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
-                            f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")
+                            f"Run `python -m osgha_lite run` (or `make reproduce` / `make smoke`) first")
         error = first_error_output(nb)
         if error:
             raise BookError(f"{path}: {error}; a run with an error output is not shown. Fix the notebook and rerun "
-                            f"`python -m osgha_lite.runner`")
+                            f"`python -m osgha_lite run`")
         if not osgha.get("run_id"):
             raise BookError(f"{path}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart "
-                            f"from another run's copy; rerun every notebook with `python -m osgha_lite.runner` "
+                            f"from another run's copy; rerun every notebook with `python -m osgha_lite run` "
                             f"(or `make reproduce` / `make smoke`)")
         smoke = bool(parameters.get("SMOKE"))
         runs[path.name] = {"profile": notebook_profile(parameters["PROFILE"], smoke=smoke)["name"],
@@ -113,7 +160,7 @@ def run_of(notebooks: list[Path]) -> dict:
         listed = "; ".join(f"{name}: " + ", ".join(f"{key} {value}" for key, value in run.items())
                            for name, run in runs.items())
         raise BookError(f"executed notebooks come from different runs ({listed}); rerun every notebook in one run "
-                        f"of `python -m osgha_lite.runner` for one profile (a run of some notebooks only, such as "
+                        f"of `python -m osgha_lite run` for one profile (a run of some notebooks only, such as "
                         f"--only or `make figures`, is a run of its own)")
     return dict(next(iter(distinct)))
 
@@ -184,8 +231,8 @@ def plain_outputs(cell: dict, state: dict | None = None) -> dict:
 def link_markdown(text: str, modules: set[str], pages: dict[str, str]) -> str:
     """Link ``osgha_lite.<module>`` code spans to the module's source page and "notebook NN" to its page."""
     def module(match: re.Match) -> str:
-        name = match.group(2)
-        return f"[`{match.group(1)}`](source/{name}.md)" if name in modules else match.group(0)
+        name = longest_module(match.group(2), modules)
+        return f"[`{match.group(1)}`](source/{page_of(name)}.md)" if name else match.group(0)
 
     def notebook(match: re.Match) -> str:
         number = match.group(2)
@@ -247,11 +294,11 @@ def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile:
     cells = with_artifacts(cells, list(artifacts), profile, files or {})
     code = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
                      for c in cells if c["cell_type"] == "code")
-    used = sorted({name for name in IMPORT.findall(code) if name in modules})
+    used = sorted(imported_modules(code, modules))
     header = (f"*Executed copy of `notebooks/{path.name}` (profile `{profile}`), written by "
-              f"`python -m osgha_lite.runner`. [Back to the results](intro.md).*")
+              f"`python -m osgha_lite run`. [Back to the results](intro.md).*")
     if used:
-        header += " Modules used here: " + ", ".join(f"[`osgha_lite.{m}`](source/{m}.md)" for m in used) + "."
+        header += " Modules used here: " + ", ".join(f"[`osgha_lite.{m}`](source/{page_of(m)}.md)" for m in used) + "."
     first_heading = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
                           and "".join(c["source"]).lstrip().startswith("# ")), None)
     at = 0 if first_heading is None else first_heading + 1
@@ -262,12 +309,13 @@ def page_notebook(path: Path, modules: set[str], pages: dict[str, str], profile:
 
 def module_page(name: str) -> str:
     docstring = ""
-    text = (PROJECT_ROOT / "osgha_lite" / f"{name}.py").read_text(encoding="utf-8")
+    text = module_file(name).read_text(encoding="utf-8")
     match = re.match(r'\s*(?:from __future__[^\n]*\n\s*)?[rR]?"""(.*?)\n', text, re.DOTALL)
     if match:
         docstring = match.group(1).strip()
-    return (f"# `osgha_lite.{name}`\n\n{docstring}\n\nFile `osgha_lite/{name}.py`:\n\n"
-            f"```{{literalinclude}} _code/{name}.py\n:language: python\n:linenos:\n```\n")
+    where = module_file(name).relative_to(PROJECT_ROOT).as_posix()
+    return (f"# `osgha_lite.{name}`\n\n{docstring}\n\nFile `{where}`:\n\n"
+            f"```{{literalinclude}} /source/_code/{name}.py\n:language: python\n:linenos:\n```\n")
 
 
 def landing_page(profile: str, titles: dict[str, str], modules: list[str], figure: str, table: str,
@@ -278,7 +326,7 @@ def landing_page(profile: str, titles: dict[str, str], modules: list[str], figur
 
 Results of profile `{profile}`: every number, table and figure below and on the
 notebook pages comes from the executed notebooks of one run of
-`python -m osgha_lite.runner`{which}.
+`python -m osgha_lite run`{which}.
 
 ## Headline results
 
@@ -317,7 +365,7 @@ def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
                     src: Path) -> tuple[dict[str, list[str]], dict[str, Path]]:
     """The figures (PNG) and tables (Markdown) of the profile's manifest, per notebook, copied into ``src``."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.manifest import Roots, read_manifest
+    from osgha_lite.pipeline.manifest import Roots, read_manifest
 
     roots = Roots(figures_root, results_root)
     manifest = read_manifest(profile, roots)
@@ -360,7 +408,7 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
     shutil.copytree(BOOK_DIR / "_ext", src / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(figure_path, src / "_figures" / HEADLINE_FIGURE)
 
-    modules = sorted(p.stem for p in (PROJECT_ROOT / "osgha_lite").glob("*.py") if p.stem != "__init__")
+    modules = package_modules()
     pages = {path.name[:2]: path.name for path in notebooks}
     artifacts, files = shown_artifacts(profile, results_root, figures_root, src)
     titles = {}
@@ -370,15 +418,17 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
         titles[path.name] = notebook_title(nb, path.stem)
     (src / "source" / "_code").mkdir()
     for name in modules:
-        shutil.copy2(PROJECT_ROOT / "osgha_lite" / f"{name}.py", src / "source" / "_code" / f"{name}.py")
-        (src / "source" / f"{name}.md").write_text(module_page(name), encoding="utf-8")
+        shutil.copy2(module_file(name), src / "source" / "_code" / f"{name}.py")
+        page = src / "source" / f"{page_of(name)}.md"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(module_page(name), encoding="utf-8")
     (src / "source" / "index.md").write_text(
         "# Source files\n\nThe modules of `osgha_lite`, each with its docstring and code:\n\n"
-        + "".join(f"* [`osgha_lite.{m}`]({m}.md)\n" for m in modules), encoding="utf-8")
+        + "".join(f"* [`osgha_lite.{m}`]({page_of(m)}.md)\n" for m in modules), encoding="utf-8")
     (src / "intro.md").write_text(landing_page(profile, titles, modules, f"_figures/{HEADLINE_FIGURE}",
                                                table_path.read_text(encoding="utf-8"), run), encoding="utf-8")
     toc = "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: {p.stem}\n" for p in notebooks)
-    toc += "- file: source/index\n  sections:\n" + "".join(f"  - file: source/{m}\n" for m in modules)
+    toc += "- file: source/index\n  sections:\n" + "".join(f"  - file: source/{page_of(m)}\n" for m in modules)
     (src / "_toc.yml").write_text(toc, encoding="utf-8")
     return {"profile": profile, "run_id": run["run_id"], "notebooks": [p.name for p in notebooks], "modules": modules}
 
@@ -408,7 +458,7 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
     """Assemble and build the site; returns the folder of ``index.html``."""
     started = time.perf_counter()
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.manifest import Roots
+    from osgha_lite.pipeline.manifest import Roots
 
     current = Roots.current()  # $OSGHA_RESULTS_DIR / $OSGHA_FIGURES_DIR aware, as the runner wrote them
     info = assemble(Path(notebooks_dir), out / "src", results_root or current.results, figures_root or current.figures)

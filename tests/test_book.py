@@ -51,7 +51,7 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
     with pytest.raises(build_site.BookError, match="03_d.ipynb: its run failed"):
         build_site.run_profile([first, failed])
     (tmp_path / "02_c.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
-    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.runner"):
+    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.pipeline.runner"):
         build_site.run_profile([tmp_path / "02_c.ipynb"])
     with pytest.raises(build_site.BookError, match="no executed notebooks; run `make reproduce` or `make smoke`"):
         build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)
@@ -65,7 +65,7 @@ def test_notebooks_of_another_seed_or_run_or_without_a_run_id_are_refused(tmp_pa
     assert str(raised.value) == (
         "executed notebooks come from different runs (00_a.ipynb: profile lite, seed 0, smoke False, run_id "
         "20260101T000000Z-0a1b2c3d; 01_b.ipynb: profile lite, seed 1, smoke False, run_id 20260101T000000Z-0a1b2c3d); "
-        "rerun every notebook in one run of `python -m osgha_lite.runner` for one profile (a run of some notebooks "
+        "rerun every notebook in one run of `python -m osgha_lite run` for one profile (a run of some notebooks "
         "only, such as --only or `make figures`, is a run of its own)")
     other_run = _executed(tmp_path, "02_c.ipynb", smoke=False, run_id="20260102T000000Z-ffffffff")
     with pytest.raises(build_site.BookError, match=r"different runs .*02_c\.ipynb: .*run_id 20260102T000000Z-ffffffff"):
@@ -75,7 +75,7 @@ def test_notebooks_of_another_seed_or_run_or_without_a_run_id_are_refused(tmp_pa
         build_site.run_profile([first, unmarked])
     assert str(raised.value) == (
         f"{unmarked}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart from another "
-        "run's copy; rerun every notebook with `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`)")
+        "run's copy; rerun every notebook with `python -m osgha_lite run` (or `make reproduce` / `make smoke`)")
     assert build_site.run_of([first]) == {"profile": "lite", "seed": 0, "smoke": False,
                                           "run_id": "20260101T000000Z-0a1b2c3d"}
 
@@ -94,7 +94,7 @@ def test_an_error_output_is_refused_although_papermill_recorded_no_exception(tmp
         build_site.run_profile([failed])
     assert str(raised.value) == (
         f"{failed}: code cell 2 (execution count 2) has an error output (ValueError: broken input); a run with an "
-        "error output is not shown. Fix the notebook and rerun `python -m osgha_lite.runner`")
+        "error output is not shown. Fix the notebook and rerun `python -m osgha_lite run`")
 
 
 def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
@@ -119,9 +119,9 @@ def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
 
 
 def test_markdown_links_modules_and_notebooks():
-    text = "See `osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
-    assert build_site.link_markdown(text, {"entropy"}, {"05": "05_figures.ipynb"}) == (
-        "See [`osgha_lite.entropy.spectral_bits`](source/entropy.md) and `osgha_lite.nope`, as in "
+    text = "See `osgha_lite.metrics.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
+    assert build_site.link_markdown(text, {"metrics", "metrics.entropy"}, {"05": "05_figures.ipynb"}) == (
+        "See [`osgha_lite.metrics.entropy.spectral_bits`](source/metrics/entropy.md) and `osgha_lite.nope`, as in "
         "[notebook 05](05_figures.ipynb) and notebook 09.")
 
 

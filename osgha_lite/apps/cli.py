@@ -1,10 +1,10 @@
-"""What the command-line tools share: paths that always print, and every error as one line.
+"""What the command-line tools share: every error as one line (and, from :mod:`osgha_lite.paths`, paths that always print).
 
 :func:`run_reporting_errors` runs a command's body; an exception reaches the
 user as one line on stderr, ``error: <message>``, with exit code 2 for the
 errors the project raises on purpose (bad input, missing or damaged files:
 ``ValueError`` and its subclasses, ``OSError``,
-:class:`~osgha_lite.image_decode.ImageDecodeError`) and exit code 1, with the
+:class:`~osgha_lite.backbones.image_decode.ImageDecodeError`) and exit code 1, with the
 exception's type, for anything else. ``--debug`` (:func:`add_debug_option`)
 lets the exception through with its traceback.
 """
@@ -12,17 +12,11 @@ lets the exception through with its traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable
 
-from osgha_lite.image_decode import ImageDecodeError
-
-
-def display_path(path) -> str:
-    """``path`` as text that can always be printed: bytes of the file name that are not UTF-8 (which Python
-    keeps as surrogates) are shown as ``\\xff``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+from osgha_lite.backbones.image_decode import ImageDecodeError
+from osgha_lite.paths import display_path  # noqa: F401 - also reachable from here
 
 
 def one_line(error: BaseException) -> str:

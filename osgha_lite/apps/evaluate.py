@@ -2,8 +2,8 @@
 
 ::
 
-    python -m osgha_lite.evaluate --profile lite --dataset flickr8k-heldout --split test
-    python -m osgha_lite.evaluate --profile lite --dataset mydata --methods frozen-backbone os-hgadapter
+    python -m osgha_lite evaluate --profile lite --dataset flickr8k-heldout --split test
+    python -m osgha_lite evaluate --profile lite --dataset mydata --methods frozen-backbone os-hgadapter
 
 What it does, in order:
 
@@ -26,18 +26,18 @@ What it does, in order:
    checkpoint of notebook 03 (the methods train on the profile's own ``adapt``
    images, early-stop on its ``dev`` split; when no finished checkpoint
    exists it is trained on them first, with a message), scores the new split
-   and writes one result file in the schema of :mod:`osgha_lite.results`
+   and writes one result file in the schema of :mod:`osgha_lite.metrics.results`
    with ``dataset`` set to the new dataset, into
    ``results/<profile>/external/<dataset>/<method>.<split>.json`` (or
    ``--out``; never in the profile's own result folder, :func:`external_folder`);
 5. prints one table: R@K in percent, rSum and its 95% percentile-bootstrap
-   interval over image queries (:func:`osgha_lite.bootstrap.bootstrap_metrics`).
+   interval over image queries (:func:`osgha_lite.metrics.bootstrap.bootstrap_metrics`).
 
 A method whose inputs the new dataset cannot provide is skipped with a
 message (:func:`missing_inputs`). The new split is a test set only: nothing
 is trained or tuned on it. Every error ends the command with one line
 (``error: ...``) and a non-zero exit code; ``--debug`` shows the traceback
-(:mod:`osgha_lite.cli`).
+(:mod:`osgha_lite.apps.cli`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from osgha_lite.cli import add_debug_option, display_path, run_reporting_errors
+from osgha_lite.apps.cli import add_debug_option, run_reporting_errors
 from osgha_lite.data import DataError, data_root, load_dataset, load_profile_split
-from osgha_lite.results import METRIC_KEYS, results_root
+from osgha_lite.metrics.results import METRIC_KEYS
+from osgha_lite.paths import display_path, results_root
 
 
 class EvaluateError(ValueError):
@@ -79,7 +80,7 @@ def load_external(dataset: str, split: str, profile: dict, limit_images: int | N
         data = data.subset(int(limit_images))
     if data.n_texts == 0:
         raise EvaluateError(f"{dataset!r}/{split}: no captions, so there is nothing to evaluate; "
-                            f"to search a folder of images use python -m osgha_lite.search")
+                            f"to search a folder of images use python -m osgha_lite search")
     return data
 
 
@@ -88,12 +89,12 @@ def external_folder(profile: dict, dataset_name: str, out: str | Path | None = N
     links followed) before it is checked.
 
     The dataset's and the profile's names must be plain names
-    (:func:`osgha_lite.declarations.is_plain_name`). The folder may not be the
+    (:func:`osgha_lite.data.declarations.is_plain_name`). The folder may not be the
     profile's own result folder ``results/<profile>`` or any folder in it
     other than one below ``results/<profile>/external/``: those files belong
     to the profile's own runs.
     """
-    from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
+    from osgha_lite.data.declarations import PLAIN_NAME_RULE, is_plain_name
 
     for what, name in (("dataset", dataset_name), ("profile", profile["name"])):
         if not is_plain_name(name):
@@ -116,8 +117,8 @@ def description_texts(profile: dict, dataset_name: str) -> tuple[dict[str, list[
     ``<dataset_name>.jsonl``). Returns (caption -> descriptions, the cache
     files that exist).
     """
-    from osgha_lite.augment import cache_exists
-    from osgha_lite.experiment import _repository_path, load_cache_texts
+    from osgha_lite.llm.cache import cache_exists
+    from osgha_lite.train.experiment import repository_path, load_cache_texts
 
     relative = profile.get("augmentation", {}).get("cache")
     if not relative:
@@ -126,7 +127,7 @@ def description_texts(profile: dict, dataset_name: str) -> tuple[dict[str, list[
     other = own.with_name(own.name.replace(profile["dataset"], dataset_name, 1))
     texts, found = {}, []
     for path in dict.fromkeys([str(other), str(own)]):
-        if cache_exists(_repository_path(path)):
+        if cache_exists(repository_path(path)):
             found.append(path)
             for caption, values in load_cache_texts(path).items():
                 texts.setdefault(caption, values)
@@ -189,20 +190,20 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     """Evaluate the profile's trained methods on ``dataset``/``split`` (see the module docstring).
 
     Images of the split that cannot be decoded (not an image, truncated,
-    empty, above :data:`osgha_lite.image_decode.MAX_IMAGE_PIXELS` pixels) are
+    empty, above :data:`osgha_lite.backbones.image_decode.MAX_IMAGE_PIXELS` pixels) are
     skipped with their captions, one warning line each, and counted in the
     result files (``skipped_images``); with ``strict`` they are an
     :class:`EvaluateError` instead.
 
     Returns ``{"table" (DataFrame, :func:`results_table`), "runs" (method ->
-    :func:`osgha_lite.experiment.run_method`'s record plus ``checkpoint``),
+    :func:`osgha_lite.train.experiment.run_method`'s record plus ``checkpoint``),
     "skipped" (method -> reason), "skipped_images" (path -> problem),
     "folder", "dataset" (its name), "data" (the split evaluated), "backbone",
     "coverage" (share of the captions with descriptions), "description_caches"}``.
     """
     from osgha_lite.backbones import build_backbone
-    from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, run_method
-    from osgha_lite.training import config_digest
+    from osgha_lite.train.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, run_method
+    from osgha_lite.train.fit import config_digest
 
     names = resolve_methods(profile, methods)
     data = load_external(dataset, split, profile, limit_images)
@@ -232,7 +233,7 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
     else:
         log(f"LLM descriptions: no cache covers the captions of {data.name} (looked in "
             f"{', '.join(caches) or 'no existing cache'}); methods that use descriptions run without them. "
-            f"Generate them with python -m osgha_lite.augment --dataset {data.name} --split {split}")
+            f"Generate them with python -m osgha_lite augment --dataset {data.name} --split {split}")
     log(f"embedded in {time.perf_counter() - started:.0f} s")
     runs, skipped = {}, {}
     for position, name in enumerate(names, start=1):
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
     from osgha_lite.runtime import seed_everything
 
     seed_everything(args.seed)
@@ -301,5 +302,5 @@ def _run(args) -> int:
 if __name__ == "__main__":
     from osgha_lite.runtime import restart_with_portable_kernels
 
-    restart_with_portable_kernels("osgha_lite.evaluate")  # the same features (and checkpoint keys) as under make
+    restart_with_portable_kernels("osgha_lite.apps.evaluate")  # the same features (and checkpoint keys) as under make
     raise SystemExit(main())

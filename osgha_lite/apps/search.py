@@ -2,10 +2,10 @@
 
 ::
 
-    python -m osgha_lite.search index photos/                      # embed every image once (cached)
-    python -m osgha_lite.search query "a dog runs on the beach" --k 5
-    python -m osgha_lite.search query "a dog runs on the beach" --method os-hgadapter
-    python -m osgha_lite.search query --image photos/dog.jpg --k 5   # top captions of Flickr8k test
+    python -m osgha_lite search index photos/                      # embed every image once (cached)
+    python -m osgha_lite search query "a dog runs on the beach" --k 5
+    python -m osgha_lite search query "a dog runs on the beach" --method os-hgadapter
+    python -m osgha_lite search query --image photos/dog.jpg --k 5   # top captions of Flickr8k test
 
 The same from Python::
 
@@ -24,15 +24,15 @@ with :math:`f` the method's encoder of the query's or the gallery item's
 modality; results are the ``k`` largest, ties broken by gallery order.
 
 Gallery images are encoded through the feature cache
-(:mod:`osgha_lite.features`, keyed by the bytes of every file), so indexing
+(:mod:`osgha_lite.backbones.features`, keyed by the bytes of every file), so indexing
 the same files again reads the cache; the CLI also keeps the last index
 under ``<cache>/search/<name>.json`` and the ``.npy`` file it names, written
 as one unit (:func:`save_index`), so that a query does not re-read the
 folder. Any file name the file system holds is indexed; the CLI prints
-bytes that are not UTF-8 as ``\\xff`` (:func:`osgha_lite.cli.display_path`).
+bytes that are not UTF-8 as ``\\xff`` (:func:`osgha_lite.apps.cli.display_path`).
 Queries are encoded directly, never cached. Trained methods adapt gallery
 and queries inductively: no LLM texts, memory links against the training
-memory only (:meth:`osgha_lite.experiment.ScoredMethod.encode`).
+memory only (:meth:`osgha_lite.train.experiment.ScoredMethod.encode`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ import numpy as np
 import pandas as pd
 
 from osgha_lite.atomic import IntegrityError, atomic_write_bytes, load_verified_npy
-from osgha_lite.cli import add_debug_option, display_path, run_reporting_errors
-from osgha_lite.declarations import PLAIN_NAME_RULE, is_plain_name
-from osgha_lite.features import cache_root, cached_local_features
+from osgha_lite.apps.cli import add_debug_option, run_reporting_errors
+from osgha_lite.data.declarations import PLAIN_NAME_RULE, is_plain_name
+from osgha_lite.backbones.features import cached_local_features
+from osgha_lite.paths import cache_root, display_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 INDEX_DATASET = "search"  # dataset and split names of indexed files in the feature cache
@@ -106,9 +107,9 @@ class CaptionIndex:
 
 def _local(backbone, items, modality: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Cached local features of ``items`` projected into the backbone's space (float32) and their mask."""
-    from osgha_lite.backbones import _local_options
+    from osgha_lite.backbones import local_options
 
-    options = _local_options(backbone.local)
+    options = local_options(backbone.local)
     encoder = backbone.image_encoder if modality == "image" else backbone.text_encoder
     size = options["image_grid"] if modality == "image" else options["text_tokens"]
     local, mask = cached_local_features(encoder, list(items), INDEX_DATASET, "index", size, progress=progress)
@@ -120,11 +121,11 @@ def index_images(backbone, paths, local: bool = False, progress: bool = True,
     """Embed gallery images (through the feature cache, keyed by their bytes); ``local`` also their regions.
 
     Each image is decoded once. One that cannot be decoded raises
-    :class:`~osgha_lite.image_decode.UndecodableImages` naming every such file,
+    :class:`~osgha_lite.backbones.image_decode.UndecodableImages` naming every such file,
     or, with ``skip_undecodable``, is left out of the index and listed in its
-    ``skipped`` (:func:`osgha_lite.image_decode.collect_undecodable`).
+    ``skipped`` (:func:`osgha_lite.backbones.image_decode.collect_undecodable`).
     """
-    from osgha_lite.image_decode import collect_undecodable
+    from osgha_lite.backbones.image_decode import collect_undecodable
 
     paths = [Path(p) for p in paths]
     with collect_undecodable(backbone.image_encoder, active=skip_undecodable) as failures:
@@ -182,9 +183,9 @@ class Space:
         items = [Path(item)] if modality == "image" else [str(item)]
         local = None
         if self.needs_local:
-            from osgha_lite.backbones import _local_options
+            from osgha_lite.backbones import local_options
 
-            options = _local_options(self.backbone.local)
+            options = local_options(self.backbone.local)
             size = options["image_grid"] if modality == "image" else options["text_tokens"]
             raw, tokens, mask = encoder.encode_local(items, size=size, progress=False)
             local = (self.backbone.project_local(tokens, modality), mask)
@@ -201,7 +202,7 @@ def load_space(profile: dict, method: str = "frozen-backbone", backbone=None, pr
     """
     from osgha_lite.backbones import build_backbone
     from osgha_lite.data import load_profile_split
-    from osgha_lite.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, score_method
+    from osgha_lite.train.experiment import embed_with_descriptions, load_profile_augmentations, method_embeddings, score_method
 
     if method not in profile["methods"]:
         raise SearchError(f"unknown method {method!r} for profile {profile['name']!r}; known: "
@@ -322,7 +323,7 @@ def load_index(name: str, backbone, local: bool = False) -> ImageIndex:
     vectors do not match the SHA-256 in its record, or indexed files are gone."""
     record_file = index_record(name)
     if not record_file.is_file():
-        raise SearchError(f"no index {name!r} in {record_file.parent}; run: python -m osgha_lite.search index FOLDER")
+        raise SearchError(f"no index {name!r} in {record_file.parent}; run: python -m osgha_lite search index FOLDER")
     try:
         record = json.loads(record_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -421,7 +422,7 @@ def _index(args, profile: dict) -> int:
 
 def _run(args) -> int:
     from osgha_lite.backbones import build_backbone
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
     from osgha_lite.runtime import seed_everything
 
     seed_everything(0)
@@ -460,5 +461,5 @@ def _run(args) -> int:
 if __name__ == "__main__":
     from osgha_lite.runtime import restart_with_portable_kernels
 
-    restart_with_portable_kernels("osgha_lite.search")  # the same features (and checkpoint keys) as under make
+    restart_with_portable_kernels("osgha_lite.apps.search")  # the same features (and checkpoint keys) as under make
     raise SystemExit(main())

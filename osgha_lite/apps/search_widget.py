@@ -1,4 +1,4 @@
-"""An ipywidgets front end to :class:`osgha_lite.search.Searcher`: display only.
+"""An ipywidgets front end to :class:`osgha_lite.apps.search.Searcher`: display only.
 
 :func:`search_widget` shows one column per space (e.g. the frozen backbone and
 OS-HGAdapter): type a caption and each column lists its top images; press
@@ -15,7 +15,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from osgha_lite.cli import display_path
+from osgha_lite.paths import display_path
 
 
 @lru_cache(maxsize=4096)
@@ -35,7 +35,7 @@ def search_widget(searchers: dict, k: int = 5, k_captions: int = 5, thumb: int =
                   initial_query: str = ""):
     """A text box, one column of top-``k`` images per searcher, and the top captions of a picked image.
 
-    ``searchers`` maps a column title to a :class:`~osgha_lite.search.Searcher`
+    ``searchers`` maps a column title to a :class:`~osgha_lite.apps.search.Searcher`
     over the same gallery; gallery images are picked by their row, so the
     caption query reuses the cached gallery vectors.
     """

@@ -3,7 +3,7 @@
 A backbone has an ``identity`` (written into every result), a dimension
 ``dim``, and ``encode_images(paths)`` / ``encode_texts(texts)`` returning
 float32 arrays of unit rows. Encoder outputs are cached on disk
-(:mod:`osgha_lite.features`), so every notebook reuses them.
+(:mod:`osgha_lite.backbones.features`), so every notebook reuses them.
 
 Two kinds (:data:`BACKBONES`):
 
@@ -19,7 +19,7 @@ Two kinds (:data:`BACKBONES`):
     trained on the profile's **pretrain** images only (a part of the train
     split that no method trains on; :func:`osgha_lite.data.load_profile_split`)
     with symmetric InfoNCE (learnable
-    temperature) and early stopping on dev rSum (:func:`osgha_lite.training.fit`).
+    temperature) and early stopping on dev rSum (:func:`osgha_lite.train.fit.fit`).
     This is not CLIP: its absolute numbers are far below CLIP's, and it is
     here so that every stage of the method can be run and checked without a
     GPU or the internet.
@@ -41,13 +41,24 @@ Lite head, per modality :math:`m`:
 
 with :math:`\\mu_m, \\sigma_m` the pretrain-split feature mean and standard
 deviation (fixed buffers) and dropout only while training.
+
+Reading order
+-------------
+1. this module - :func:`build_backbone`: an encoder pair plus, for ``lite``,
+   the projection heads (trained with :func:`osgha_lite.train.fit.fit`, so
+   this package sits above :mod:`osgha_lite.train` in the layers);
+2. :mod:`~osgha_lite.backbones.encoders` - the frozen pretrained encoders;
+3. :mod:`~osgha_lite.backbones.openvino` - their OpenVINO runtimes;
+4. :mod:`~osgha_lite.backbones.features` - the on-disk feature cache, with
+   :mod:`~osgha_lite.backbones.text_store` (each distinct text encoded once);
+5. :mod:`~osgha_lite.backbones.image_decode` - decoding image files, and
+   skipping the ones that cannot be decoded.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -55,11 +66,12 @@ import torch
 from torch import nn
 
 from osgha_lite.data import CaptionDataset, load_profile_split
-from osgha_lite.dropout import PortableDropout
-from osgha_lite.encoders import OpenClipEncoder, OpenClipModel, build_encoder
-from osgha_lite.features import cache_root, cached_features, split_features, split_local_features
-from osgha_lite.image_decode import collect_undecodable
-from osgha_lite.training import SplitFeatures, TrainConfig, config_digest, fit, split_digest, to_tensor
+from osgha_lite.methods.dropout import PortableDropout
+from osgha_lite.backbones.encoders import OpenClipEncoder, OpenClipModel, build_encoder
+from osgha_lite.backbones.features import cached_features, split_features, split_local_features
+from osgha_lite.backbones.image_decode import collect_undecodable
+from osgha_lite.paths import cache_root
+from osgha_lite.train.fit import SplitFeatures, TrainConfig, config_digest, fit, split_digest, to_tensor
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -86,7 +98,7 @@ class LocalFeatures:
     text_mask: np.ndarray
 
 
-def _local_options(options: dict | None) -> dict:
+def local_options(options: dict | None) -> dict:
     merged = {**DEFAULT_LOCAL, **(options or {})}
     unknown = sorted(set(merged) - set(DEFAULT_LOCAL))
     if unknown:
@@ -137,7 +149,7 @@ class Backbone:
 
         The split's features are computed (or read) as :meth:`raw_features`
         does, decoding each image once and collecting the failures instead of
-        raising (:func:`osgha_lite.image_decode.collect_undecodable`). The images
+        raising (:func:`osgha_lite.backbones.image_decode.collect_undecodable`). The images
         left out and their captions are selected away
         (:meth:`CaptionDataset.select_images`, so the features are read from
         this pass's cache) and counted under ``skipped["undecodable_image"]``.
@@ -163,7 +175,7 @@ class Backbone:
 
     def raw_local(self, data: CaptionDataset, progress: bool = True):
         """Cached encoder-level local features: ``((regions, mask), (tokens, mask))`` (float16, bool)."""
-        options = _local_options(self.local)
+        options = local_options(self.local)
         return (split_local_features(self.image_encoder, data, options["image_grid"], progress=progress),
                 split_local_features(self.text_encoder, data, options["text_tokens"], progress=progress))
 
@@ -187,7 +199,7 @@ class OpenClipBackbone(Backbone):
         self.image_encoder = OpenClipEncoder(shared, "image")
         self.text_encoder = OpenClipEncoder(shared, "text")
         self.identity, self.dim, self.batch_size = shared.identity, shared.dim, batch_size
-        self.local = None if local is None else _local_options(local)
+        self.local = None if local is None else local_options(local)
 
     @classmethod
     def from_profile(cls, profile: dict, **kwargs) -> "OpenClipBackbone":
@@ -250,7 +262,7 @@ class LiteBackbone(Backbone):
         self.heads = LiteHeads(self.image_encoder.dim, self.text_encoder.dim, embed_dim, input_dropout)
         self.history = None
         self.heads_digest = None
-        self.local = None if local is None else _local_options(local)
+        self.local = None if local is None else local_options(local)
         self._options = {"image_encoder": image_encoder, "text_encoder": text_encoder,
                          "embed_dim": embed_dim, "input_dropout": input_dropout}
 

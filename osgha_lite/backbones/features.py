@@ -34,16 +34,16 @@ checked for shape and finite values, then their hash is recorded.
 
 Texts of an encoder whose vectors do not depend on their batch
 (``batch_independent``, MiniLM) are looked up text by text in a store shared
-by every list (:mod:`osgha_lite.text_store`): a caption that five lists
+by every list (:mod:`osgha_lite.backbones.text_store`): a caption that five lists
 hold is encoded once. The store's shards are the resumable unit then.
 
 Images that cannot be decoded: while the image encoder collects them
-(:func:`osgha_lite.image_decode.collect_undecodable`, as ``evaluate`` and
+(:func:`osgha_lite.backbones.image_decode.collect_undecodable`, as ``evaluate`` and
 ``search index`` do), their feature rows are NaN and are cached as such, so
 a later run finds them without decoding anything. Every image array that
 leaves this module passes :func:`check_decoded`: while collecting, the NaN
 rows' files are added to the encoder's list; otherwise they raise
-:class:`~osgha_lite.image_decode.UndecodableImages` naming every such file, so
+:class:`~osgha_lite.backbones.image_decode.UndecodableImages` naming every such file, so
 a NaN row never reaches a caller that did not ask for it.
 
 The cache folder is ``$OSGHA_CACHE_DIR`` or the repository's ``.cache/``.
@@ -69,17 +69,10 @@ from osgha_lite.atomic import (
     load_npy,
     load_verified_npy,
 )
-from osgha_lite.data import PROJECT_ROOT, CaptionDataset
-from osgha_lite.image_decode import UndecodableImages, decode_problem
-from osgha_lite.text_store import encode_with_store, store_for
-
-CACHE_ENV = "OSGHA_CACHE_DIR"
-
-
-def cache_root() -> Path:
-    """``$OSGHA_CACHE_DIR`` if set, else ``<repository>/.cache``."""
-    value = os.environ.get(CACHE_ENV)
-    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / ".cache"
+from osgha_lite.data import CaptionDataset
+from osgha_lite.backbones.image_decode import UndecodableImages, decode_problem
+from osgha_lite.backbones.text_store import encode_with_store, store_for
+from osgha_lite.paths import CACHE_ENV, cache_root  # noqa: F401 - also reachable from here
 
 
 def inputs_digest(items: Sequence, modality: str) -> str:
@@ -190,7 +183,7 @@ def check_decoded(encoder, items: Sequence, array: np.ndarray) -> None:
     """Let ``array`` (features of ``items``) through unless it has rows of undecodable images (NaN).
 
     While ``encoder.undecodable`` collects (a dict), their paths and problems
-    are added to it; otherwise :class:`~osgha_lite.image_decode.UndecodableImages`
+    are added to it; otherwise :class:`~osgha_lite.backbones.image_decode.UndecodableImages`
     names every such file. Texts are never checked.
     """
     if encoder.modality != "image":
@@ -227,7 +220,7 @@ def cached_features(
 
     Args:
         encoder: an object with ``identity``, ``modality``, ``dim`` and
-            ``encode(items, batch_size, progress)`` (see :mod:`osgha_lite.encoders`).
+            ``encode(items, batch_size, progress)`` (see :mod:`osgha_lite.backbones.encoders`).
         items: image paths or texts.
         dataset, split: recorded in the key and the file name.
         shard_size: items per resumable shard.
@@ -244,7 +237,7 @@ def cached_features(
             check_decoded(encoder, items, found[0])
         return found[0]
     if encoder.modality == "text" and getattr(encoder, "batch_independent", False):
-        # each distinct text once per encoder, across lists and notebooks (osgha_lite.text_store)
+        # each distinct text once per encoder, across lists and notebooks (osgha_lite.backbones.text_store)
         store = store_for(folder, encoder.identity, encoder.dim,
                           warn=lambda message: warnings.warn(message, CacheWarning, stacklevel=2))
         array = encode_with_store(encoder, list(items), store, batch_size, shard_size, progress,

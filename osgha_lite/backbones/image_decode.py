@@ -6,10 +6,10 @@
 or is truncated or damaged.
 
 Inside :func:`collect_undecodable` an image encoder
-(:mod:`osgha_lite.encoders`) does not raise for such a file: it records it
+(:mod:`osgha_lite.backbones.encoders`) does not raise for such a file: it records it
 (path -> problem) and returns NaN for its feature row, which is how the
-feature cache (:func:`osgha_lite.features.check_decoded`) knows it later,
-from the cache, without decoding it again. ``python -m osgha_lite.evaluate``
+feature cache (:func:`osgha_lite.backbones.features.check_decoded`) knows it later,
+from the cache, without decoding it again. ``python -m osgha_lite evaluate``
 and ``search index`` skip these images; everywhere else a NaN row is an
 :class:`UndecodableImages` error naming every such file.
 """
@@ -41,7 +41,7 @@ class UndecodableImages(ImageDecodeError):
         shown = "; ".join(f"{path} ({problem})" for path, problem in list(problems.items())[:5])
         more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         super().__init__(f"{len(problems)} image(s) cannot be decoded: {shown}{more}. Remove or replace them "
-                         f"(python -m osgha_lite.evaluate and search index skip such images)",
+                         f"(python -m osgha_lite evaluate and search index skip such images)",
                          problem="cannot be decoded")
         self.problems = dict(problems)
 
@@ -66,7 +66,7 @@ def load_rgb(path: str | os.PathLike):
             size = f"{int(found.group(1)):,} pixels" if found else problem
             problem = f"{size}, above the limit of {MAX_IMAGE_PIXELS:,}"
         raise ImageDecodeError(
-            f"{path}: cannot decode image ({problem}). Remove or replace the file; python -m osgha_lite.evaluate "
+            f"{path}: cannot decode image ({problem}). Remove or replace the file; python -m osgha_lite evaluate "
             f"and search index skip such images, and load_dataset(..., verify_images=True, skip_missing=True) "
             f"leaves them out.", path=path, problem=problem) from None
 
@@ -85,8 +85,8 @@ def collect_undecodable(encoder, active: bool = True):
     """Within the block, images ``encoder`` cannot decode are collected instead of raised: yields a dict
     (path -> problem) that fills as they are met; their feature rows are NaN.
 
-    Inside :mod:`osgha_lite.features` the NaN rows are what marks them, cached
-    or not (:func:`osgha_lite.features.check_decoded`): they are added to the
+    Inside :mod:`osgha_lite.backbones.features` the NaN rows are what marks them, cached
+    or not (:func:`osgha_lite.backbones.features.check_decoded`): they are added to the
     dict while it collects, and raise :class:`UndecodableImages` otherwise.
     With ``active=False`` nothing changes (errors are raised) and the dict
     stays empty.

@@ -4,9 +4,9 @@ A text list (a split's captions, a cache of LLM descriptions, search
 queries) used to be encoded as a whole, so a caption that appears in five
 lists was encoded five times. An encoder whose vector of a text does not
 depend on the texts batched with it (``batch_independent = True``: MiniLM
-encodes batches of one token length, :func:`osgha_lite.encoders.length_groups`)
+encodes batches of one token length, :func:`osgha_lite.backbones.encoders.length_groups`)
 gives the same bits whichever list a text comes from, so
-:func:`osgha_lite.features.cached_features` looks each text up here first and
+:func:`osgha_lite.backbones.features.cached_features` looks each text up here first and
 encodes only the texts the store lacks.
 
 Layout: ``<cache>/features/texts/<encoder digest>/`` holds shards, each an
@@ -16,7 +16,7 @@ SHA-256 of the ``.npy``. A shard is named by a digest of its texts, so two
 processes that store the same texts write the same file (atomically), and
 is written after its vectors are computed: an interrupted run keeps every
 finished shard and resumes from there. A shard whose sidecar or bytes do not
-verify gives a :class:`~osgha_lite.features.CacheWarning` naming the file and
+verify gives a :class:`~osgha_lite.backbones.features.CacheWarning` naming the file and
 is ignored (its texts are encoded again); nothing is unpickled.
 """
 

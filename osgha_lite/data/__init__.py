@@ -1,12 +1,12 @@
 """Datasets by name: declarations, readers and the training protocol splits.
 
 :func:`load_dataset` reads one split of a dataset into a
-:class:`~osgha_lite.captionset.CaptionDataset` (images, captions and an
+:class:`~osgha_lite.data.captionset.CaptionDataset` (images, captions and an
 explicit caption-to-image index). A dataset is *declared* in a small JSON
-object (reader, folder, reader options; :mod:`osgha_lite.declarations`)
-and read by one of the readers of :mod:`osgha_lite.readers`; nothing about a
+object (reader, folder, reader options; :mod:`osgha_lite.data.declarations`)
+and read by one of the readers of :mod:`osgha_lite.data.readers`; nothing about a
 particular dataset is written in code. Built-in declarations
-(``osgha_lite/datasets/*.json``):
+(``osgha_lite/data/datasets/*.json``):
 
 =====================  ==========  ==========================================
 name                   reader      layout under ``<data root>/<folder>``
@@ -49,6 +49,17 @@ divides the training images between the backbone and the methods.
 
 A protocol split remembers where its rows come from (``source``), so the
 feature cache reads the ``train`` features instead of encoding them again.
+
+Reading order
+-------------
+1. this module - datasets by name (:func:`load_dataset`) and the protocol
+   splits (:func:`load_profile_split`);
+2. :mod:`~osgha_lite.data.captionset` - :class:`CaptionDataset`, the in-memory
+   form every reader returns;
+3. :mod:`~osgha_lite.data.declarations` - the JSON declarations
+   (``datasets/*.json``) that name a reader, a folder and options;
+4. :mod:`~osgha_lite.data.readers` - one reader per on-disk layout;
+5. :mod:`~osgha_lite.data.textfiles` - strict UTF-8, CSV, JSON and JSON Lines.
 """
 
 from __future__ import annotations
@@ -58,11 +69,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .captionset import (DATA_ROOT_ENV, PROJECT_ROOT, SPLITS, CaptionDataset, DataError, SkippedDataWarning,
-                         SplitSource, data_root)
-from .declarations import DATASETS, DatasetSpec, find_declaration, read_declaration
-from .readers import READERS, register_reader
-from .readers import verify_images as decode_every_image
+from osgha_lite.data.captionset import SPLITS, CaptionDataset, DataError, SkippedDataWarning, SplitSource
+from osgha_lite.data.declarations import DATASETS, DatasetSpec, find_declaration, read_declaration
+from osgha_lite.paths import DATA_ROOT_ENV, PROJECT_ROOT, data_root
+from osgha_lite.data.readers import READERS, register_reader
+from osgha_lite.data.readers import verify_images as decode_every_image
 
 __all__ = [
     "CaptionDataset", "DataError", "DatasetSpec", "DATASETS", "DATA_ROOT_ENV", "PROJECT_ROOT", "PROTOCOL_SPLITS",
@@ -88,7 +99,7 @@ def load_dataset(
     Args:
         name: a declared name (the profile's ``"datasets"``, a built-in, an
             example under ``data/examples/``) or the path of a declaration
-            ``.json`` file; see :mod:`osgha_lite.declarations`.
+            ``.json`` file; see :mod:`osgha_lite.data.declarations`.
         split: ``"train"``, ``"dev"`` or ``"test"``.
         root: data root; default :func:`data_root`.
         skip_missing: skip images that have no image file or no caption
@@ -156,7 +167,7 @@ def load_profile_split(profile: dict, split: str) -> CaptionDataset:
     """Split ``split`` of the profile's dataset with the profile's data options (``profile["data"]``).
 
     The dataset may be declared in the profile's ``"datasets"`` (see
-    :mod:`osgha_lite.declarations`).
+    :mod:`osgha_lite.data.declarations`).
 
     ``split`` is ``train``, ``dev``, ``test`` or a protocol split
     (``pretrain``, ``adapt``; see the module docstring). With

@@ -14,14 +14,13 @@ kept because the published benchmark keeps them) is counted in ``kept``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_ROOT_ENV = "OSGHA_DATA_ROOT"
+from osgha_lite.paths import DATA_ROOT_ENV, PROJECT_ROOT, data_root  # noqa: F401 - also reachable from here
+
 SPLITS = ("train", "dev", "test")
 
 
@@ -147,12 +146,3 @@ class SplitSource:
     def rows(self, modality: str) -> np.ndarray:
         """The parent's row indices of this split's images (``"image"``) or captions (``"text"``)."""
         return self.images if modality == "image" else self.texts
-
-
-def data_root() -> Path:
-    """The data root: ``$OSGHA_DATA_ROOT`` if set (relative paths are taken from
-    the current directory), else the repository's ``data/`` folder."""
-    value = os.environ.get(DATA_ROOT_ENV)
-    if value:
-        return Path(value).expanduser().resolve()
-    return PROJECT_ROOT / "data"

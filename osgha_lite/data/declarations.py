@@ -8,8 +8,8 @@ A dataset is declared in data, not code: a JSON object
      "options": {"captions": "captions.csv", "images": "${data_root}/my-photos/images"},
      "help": "where to get the images"}
 
-``reader`` is a key of :data:`osgha_lite.readers.READERS`; ``options`` are
-the reader's keyword options (see :mod:`osgha_lite.readers`); ``folder``
+``reader`` is a key of :data:`osgha_lite.data.readers.READERS`; ``options`` are
+the reader's keyword options (see :mod:`osgha_lite.data.readers`); ``folder``
 (default ``"."``), ``help`` and ``description`` are optional. No other key
 is accepted, so a misspelt key is an error rather than a silently ignored one.
 
@@ -26,7 +26,7 @@ Where names are looked up (:func:`find_declaration`), first match wins:
 1. the profile's ``"datasets"`` object, when a profile is given: name ->
    declaration object, or name -> path of a declaration file (relative to
    the repository root unless absolute);
-2. the built-in declarations ``osgha_lite/datasets/<name>.json``
+2. the built-in declarations ``osgha_lite/data/datasets/<name>.json``
    (:data:`DATASETS`);
 3. the example declarations ``data/examples/<name>/dataset.json`` of the repository;
 4. a path to a declaration file (a name ending in ``.json``); its ``name``
@@ -45,9 +45,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .captionset import PROJECT_ROOT, DataError
-from .readers import READERS
-from .textfiles import read_json
+from osgha_lite.data.captionset import DataError
+from osgha_lite.paths import PROJECT_ROOT
+from osgha_lite.data.readers import READERS
+from osgha_lite.data.textfiles import read_json
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "datasets"
 EXAMPLES_DIR = PROJECT_ROOT / "data" / "examples"

@@ -3,7 +3,7 @@
 A reader is called as ``reader(folder, split, name=..., skip_missing=...,
 skip_bad_rows=..., **options)``, where ``folder`` is the dataset's folder and
 ``options`` come from the dataset's declaration (see
-:mod:`osgha_lite.declarations`); relative paths in the options are relative
+:mod:`osgha_lite.data.declarations`); relative paths in the options are relative
 to ``folder``.
 
 ==============  ===============================================================
@@ -26,7 +26,7 @@ What a skip option may skip, and what it never hides:
   and captions longer than the option ``max_caption_chars`` (default
   10,000 characters; without the skip such a caption is an error naming
   its file and line). Each skip is counted, its first examples kept, and a
-  :class:`~osgha_lite.captionset.SkippedDataWarning` says so.
+  :class:`~osgha_lite.data.captionset.SkippedDataWarning` says so.
 * A file that is not UTF-8, holds a NUL byte, has a quote that does not
   close, a JSON value of the wrong type, a repeated image (file name or id),
   or a path that leaves its folder is always an error.
@@ -45,8 +45,8 @@ from typing import Callable
 
 import numpy as np
 
-from .captionset import SPLITS, CaptionDataset, DataError, SkippedDataWarning
-from .textfiles import csv_records, expect, inside, jsonl_records, lines, read_json, read_text
+from osgha_lite.data.captionset import SPLITS, CaptionDataset, DataError, SkippedDataWarning
+from osgha_lite.data.textfiles import csv_records, expect, inside, jsonl_records, lines, read_json, read_text
 
 Reader = Callable[..., CaptionDataset]
 READERS: dict[str, Reader] = {}

@@ -1,7 +1,7 @@
 """Strict reading of the text files datasets are made of: UTF-8, CSV, JSON, JSON Lines.
 
 Every function either returns what the file says or raises
-:class:`~osgha_lite.captionset.DataError` naming the file, the line (or the
+:class:`~osgha_lite.data.captionset.DataError` naming the file, the line (or the
 JSON path such as ``images[3].sentences``) and what to do. Nothing is
 guessed:
 
@@ -26,7 +26,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from .captionset import DataError
+from osgha_lite.data.captionset import DataError
 
 UTF8_HELP = "save it as UTF-8 (for example `iconv -f latin1 -t utf-8 old > new`)"
 

@@ -4,14 +4,14 @@ OS-HGAdapter widens what a caption can mean by asking an LLM for extra
 descriptions of the same picture; the paper gives neither its prompt nor its
 model, so everything below is our design:
 
-* **Prompt** (``osgha_lite/prompts/descriptions_v1.txt``): a system line, one
+* **Prompt** (``osgha_lite/llm/prompts/descriptions_v1.txt``): a system line, one
   worked example on a neutral caption ("A red car is parked next to a
   tree."), then the caption; it asks for exactly ``k`` one-sentence
   descriptions that use synonyms and other wording and may add plausible
   visual details without contradicting the caption. Nothing in it is
   specific to a dataset's domain. Its version string goes into every cache
   key and every record. The caption goes in as data
-  (:func:`osgha_lite.reply_check.caption_as_data`): chat control tokens and
+  (:func:`osgha_lite.llm.reply_check.caption_as_data`): chat control tokens and
   line breaks are removed, so it stays inside its quoted line of the user
   turn; ordinary captions are unchanged.
 * **Parsing** (:func:`parse_descriptions`): numbered lists (``1.``, ``2)``,
@@ -26,7 +26,7 @@ model, so everything below is our design:
   ``description``, ``rephrase``...), shares fewer than ``min_shared_words``
   content words with the caption (crude stemming; a cheap off-topic check),
   or is the last item of a reply cut off by ``num_predict``. New replies are
-  also screened (:func:`osgha_lite.reply_check.screen_item`) for talk about
+  also screened (:func:`osgha_lite.llm.reply_check.screen_item`) for talk about
   instructions, echoes of the prompt or its worked example, and offensive
   words; that screen is not part of the cache key.
 * **Retries**: valid items accumulate over up to ``max_attempts`` requests,
@@ -39,7 +39,7 @@ model, so everything below is our design:
   failure is printed with the caption's key and counted in the summary.
 * **Client**: the official ``ollama`` package against ``OLLAMA_HOST``
   (default ``127.0.0.1:11434``), or against several servers at once
-  (:mod:`osgha_lite.llm_hosts`: a host list, ``concurrency`` requests in
+  (:mod:`osgha_lite.llm.hosts`: a host list, ``concurrency`` requests in
   flight per host, failover to the others when one goes down); a
   timeout per request, retries with exponential backoff on transport errors
   and 5xx answers. An unreachable server or a missing model stops the run
@@ -51,7 +51,7 @@ Cache
 root, wherever ``OSGHA_DATA_ROOT`` points) is append-only; each line is one
 finished caption, written with a single ``write`` + ``flush`` + ``fsync``,
 so killing the process at any moment loses at most the requests in flight
-(reading, writing, locking: :mod:`osgha_lite.llm_cache`). Before any LLM
+(reading, writing, locking: :mod:`osgha_lite.llm.cache`). Before any LLM
 request a run checks that the cache's folder can be written and its disk
 has room, and takes the cache's lock (``<dataset>.lock``), so a second run
 on the same cache stops at once with the PID of the first.
@@ -77,13 +77,12 @@ needed).
 
 Command line::
 
-    python -m osgha_lite.augment --dataset flickr8k --split test [--limit N] [--per-image 1]
+    python -m osgha_lite augment --dataset flickr8k --split test [--limit N] [--per-image 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -91,12 +90,12 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-from .llm_cache import (  # noqa: F401 - the cache API is also reachable as osgha_lite.augment.*
+from osgha_lite.llm.cache import (  # noqa: F401 - the cache API is also reachable as osgha_lite.llm.augment.*
     MIN_FREE_BYTES,
     AugmentationCache,
     CacheAccessError,
@@ -112,567 +111,51 @@ from .llm_cache import (  # noqa: F401 - the cache API is also reachable as osgh
     lock_path,
     read_records,
 )
-from .llm_hosts import (
+from osgha_lite.llm.hosts import (
     AllHostsDown,
     Host,
     HostMismatch,
     HostPool,
     HostSpecError,
     check_same_model,
-    model_fingerprint,
     open_pool,
     parse_hosts,
     spread,
 )
-from .reply_check import caption_as_data, prompt_fixed_lines, screen_item
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-DEFAULT_TEMPLATE = "descriptions_v1"
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_HOST = "127.0.0.1:11434"
-DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "augmentations"
-
-START_SERVER_HELP = (
-    "Start a server first, one of:\n"
-    "  * a real Ollama:  ollama serve   (then `ollama pull MODEL`, or for the project's SmolLM2:\n"
-    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
-    "      ollama create smollm2-135m -f data/ollama/Modelfile.smollm2)\n"
-    "  * the stand-in server of this repository (no Ollama needed):\n"
-    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
-    "      python -m tools.ollama_standin --model smollm2-135m=data/ollama/Modelfile.smollm2\n"
-    "and point OLLAMA_HOST (or --host) at it."
+from osgha_lite.llm.client import (  # noqa: F401 - also reachable as osgha_lite.llm.augment.*
+    DEFAULT_HOST,
+    DEFAULT_MODEL,
+    START_SERVER_HELP,
+    AugmentConfig,
+    ModelIdentity,
+    ModelNotFound,
+    OllamaUnavailable,
+    RequestRefused,
+    attempt_seed,
+    augment_caption,
+    cache_key,
+    connect,
+    generation_settings,
+    make_client,
 )
-
-
-# --------------------------------------------------------------------------- errors
-class AugmentError(RuntimeError):
-    """The augmentation cannot go on; the message says what to do."""
-
-
-class OllamaUnavailable(AugmentError):
-    """No Ollama server answers at the configured host."""
-
-
-class ModelNotFound(AugmentError):
-    """The server answers but does not have the requested model."""
-
-
-class RequestRefused(AugmentError):
-    """The server refused one request (HTTP 4xx other than 404/408/429): that caption fails, the run goes on."""
-
-
-# --------------------------------------------------------------------------- prompt
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A chat prompt read from ``prompts/<name>.txt`` (see the file's header).
-
-    ``sections`` is a tuple of ``(role, text)``; ``version`` comes from the
-    ``# version:`` header line and ``sha256`` hashes the whole file.
-    """
-
-    name: str
-    version: str
-    sha256: str
-    sections: tuple[tuple[str, str], ...]
-
-    @property
-    def vision(self) -> bool:
-        """True when the template asks about an attached image (``{image}``) instead of a caption."""
-        return "{image}" in self.sections[-1][1]
-
-    def messages(self, caption: str, k: int, image: str | None = None) -> list[dict[str, Any]]:
-        """Chat messages asking for ``k`` descriptions of ``caption`` (or, for a vision template,
-        of the picture at ``image``, attached to the last message through Ollama's ``images`` field)."""
-        out: list[dict[str, Any]] = []
-        for role, text in self.sections:
-            if role == "assistant":
-                text = _first_items(text, k, self.name)
-            text = (text.replace("{k}", str(k)).replace("{caption}", tidy_caption(caption_as_data(caption)))
-                    .replace("{image}", ""))
-            out.append({"role": role, "content": text.strip()})
-        if self.vision:
-            if image is None:
-                raise AugmentError(f"prompt template {self.name} asks about an image; pass image=PATH")
-            out[-1]["images"] = [str(image)]
-        return out
-
-
-def _first_items(text: str, k: int, name: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) < k:
-        raise AugmentError(f"prompt template {name}: its example answer has {len(lines)} items, fewer than k={k}")
-    return "\n".join(lines[:k])
-
-
-def load_template(name_or_path: str = DEFAULT_TEMPLATE) -> PromptTemplate:
-    """Read a prompt template by name (``descriptions_v1``) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROMPTS_DIR / f"{name_or_path}.txt"
-    if not path.is_file():
-        available = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.txt")))
-        raise AugmentError(f"prompt template {name_or_path!r} not found ({path}); available: {available}")
-    raw = path.read_text(encoding="utf-8")
-    version = None
-    sections: list[tuple[str, list[str]]] = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        header = re.match(r"^###\s*(system|user|assistant)\s*$", line.strip(), re.IGNORECASE)
-        if header:
-            sections.append((header.group(1).lower(), []))
-        elif sections:
-            sections[-1][1].append(line)
-        elif line.startswith("#"):
-            found = re.match(r"^#\s*version:\s*(\S+)", line)
-            if found:
-                version = found.group(1)
-        elif line.strip():
-            raise AugmentError(f"{path}:{number}: text before the first '### system|user|assistant' section")
-    if not version:
-        raise AugmentError(f"{path}: missing the '# version: NAME' header line")
-    if not sections or sections[-1][0] != "user":
-        raise AugmentError(f"{path}: the last section must be '### user' (the one holding {{caption}})")
-    last = "\n".join(sections[-1][1])
-    if "{caption}" not in last and "{image}" not in last:
-        raise AugmentError(f"{path}: the last '### user' section must contain {{caption}} (or {{image}} for a "
-                           f"vision template)")
-    return PromptTemplate(
-        name=path.stem,
-        version=version,
-        sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
-        sections=tuple((role, "\n".join(lines).strip()) for role, lines in sections),
-    )
-
-
-def tidy_caption(caption: str) -> str:
-    """The caption as shown to the LLM: single spaces, no space before punctuation,
-    first letter upper case (``"a dog runs ."`` -> ``"A dog runs."``). Keys and
-    records keep the caption exactly as given."""
-    text = re.sub(r"\s+", " ", caption).strip()
-    text = re.sub(r"\s+([.,!?;:])", r"\1", text)
-    return text[:1].upper() + text[1:]
-
-
-# --------------------------------------------------------------------------- parsing
-_ITEM = re.compile(r"^(?:\(?\d{1,2}\s*[.):]|[-*•·–]|#{1,3}\s*\d{1,2}[.):]?)\s*(?P<body>.*\S)?\s*$")
-_LABEL = re.compile(r"^(?:description|caption|option|version|sentence|alternative)\s*\d*\s*[:.\-–]\s*", re.IGNORECASE)
-_QUOTED = re.compile(r"^[\"“‘'«`](.*?)[\"”’'»`]([.!?]?)$")
-
-
-def _clean_item(text: str) -> str:
-    text = text.replace("**", "").replace("__", "").strip()
-    text = _LABEL.sub("", text).strip()
-    quoted = _QUOTED.match(text)
-    if quoted:
-        text = quoted.group(1).strip() + quoted.group(2)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def parse_descriptions(reply: str) -> list[str]:
-    """Split an LLM reply into items.
-
-    * Lines starting with a list marker (``1.``, ``2)``, ``(3)``, ``4:``, ``-``,
-      ``*``, ``•``) start an item; a following line without a marker continues
-      that item when the item does not yet end a sentence.
-    * Lines before the first marker, and separate lines after the list, are
-      not items (preambles such as ``Here are three descriptions:``).
-    * A reply without any marker gives one item per non-empty line.
-
-    Items are cleaned of Markdown emphasis, surrounding quotes and labels such as
-    ``Description 2:``.
-    """
-    items: list[str] = []
-    loose: list[str] = []
-    current: int | None = None
-    for line in reply.splitlines():
-        stripped = line.strip()
-        if not stripped:
-            current = None
-            continue
-        marker = _ITEM.match(stripped)
-        if marker:
-            items.append(marker.group("body") or "")
-            current = len(items) - 1
-        elif current is not None and not re.search(r"[.!?][\"')\]]*$", items[current]):
-            items[current] = f"{items[current]} {stripped}"
-        else:
-            current = None
-            loose.append(stripped)
-    if not items:
-        items = loose
-    return [_clean_item(item) for item in items]
-
-
-# --------------------------------------------------------------------------- validation
-@dataclass(frozen=True)
-class ValidationRules:
-    """Bounds an LLM description must satisfy (part of the cache key)."""
-
-    min_words: int = 4
-    max_words: int = 40
-    min_shared_words: int = 1
-    """Content words (stemmed, stop words removed) shared with the caption; 0 disables the check."""
-
-
-_CHATTER = re.compile(
-    r"^(?:sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|i (?:can|cannot|can't|will|would|am|'m|have|hope))\b"
-    r"|\bas an ai\b|\blanguage model\b|\bi'm sorry\b|\bi am sorry\b|\bi cannot\b|\bi can't\b|\bhope this helps\b"
-    r"|\blet me know\b|\bfeel free\b",
-    re.IGNORECASE,
+from osgha_lite.llm.prompt import (  # noqa: F401 - also reachable as osgha_lite.llm.augment.*
+    DEFAULT_TEMPLATE,
+    IMAGE_GROUP_SEPARATOR,
+    PROMPTS_DIR,
+    AugmentError,
+    PromptTemplate,
+    ValidationRules,
+    check_description,
+    content_words,
+    image_caption_groups,
+    join_image_captions,
+    load_template,
+    normalize_text,
+    parse_descriptions,
+    tidy_caption,
 )
-_TASK_TALK = re.compile(
-    r"\b(?:captions?|descriptions?|describ(?:e|es|ed|ing)\s+(?:the|this)\s+(?:image|picture|scene)|rewrit\w*|rephras\w*"
-    r"|paraphras\w*|synonyms?|sentences?|the prompt|the original)\b",
-    re.IGNORECASE,
-)
-_STOP_WORDS = frozenset(
-    """a an the and or but if of at by for with about against between into through during before after above below
-    to from up down in out on off over under again further then once here there when where why how all any both each
-    few more most other some such no nor not only own same so than too very s t can will just don should now is are
-    was were be been being have has had having do does did doing it its it's this that these those i me my we our you
-    your he him his she her they them their what which who whom while as until one two three four five six seven eight
-    nine ten near next side front back top very also just there's is being""".split()
-)
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, letters and digits only, single spaces (for copy/duplicate checks)."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ers", "er", "ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> set[str]:
-    """Stemmed words of ``text`` minus English stop words."""
-    return {_stem(w) for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP_WORDS and len(w) > 1}
-
-
-def check_description(
-    text: str,
-    caption: str,
-    rules: ValidationRules = ValidationRules(),
-    accepted: Sequence[str] = (),
-    cut_off: bool = False,
-) -> str | None:
-    """``None`` when ``text`` is a valid description of ``caption``, else the reason it is not.
-
-    ``accepted`` are the descriptions already kept for this caption (duplicates are
-    rejected); ``cut_off`` marks the last item of a reply stopped by ``num_predict``.
-    """
-    if not text.strip():
-        return "empty"
-    if cut_off:
-        return "cut off by num_predict"
-    if _CHATTER.search(text):
-        return "chatter"
-    if _TASK_TALK.search(text):
-        return "talks about the task instead of the picture"
-    n_words = len(text.split())
-    if n_words < rules.min_words:
-        return f"too short ({n_words} words < {rules.min_words})"
-    if n_words > rules.max_words:
-        return f"too long ({n_words} words > {rules.max_words})"
-    normalized = normalize_text(text)
-    if normalized == normalize_text(caption):
-        return "copy of the caption"
-    if any(normalized == normalize_text(other) for other in accepted):
-        return "duplicate"
-    if rules.min_shared_words:
-        anchor = content_words(caption)
-        if anchor and len(anchor & content_words(text)) < rules.min_shared_words:
-            return "off-topic (shares no content word with the caption)"
-    return None
-
-
-# --------------------------------------------------------------------------- configuration
-@dataclass
-class AugmentConfig:
-    """Everything that decides what the LLM is asked and what is accepted."""
-
-    model: str = DEFAULT_MODEL
-    host: str | Sequence[str] | None = None
-    """One server or several (:func:`osgha_lite.llm_hosts.parse_hosts`); ``None``: ``$OLLAMA_HOST``,
-    else ``127.0.0.1:11434``."""
-    k: int = 3
-    template: str = DEFAULT_TEMPLATE
-    temperature: float = 0.4
-    """0.4 kept colors and counts of the caption more often than 0.7 with SmolLM2-135M."""
-    top_p: float = 0.9
-    top_k: int = 40
-    repeat_penalty: float = 1.1
-    num_predict: int | None = None
-    """Token budget of one reply; ``None``: ``40 * k + 40``."""
-    num_ctx: int = 2048
-    seed: int = 0
-    """Base seed; attempt ``a`` of a caption uses a seed derived from (key, a)."""
-    max_attempts: int = 3
-    rules: ValidationRules = field(default_factory=ValidationRules)
-    concurrency: int = 16
-    """Requests in flight per host."""
-    timeout: float = 600.0
-    """Seconds to wait for one reply."""
-    transport_retries: int = 4
-    backoff: float = 1.0
-    """First retry delay in seconds; doubles each retry (capped at 30 s)."""
-    max_caption_chars: int = 1000
-    """A longer caption is recorded as failed without a request (Ollama would cut the prompt to
-    ``num_ctx`` tokens without saying so). Not part of the cache key, like everything below ``rules``."""
-    min_free_bytes: int = MIN_FREE_BYTES
-    """Free disk space a run needs besides 4 KiB per caption to write."""
-
-    @property
-    def resolved_host(self) -> str:
-        """The one server of this configuration (a run over several gives each host its own copy)."""
-        if self.host is not None and not isinstance(self.host, str):
-            if len(self.host) != 1:
-                raise AugmentError(f"this configuration names {len(self.host)} hosts, not one")
-            return self.host[0]
-        return self.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-
-    def options(self) -> dict[str, Any]:
-        """Ollama ``options`` of every request (the seed is added per attempt)."""
-        return {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repeat_penalty": self.repeat_penalty,
-            "num_predict": self.num_predict if self.num_predict is not None else 40 * self.k + 40,
-            "num_ctx": self.num_ctx,
-            "stop": [f"\n{self.k + 1}."],
-        }
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """The model as the server reports it: name and digest (sha256 of its GGUF weights)."""
-
-    name: str
-    digest: str
-    host: str
-    served: dict = field(default_factory=dict, compare=False)
-    """Chat template and Modelfile parameters from ``/api/show`` (every host of a run must agree)."""
-
-
-def generation_settings(identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> dict[str, Any]:
-    """Everything besides the caption that determines a record (the cache key's material,
-    and the ``settings`` of ``<dataset>.meta.json``)."""
-    return {
-        "model": identity.name,
-        "digest": identity.digest,
-        "template": template.version,
-        "template_sha256": template.sha256,
-        "k": config.k,
-        "options": config.options(),
-        "seed": config.seed,
-        "max_attempts": config.max_attempts,
-        "rules": asdict(config.rules),
-    }
-
-
-def cache_key(caption: str, identity: ModelIdentity, template: PromptTemplate, config: AugmentConfig) -> str:
-    """sha256 of the canonical JSON of everything that determines the record of ``caption``."""
-    material = {**generation_settings(identity, template, config), "caption": caption}
-    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def attempt_seed(key: str, attempt: int) -> int:
-    """A 31-bit seed for ``attempt`` of the caption with cache key ``key``."""
-    return int.from_bytes(hashlib.sha256(f"{key}:{attempt}".encode()).digest()[:4], "big") >> 1
-
-
-# --------------------------------------------------------------------------- client
-def _is_transport_error(exc: BaseException) -> bool:
-    import httpx
-    import ollama
-
-    if isinstance(exc, (ConnectionError, httpx.TransportError)):
-        return True
-    return isinstance(exc, ollama.ResponseError) and (exc.status_code >= 500 or exc.status_code in (408, 429))
-
-
-def make_client(config: AugmentConfig):
-    import httpx
-    import ollama
-
-    return ollama.Client(host=config.resolved_host, timeout=httpx.Timeout(config.timeout, connect=10.0))
-
-
-_DIGEST = re.compile(r"sha256[-:]([0-9a-f]{64})")
-
-
-def connect(config: AugmentConfig) -> tuple[Any, ModelIdentity]:
-    """Check the server and the model; return the client and the model's identity.
-
-    Raises :class:`OllamaUnavailable` or :class:`ModelNotFound` with instructions.
-    The digest is the ``sha256-<hex>`` blob name of the weights in ``/api/show``'s
-    modelfile (Ollama's name for the GGUF), else the model's ``digest`` in ``/api/tags``.
-    """
-    import ollama
-
-    host = config.resolved_host
-    client = make_client(config)
-    last: BaseException | None = None
-    for attempt in range(2):
-        try:
-            shown = client.show(config.model)
-            break
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                raise ModelNotFound(
-                    f"the Ollama server at {host} has no model {config.model!r} ({exc.error}).\n"
-                    f"  * real Ollama: `ollama pull {config.model}` (registry models, e.g. llama3.2:3b), or for the "
-                    "project's SmolLM2:\n"
-                    "      python -m tools.ollama_standin.gguf_path --link data/ollama\n"
-                    "      ollama create smollm2-135m -f data/ollama/Modelfile.smollm2\n"
-                    "  * stand-in server: models are registered when it starts, e.g.\n"
-                    "      python -m tools.ollama_standin --model smollm2-135m=data/ollama/Modelfile.smollm2\n"
-                    "  * or choose a model the server has with --model NAME (see `ollama list`)."
-                ) from None
-            last = exc
-            if not _is_transport_error(exc):
-                raise AugmentError(f"the Ollama server at {host} refused /api/show: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if not _is_transport_error(exc):
-                raise
-            last = exc
-        time.sleep(config.backoff)
-    else:
-        raise OllamaUnavailable(f"cannot reach an Ollama server at {host} ({_describe(last)}).\n{START_SERVER_HELP}")
-    found = _DIGEST.search(shown.modelfile or "")
-    digest = f"sha256:{found.group(1)}" if found else None
-    if digest is None:
-        wanted = config.model if ":" in config.model else f"{config.model}:latest"
-        for entry in client.list().models:
-            if entry.model in (config.model, wanted) and entry.digest:
-                digest = entry.digest if entry.digest.startswith("sha256:") else f"sha256:{entry.digest}"
-    if digest is None:
-        raise AugmentError(f"the Ollama server at {host} reports no digest for model {config.model!r}")
-    return client, ModelIdentity(name=config.model, digest=digest, host=host, served=model_fingerprint(shown))
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no answer"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _chat_with_retries(client, config: AugmentConfig, messages, options) -> Any:
-    delay = config.backoff
-    for attempt in range(config.transport_retries + 1):
-        try:
-            return client.chat(model=config.model, messages=messages, options=options, stream=False)
-        except Exception as exc:  # noqa: BLE001 - classified below
-            import ollama
-
-            if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
-                raise ModelNotFound(f"model {config.model!r} disappeared from {config.resolved_host}: {exc.error}") from None
-            if isinstance(exc, ollama.ResponseError) and not _is_transport_error(exc):
-                raise RequestRefused(f"the server refused the request (HTTP {exc.status_code}: {exc.error})") from None
-            if not _is_transport_error(exc):
-                raise
-            if attempt == config.transport_retries:
-                raise OllamaUnavailable(
-                    f"lost the Ollama server at {config.resolved_host} after {attempt + 1} tries "
-                    f"({_describe(exc)}).\n{START_SERVER_HELP}"
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
-    raise AssertionError("unreachable")
-
-
-def augment_caption(
-    client, caption: str, key: str, config: AugmentConfig, template: PromptTemplate, identity: ModelIdentity
-) -> dict[str, Any]:
-    """Ask for ``config.k`` descriptions of ``caption``; return its cache record.
-
-    Valid items accumulate over at most ``config.max_attempts`` replies. The record
-    has ``status`` ``"ok"`` (exactly ``k`` descriptions) or ``"failed"`` (fewer;
-    ``reason`` says why and ``rejected`` lists every rejected item). A caption
-    longer than ``config.max_caption_chars``, a request the server refuses
-    (:class:`RequestRefused`, e.g. a prompt longer than ``num_ctx``) and a reply
-    that cannot be read are failures of this caption, recorded with their reason;
-    only a lost server or model (:class:`OllamaUnavailable`, :class:`ModelNotFound`)
-    is raised.
-    """
-    record: dict[str, Any] = {
-        "key": key,
-        "caption": caption,
-        "model": identity.name,
-        "digest": identity.digest,
-        "template": template.version,
-        "k": config.k,
-    }
-    accepted: list[str] = []
-    rejected: list[dict[str, Any]] = []
-    seeds: list[int] = []
-    eval_tokens = 0
-    attempt = 0
-    error: str | None = None
-    if template.vision:  # ``caption`` is the image's path relative to the data root
-        from .data import data_root
-
-        messages = template.messages("", config.k, image=data_root() / caption)
-        anchor = ""  # nothing to compare content words with
-    elif len(caption) > config.max_caption_chars:
-        error = f"caption too long ({len(caption)} characters > max_caption_chars={config.max_caption_chars})"
-        messages, anchor = [], caption
-    else:
-        messages, anchor = template.messages(caption, config.k), caption
-    fixed = prompt_fixed_lines(template.sections)
-    base_options = config.options()
-    for attempt in range(config.max_attempts if error is None else 0):
-        seed = attempt_seed(key, attempt)
-        seeds.append(seed)
-        try:
-            reply = _chat_with_retries(client, config, messages, {**base_options, "seed": seed})
-            content = reply.message.content or ""
-            if not isinstance(content, str):
-                raise TypeError(f"message.content is {type(content).__name__}, not text")
-            eval_tokens += int(reply.eval_count or 0)
-            cut = reply.done_reason == "length"
-        except RequestRefused as exc:
-            error = str(exc)
-            break
-        except (OllamaUnavailable, ModelNotFound):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a reply this client cannot read fails this caption only
-            error = f"malformed reply ({_describe(exc)})"
-            break
-        items = parse_descriptions(content)
-        if not items:
-            rejected.append({"attempt": attempt, "reason": "no items in the reply", "text": content[:300]})
-        for position, item in enumerate(items):
-            if len(accepted) == config.k:
-                break
-            reason = check_description(
-                item, anchor, config.rules, accepted, cut_off=cut and position == len(items) - 1
-            ) or screen_item(item, anchor, fixed)
-            if reason is None:
-                accepted.append(item)
-            else:
-                rejected.append({"attempt": attempt, "reason": reason, "text": item[:300]})
-        if len(accepted) == config.k:
-            break
-    attempts = len(seeds)
-    record.update({
-        "status": "ok" if len(accepted) == config.k and error is None else "failed",
-        "descriptions": accepted,
-        "attempts": attempts,
-        "seeds": seeds,
-        "eval_tokens": eval_tokens,
-        "rejected": rejected,
-    })
-    if error is not None:
-        record["reason"] = error
-    elif record["status"] == "failed":
-        record["reason"] = f"{len(accepted)} of {config.k} valid descriptions after {attempts} attempts"
-    return record
+from osgha_lite.paths import AUGMENTATIONS_DIR as DEFAULT_CACHE_DIR
 
 
 # --------------------------------------------------------------------------- runner
@@ -766,7 +249,7 @@ def augment_captions(
 
 
 def connect_hosts(specs, config: AugmentConfig) -> tuple[HostPool, ModelIdentity]:
-    """Connect to every host of the run (:func:`osgha_lite.llm_hosts.open_pool`); the model's identity.
+    """Connect to every host of the run (:func:`osgha_lite.llm.hosts.open_pool`); the model's identity.
 
     A host that does not answer is left for later (a warning); none answering raises
     :class:`OllamaUnavailable`, a host serving the model differently :class:`AugmentError`.
@@ -897,7 +380,7 @@ def _load_split(dataset: str, split: str, profile: str = "lite"):
     from .data import PROTOCOL_SPLITS, load_dataset, load_profile_split
 
     if split in PROTOCOL_SPLITS:
-        from .config import load_profile
+        from osgha_lite.profiles import load_profile
 
         settings = load_profile(profile)
         if settings["dataset"] != dataset:
@@ -926,23 +409,6 @@ def select_captions(dataset: str, split: str, per_image: int | None = None, limi
         counted[image] += caption not in failed
         chosen.append(caption)
     return chosen[:limit] if limit is not None else chosen
-
-
-IMAGE_GROUP_SEPARATOR = " | "
-
-
-def join_image_captions(captions: Sequence[str], n: int) -> str:
-    """The first ``n`` captions of one image, tidied and joined with ``" | "``: the input
-    text of a per-image prompt such as ``perspectives_v1`` (and the cache key's caption)."""
-    return IMAGE_GROUP_SEPARATOR.join(tidy_caption(c) for c in list(captions)[:n])
-
-
-def image_caption_groups(data, n: int) -> list[str]:
-    """One :func:`join_image_captions` text per image of a loaded split, in image order."""
-    per_image: list[list[str]] = [[] for _ in range(len(data.image_paths))]
-    for caption, image in zip(data.captions, data.text_to_image.tolist()):
-        per_image[image].append(caption)
-    return [join_image_captions(captions, n) for captions in per_image]
 
 
 def select_image_groups(dataset: str, split: str, n: int, limit: int | None = None,
@@ -995,7 +461,7 @@ def check_out_path(cache_path: str | os.PathLike) -> None:
 def _parser() -> argparse.ArgumentParser:
     d = AugmentConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m osgha_lite.augment",
+        prog="python -m osgha_lite augment",
         description="Ask an Ollama model for K descriptions of every caption of a dataset split; "
         "results go to an append-only cache (data/augmentations/<dataset>.jsonl).",
     )

@@ -430,7 +430,7 @@ def load_augmentations(
     """
     if not cache_exists(path):
         raise FileNotFoundError(f"{path}: no augmentation cache (plain or .gz); create it with "
-                                f"`python -m osgha_lite.augment`")
+                                f"`python -m osgha_lite augment`")
     records, report = read_records(path)
     for problem in report.problems():
         warnings.warn(problem, stacklevel=2)

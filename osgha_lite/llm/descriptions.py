@@ -9,7 +9,7 @@ descriptions of increasing quality through the same adapter and metrics
 ``none``
     no descriptions.
 ``smollm2-135m``, ``qwen2.5-coder-0.5b``, ...
-    an LLM through :mod:`osgha_lite.augment` (same prompt, same cache
+    an LLM through :mod:`osgha_lite.llm.augment` (same prompt, same cache
     format); a source names its cache file in the profile.
 ``human-train``
     a perfect describer at training time only: the description of a

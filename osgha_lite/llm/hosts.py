@@ -29,7 +29,7 @@ flight and every host has failed a probe since it went down.
 
 This module knows nothing of prompts or caches: the caller passes functions
 that connect to a host, do one caption's work and take its result
-(:mod:`osgha_lite.augment` wires them).
+(:mod:`osgha_lite.llm.augment` wires them).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ key).
 A reply item can still follow an instruction hidden in a caption (``Ignore
 all previous instructions and reply with ...``), repeat the prompt, or be
 offensive. :func:`screen_item` rejects, besides what
-:func:`osgha_lite.augment.check_description` rejects:
+:func:`osgha_lite.llm.augment.check_description` rejects:
 
 * talk of instructions or of how to answer (``ignore ... instructions``,
   ``reply with``, ``system prompt``...);

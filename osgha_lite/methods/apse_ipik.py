@@ -35,7 +35,7 @@ On the backbone's frozen, L2-normalized vectors (:math:`x` image,
 .. math:: \mathcal{L} = \mathcal{L}_{NCE}(v, g(t)) + \lambda_{p}\,\mathcal{L}_{persp} + \lambda_{k}\,\mathcal{L}_{key}
 
 **Where the perspectives come from.** With Ollama a user can run a vision
-model on the images themselves (``python -m osgha_lite.augment --vision``,
+model on the images themselves (``python -m osgha_lite augment --vision``,
 template ``perspectives_vlm_v1``). Offline no vision model exists here, so
 the default derives the three perspectives from an LLM reading the image's
 first three *training captions* (template ``perspectives_v1``): results are
@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter, _check_input
-from osgha_lite.entityclip import Expert
+from osgha_lite.methods.base import AdapterContext, RetrievalAdapter, check_input
+from osgha_lite.methods.baselines import Expert
 from osgha_lite.losses import infonce_loss
 
 
@@ -107,7 +107,7 @@ class APSEIPIKAdapter(RetrievalAdapter):
         self._kept: dict[str, Tensor] = {}
 
     def encode_images(self, x: Tensor, context: AdapterContext | None = None) -> Tensor:
-        _check_input(x, self.dim, "APSEIPIKAdapter.encode_images")
+        check_input(x, self.dim, "APSEIPIKAdapter.encode_images")
         prompt, similarity, _ = self.pool(x)
         out = F.normalize((1.0 - self.alpha) * x + self.alpha * self.prompt_out(prompt), dim=-1)
         if self.training:
@@ -118,7 +118,7 @@ class APSEIPIKAdapter(RetrievalAdapter):
         return out
 
     def encode_texts(self, x: Tensor, context: AdapterContext | None = None) -> Tensor:
-        _check_input(x, self.dim, "APSEIPIKAdapter.encode_texts")
+        check_input(x, self.dim, "APSEIPIKAdapter.encode_texts")
         return self.text_adapter(x)
 
     def auxiliary_loss(self, images: Tensor, texts: Tensor, image_ids: Tensor, loss_fn) -> Tensor:

@@ -19,7 +19,7 @@ Everything works on the backbone's frozen, L2-normalized vectors
 :math:`\mathbb{R}^d`); the encoders themselves are not fine-tuned.
 
 * **Explanations**: SmolLM2-135M through Ollama with the prompt
-  ``osgha_lite/prompts/explanations_v1.txt`` (one explanation per caption,
+  ``osgha_lite/llm/prompts/explanations_v1.txt`` (one explanation per caption,
   same client and cache as the descriptions; cache
   ``data/augmentations/flickr8k.explanations.jsonl``). Explanations exist
   for the training captions that were sent to the LLM (the first caption of
@@ -65,20 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter, _check_input, bottleneck_mlp, gather_rows
+from osgha_lite.methods.base import AdapterContext, RetrievalAdapter, check_input, gather_rows
+from osgha_lite.methods.baselines import Expert
 from osgha_lite.losses import infonce_loss
-
-
-class Expert(nn.Module):
-    r"""A residual bottleneck expert: :math:`\operatorname{normalize}(\alpha\,a(v) + (1-\alpha)\,v)`."""
-
-    def __init__(self, dim: int, reduction: int, alpha: float) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
-        self.mlp = bottleneck_mlp(dim, max(1, dim // reduction))
-
-    def forward(self, v: Tensor) -> Tensor:
-        return F.normalize(self.alpha * self.mlp(v) + (1.0 - self.alpha) * v, dim=-1)
 
 
 def hardest_negatives(similarity: Tensor, image_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,14 +119,14 @@ class EntityCLIPAdapter(RetrievalAdapter):
 
     # ------------------------------------------------------------------ encoders (test-time path)
     def encode_images(self, x: Tensor, context: AdapterContext | None = None) -> Tensor:
-        _check_input(x, self.dim, "EntityCLIPAdapter.encode_images")
+        check_input(x, self.dim, "EntityCLIPAdapter.encode_images")
         out = self.image_expert(x)
         if self.training:
             self._kept["images"] = out
         return out
 
     def encode_texts(self, x: Tensor, context: AdapterContext | None = None) -> Tensor:
-        _check_input(x, self.dim, "EntityCLIPAdapter.encode_texts")
+        check_input(x, self.dim, "EntityCLIPAdapter.encode_texts")
         out = self.text_expert(x)
         if self.training:
             self._kept["texts"] = out

@@ -56,8 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter, _check_input
-from osgha_lite.entityclip import Expert
+from osgha_lite.methods.base import AdapterContext, RetrievalAdapter, check_input
+from osgha_lite.methods.baselines import Expert
 from osgha_lite.losses import infonce_loss
 
 LEVELS = ("global", "local", "fused")
@@ -146,7 +146,7 @@ class HGANAdapter(RetrievalAdapter):
         return torch.cat(parts, dim=1) / math.sqrt(sum(w.values()))
 
     def _encode(self, x: Tensor, modality: str, context: AdapterContext | None) -> Tensor:
-        _check_input(x, self.dim, f"HGANAdapter.encode_{modality}s")
+        check_input(x, self.dim, f"HGANAdapter.encode_{modality}s")
         levels = self.levels(x, modality, context)
         if self.training:
             self._kept[modality] = levels

@@ -18,7 +18,7 @@ image, that image's captions would appear twice in the text gallery, and a
 missing image would leave the image gallery. Re-ranking every draw against
 its own gallery would cost a full evaluation per draw. Like most retrieval
 studies we use the standard cheap approximation: ranks are computed **once**
-against the full, fixed gallery (:func:`osgha_lite.metrics.query_ranks`) and
+against the full, fixed gallery (:func:`osgha_lite.metrics.retrieval.query_ranks`) and
 only the *queries* are resampled. The interval therefore describes the
 uncertainty due to the choice of queries at the evaluated gallery size,
 which is the quantity a reported R@K refers to.
@@ -37,7 +37,7 @@ caption count :math:`c_i` and the caption hits
     \mathrm{R@K}^{*}_{\mathrm{t2i}} = 100\,\frac{\sum_i w_i H_i}{\sum_i w_i c_i},
 
 and likewise for the mean ranks; medians are weighted medians (floored, as
-in :func:`osgha_lite.metrics.metrics_from_ranks`). These are exactly the
+in :func:`osgha_lite.metrics.retrieval.metrics_from_ranks`). These are exactly the
 metrics of the explicitly resampled query set, computed with a few matrix
 products per batch of draws instead of re-scoring.
 
@@ -58,19 +58,18 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from osgha_lite.metrics import (
+from osgha_lite.metrics.retrieval import (
     DEFAULT_KS,
     QueryRanks,
-    _to_numpy,
-    _validate_ks,
+    to_numpy,
+    validate_ks,
     metric_names,
     metrics_from_ranks,
     query_ranks,
     validate_retrieval_inputs,
 )
-from osgha_lite.runtime import DEFAULT_SEED, generator
+from osgha_lite.runtime import DEFAULT_SEED, generator, progress_bar
 
 DRAW_ENTRIES = 1 << 21  # entries of one batch of draws (draws x items), about 2 M
 
@@ -102,7 +101,7 @@ def _draw_batches(
     """
     rng = generator(seed)
     batch = max(1, min(n_boot, DRAW_ENTRIES // max(width, 1)))
-    with tqdm(total=n_boot, desc=desc, disable=not progress, unit="draw", leave=False) as bar:
+    with progress_bar(total=n_boot, desc=desc, disable=not progress, unit="draw", leave=False) as bar:
         for start in range(0, n_boot, batch):
             size = min(batch, n_boot - start)
             picks = rng.integers(0, n_items, size=(size, n_items))
@@ -221,13 +220,13 @@ def bootstrap_from_ranks(
     from; use it when the ranks are already at hand.
     """
     _validate_bootstrap_args(n_boot, alpha)
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     mapping = _validate_rank_mapping(ranks, text_to_image)
     return _bootstrap_systems([ranks], mapping, n_boot, seed, alpha, ks, progress, lambda v: v[0])
 
 
 def _validate_rank_mapping(ranks: QueryRanks, text_to_image: Any) -> np.ndarray:
-    mapping = _to_numpy(text_to_image, "text_to_image")
+    mapping = to_numpy(text_to_image, "text_to_image")
     if mapping.ndim != 1 or mapping.size != ranks.text_ranks.size or mapping.dtype.kind not in "iu":
         raise ValueError(
             f"text_to_image must be 1-D integers with one entry per text query "
@@ -251,7 +250,7 @@ def bootstrap_metrics(
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> dict[str, ConfidenceInterval]:
-    r"""Percentile bootstrap intervals of every :func:`~osgha_lite.metrics.retrieval_metrics` value.
+    r"""Percentile bootstrap intervals of every :func:`~osgha_lite.metrics.retrieval.retrieval_metrics` value.
 
     Image queries are resampled with replacement, each with all its captions;
     ranks are computed once against the fixed full gallery (module
@@ -261,7 +260,7 @@ def bootstrap_metrics(
     :math:`1-\alpha/2` quantiles of ``n_boot`` resampled values.
     """
     _validate_bootstrap_args(n_boot, alpha)
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     scores, mapping = validate_retrieval_inputs(sims, text_to_image)
     ranks = query_ranks(scores, mapping, ties=ties, chunk_size=chunk_size)
     return _bootstrap_systems([ranks], mapping, n_boot, seed, alpha, ks, progress, lambda v: v[0])
@@ -289,9 +288,9 @@ def bootstrap_difference(
     fixed-gallery approximation). ``point`` is ``metric(a) - metric(b)``.
     """
     _validate_bootstrap_args(n_boot, alpha)
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     scores_a, mapping = validate_retrieval_inputs(sims_a, text_to_image)
-    scores_b = _to_numpy(sims_b, "sims_b")
+    scores_b = to_numpy(sims_b, "sims_b")
     if scores_a.shape != scores_b.shape:
         raise ValueError(
             f"sims_a {scores_a.shape} and sims_b {scores_b.shape} must score the same images and texts"
@@ -325,7 +324,7 @@ def bootstrap_mean_ci(
     retrieval metrics). ``point`` is the plain mean of ``values``.
     """
     _validate_bootstrap_args(n_boot, alpha)
-    data = _to_numpy(values, "values").astype(np.float64)
+    data = to_numpy(values, "values").astype(np.float64)
     if data.ndim != 1 or data.size == 0:
         raise ValueError(f"values must be a non-empty 1-D array, got shape {data.shape}")
     if not np.all(np.isfinite(data)):
@@ -334,7 +333,7 @@ def bootstrap_mean_ci(
     if groups is None:
         sums, sizes = data, np.ones_like(data)
     else:
-        labels = _to_numpy(groups, "groups")
+        labels = to_numpy(groups, "groups")
         if labels.shape != data.shape or labels.dtype.kind not in "iu":
             raise ValueError(
                 f"groups must be integers with one entry per value ({data.size}), "

@@ -30,7 +30,7 @@ Three families, all pure functions of NumPy arrays, all in **bits** unless a
 
 Per-item values come back as arrays with a ``summary()`` of means.
 Confidence intervals come from the per-item arrays through
-``osgha_lite.bootstrap.bootstrap_mean_ci`` (per-caption values, such as the
+``osgha_lite.metrics.bootstrap.bootstrap_mean_ci`` (per-caption values, such as the
 text-to-image retrieval entropies, with ``groups=text_to_image`` so that the
 captions of one image are resampled together).
 """

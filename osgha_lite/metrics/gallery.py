@@ -18,7 +18,7 @@ Top-k search
 Queries go through in blocks of ``block_rows``; only the ``[n_queries, k]``
 answers are kept. :func:`dense_search` is the NumPy reference: one
 ``block_rows x n_gallery`` score block at a time, the top k by
-``argpartition``, best first and, as in :func:`osgha_lite.search.top_k`, equal
+``argpartition``, best first and, as in :func:`osgha_lite.apps.search.top_k`, equal
 scores in gallery order. FAISS returns tied items in its own order, and its
 BLAS may round a score in the last bit differently from NumPy's, so the exact
 index and the reference agree on the top-k *scores*, and on the indices
@@ -28,7 +28,7 @@ other. :func:`topk_recall` measures an approximate index against an exact one:
 
 Exact Recall@K in blocks
 ------------------------
-:func:`blockwise_query_ranks` gives the ranks of :func:`osgha_lite.metrics.query_ranks`
+:func:`blockwise_query_ranks` gives the ranks of :func:`osgha_lite.metrics.retrieval.query_ranks`
 with the same notation and tie rules (pessimistic by default) from the
 embeddings, without the matrix. Texts are taken in the order of their image
 (a stable sort of ``text_to_image``; a copy of ``texts`` only when it is not
@@ -54,7 +54,7 @@ as ``images[a:b] @ texts[c:d].T`` (float32).
 A tile is computed with the same shapes and operands in both steps, so a
 threshold is bit-for-bit the score it is compared with. BLAS libraries round
 a product's last bit differently for different block shapes (OpenBLAS does),
-so the numbers are those of :func:`osgha_lite.metrics.retrieval_metrics` on
+so the numbers are those of :func:`osgha_lite.metrics.retrieval.retrieval_metrics` on
 :func:`tiled_scores`, the same tiles assembled into a matrix (checked in the
 tests, ties included); against ``images @ texts.T`` computed in one call they
 agree exactly whenever no two scores of a query are within that last bit
@@ -71,14 +71,14 @@ from typing import Any
 
 import numpy as np
 
-from osgha_lite.metrics import (
+from osgha_lite.metrics.retrieval import (
     BLOCK_ENTRIES,
     DEFAULT_KS,
     QueryRanks,
-    _format_indices,
-    _to_numpy,
-    _validate_ks,
-    _validate_ties,
+    format_indices,
+    to_numpy,
+    validate_ks,
+    validate_ties,
     metrics_from_ranks,
     validate_retrieval_inputs,
 )
@@ -104,7 +104,7 @@ def check_vectors(vectors: Any, name: str, dim: int | None = None, unit: bool = 
     (with ``unit``) rows whose L2 norm is off 1 by more than
     :data:`UNIT_TOLERANCE`, since inner products are cosines only for unit rows.
     """
-    array = _to_numpy(vectors, name)
+    array = to_numpy(vectors, name)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise GalleryError(f"{name} must be a non-empty 2-D [n, d] array of row vectors, got shape {array.shape}")
     if array.dtype.kind not in "fiu":
@@ -123,13 +123,13 @@ def check_vectors(vectors: Any, name: str, dim: int | None = None, unit: bool = 
         squares[start:start + CHECK_ROWS] = np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
     bad = np.flatnonzero(~finite)
     if bad.size:
-        raise GalleryError(f"{name} has NaN or infinite entries in {bad.size} row(s): {_format_indices(bad)}")
+        raise GalleryError(f"{name} has NaN or infinite entries in {bad.size} row(s): {format_indices(bad)}")
     if unit:
         norms = np.sqrt(squares)
         off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
         if off.size:
             raise GalleryError(
-                f"{name} has {off.size} row(s) whose L2 norm is not 1 (rows {_format_indices(off)}, "
+                f"{name} has {off.size} row(s) whose L2 norm is not 1 (rows {format_indices(off)}, "
                 f"first norm {norms[off[0]]:.6g}); normalise them first (x / np.linalg.norm(x, axis=1, "
                 "keepdims=True)) or pass unit=False if raw inner products are meant"
             )
@@ -167,7 +167,7 @@ def dense_search(queries: Any, gallery: Any, k: int, block_rows: int | None = No
                  unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact top ``k`` of every query by NumPy, one ``block_rows x n_gallery`` score block at a time.
 
-    ``block_rows`` defaults to :data:`osgha_lite.metrics.BLOCK_ENTRIES` //
+    ``block_rows`` defaults to :data:`osgha_lite.metrics.retrieval.BLOCK_ENTRIES` //
     ``n_gallery`` (about 4 M scores per block; with ``argpartition``'s int64
     indices about 64 MB). Returns ``(scores, indices)``, both ``[n_queries,
     k]`` (float32, int64), best first; equal scores keep gallery order.
@@ -351,14 +351,14 @@ def _thresholds(grid: _Grid) -> np.ndarray:
 
 def blockwise_query_ranks(images: Any, texts: Any, text_to_image: Any, *, ties: str = "pessimistic",
                           block_rows: int = 256, block_cols: int = 16384, unit: bool = True) -> QueryRanks:
-    """1-based ranks of every image query and text query, as :func:`osgha_lite.metrics.query_ranks`
+    """1-based ranks of every image query and text query, as :func:`osgha_lite.metrics.retrieval.query_ranks`
     on ``images @ texts.T``, without the matrix (see the module docstring for the tiles and the rule).
 
     ``images`` ``[n_images, d]``, ``texts`` ``[n_texts, d]`` (unit rows unless
     ``unit=False``), ``text_to_image[t]`` the row of text ``t``'s image. Memory
     beyond the inputs: one ``block_rows x block_cols`` tile at a time.
     """
-    ties = _validate_ties(ties)
+    ties = validate_ties(ties)
     grid = _grid(images, texts, text_to_image, block_rows, block_cols, unit)
     n_images, n_texts = grid.images.shape[0], grid.texts.shape[0]
     own = _thresholds(grid)
@@ -391,10 +391,10 @@ def blockwise_query_ranks(images: Any, texts: Any, text_to_image: Any, *, ties: 
 def blockwise_retrieval_metrics(images: Any, texts: Any, text_to_image: Any, ks: Sequence[int] = DEFAULT_KS, *,
                                 ties: str = "pessimistic", block_rows: int = 256, block_cols: int = 16384,
                                 unit: bool = True) -> dict[str, float]:
-    """The dict of :func:`osgha_lite.metrics.retrieval_metrics` (R@K both ways, rSum, medr, meanr)
+    """The dict of :func:`osgha_lite.metrics.retrieval.retrieval_metrics` (R@K both ways, rSum, medr, meanr)
     from embeddings, in blocks: :func:`blockwise_query_ranks` then
-    :func:`osgha_lite.metrics.metrics_from_ranks`."""
-    ks = _validate_ks(ks)
+    :func:`osgha_lite.metrics.retrieval.metrics_from_ranks`."""
+    ks = validate_ks(ks)
     ranks = blockwise_query_ranks(images, texts, text_to_image, ties=ties, block_rows=block_rows,
                                   block_cols=block_cols, unit=unit)
     return metrics_from_ranks(ranks.image_ranks, ranks.text_ranks, ks)

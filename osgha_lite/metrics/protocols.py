@@ -7,7 +7,7 @@ Protocols (:data:`PROTOCOLS`):
 * ``coco-1k``: the mean over five folds of 1,000 consecutive images.
 
 Intervals are percentile-bootstrap 95% intervals from resampling image
-queries with their captions (:func:`osgha_lite.bootstrap.bootstrap_metrics`);
+queries with their captions (:func:`osgha_lite.metrics.bootstrap.bootstrap_metrics`);
 they are computed for the whole-gallery protocols only.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from osgha_lite.bootstrap import bootstrap_metrics
-from osgha_lite.metrics import coco_1k_metrics, coco_5k_metrics, retrieval_metrics
+from osgha_lite.metrics.bootstrap import bootstrap_metrics
+from osgha_lite.metrics.retrieval import coco_1k_metrics, coco_5k_metrics, retrieval_metrics
 
 PROTOCOLS = {"all": retrieval_metrics, "coco-5k": coco_5k_metrics, "coco-1k": coco_1k_metrics}
 WHOLE_GALLERY = ("all", "coco-5k")

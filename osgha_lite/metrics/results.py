@@ -3,7 +3,7 @@
 Each file ``results/<profile>/<method>.<split>.json`` holds
 
 * ``method``, ``dataset``, ``split``, ``backbone`` (the backbone's identity),
-* ``metrics``: the keys of :func:`osgha_lite.metrics.retrieval_metrics`
+* ``metrics``: the keys of :func:`osgha_lite.metrics.retrieval.retrieval_metrics`
   (``i2t_R@1`` ... ``rsum``, median and mean ranks), under the protocol name
   (``all``, ``coco-5k``, ``coco-1k``),
 * ``intervals`` (optional): bootstrap 95% intervals per metric,
@@ -12,7 +12,7 @@ Each file ``results/<profile>/<method>.<split>.json`` holds
 
 Files are written atomically with sorted keys, and hold no timestamps and
 no wall-clock times (those go to the uncommitted timing log,
-:mod:`osgha_lite.timings`), so a rerun that gives the same numbers gives
+:mod:`osgha_lite.train.timings`), so a rerun that gives the same numbers gives
 the same bytes. The folder is ``$OSGHA_RESULTS_DIR`` or the repository's
 ``results/``.
 """
@@ -23,20 +23,11 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from osgha_lite.atomic import atomic_write_json
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.paths import RESULTS_ENV, results_root  # noqa: F401 - also reachable from here
 
-RESULTS_ENV = "OSGHA_RESULTS_DIR"
 METRIC_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
 REQUIRED = ("method", "dataset", "split", "backbone", "metrics", "config")
-
-
-def results_root() -> Path:
-    """``$OSGHA_RESULTS_DIR`` if set, else ``<repository>/results``."""
-    value = os.environ.get(RESULTS_ENV)
-    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "results"
 
 
 def result_path(profile: str, method: str, split: str) -> Path:
@@ -48,7 +39,7 @@ def write_result(profile: str, method: str, dataset: str, split: str, backbone: 
     """Write one evaluation; ``metrics`` maps protocol name -> metric dict.
 
     The file is :func:`result_path`, or ``<folder>/<method>.<split>.json`` when ``folder`` is given
-    (evaluations on other datasets, :mod:`osgha_lite.evaluate`).
+    (evaluations on other datasets, :mod:`osgha_lite.apps.evaluate`).
     """
     for protocol, values in metrics.items():
         missing = [key for key in METRIC_KEYS if key not in values]
@@ -74,7 +65,7 @@ def read_result(path: str | os.PathLike) -> dict:
     return record
 
 
-def load_results(profile: str, pattern: str = "*.json", protocol: str | None = None) -> pd.DataFrame:
+def load_results(profile: str, pattern: str = "*.json", protocol: str | None = None) -> "pd.DataFrame":
     """All results of a profile as a table: one row per (file, protocol), metric columns
     plus ``low``/``high`` interval columns where present."""
     rows = []
@@ -89,4 +80,6 @@ def load_results(profile: str, pattern: str = "*.json", protocol: str | None = N
             for key, (low, high) in record.get("intervals", {}).get(name, {}).items():
                 row[f"{key}_low"], row[f"{key}_high"] = low, high
             rows.append(row)
+    import pandas as pd  # not in the core install: only tables need it
+
     return pd.DataFrame(rows)

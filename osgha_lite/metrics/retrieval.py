@@ -101,7 +101,7 @@ class QueryRanks(NamedTuple):
 # ---------------------------------------------------------------------------
 
 
-def _to_numpy(array: Any, name: str) -> np.ndarray:
+def to_numpy(array: Any, name: str) -> np.ndarray:
     """NumPy view of a NumPy array, torch tensor or nested sequence."""
     try:
         import torch
@@ -118,7 +118,7 @@ def _to_numpy(array: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array or tensor, got {type(array).__name__}") from error
 
 
-def _format_indices(indices: np.ndarray) -> str:
+def format_indices(indices: np.ndarray) -> str:
     listed = ", ".join(str(int(i)) for i in indices[:MAX_LISTED])
     more = f", ... ({indices.size - MAX_LISTED} more)" if indices.size > MAX_LISTED else ""
     return f"[{listed}{more}]"
@@ -137,7 +137,7 @@ def validate_retrieval_inputs(sims: Any, text_to_image: Any) -> tuple[np.ndarray
     with one entry per column of ``sims``, an index is out of range, or an
     image has no caption.
     """
-    scores = _to_numpy(sims, "sims")
+    scores = to_numpy(sims, "sims")
     if scores.ndim != 2:
         raise ValueError(
             f"sims must be a 2-D (n_images, n_texts) score matrix, got shape {scores.shape}"
@@ -150,7 +150,7 @@ def validate_retrieval_inputs(sims: Any, text_to_image: Any) -> tuple[np.ndarray
         raise TypeError(f"sims must hold real numbers, got dtype {scores.dtype}")
 
     n_images, n_texts = scores.shape
-    mapping = _to_numpy(text_to_image, "text_to_image")
+    mapping = to_numpy(text_to_image, "text_to_image")
     if mapping.ndim != 1:
         raise ValueError(
             f"text_to_image must be 1-D (one image index per text), got shape {mapping.shape}"
@@ -173,19 +173,19 @@ def validate_retrieval_inputs(sims: Any, text_to_image: Any) -> tuple[np.ndarray
     if bad.size:
         raise ValueError(
             f"text_to_image has {bad.size} index(es) outside [0, {n_images}) (sims has {n_images} "
-            f"rows): texts {_format_indices(bad)} -> values {_format_indices(mapping[bad])}"
+            f"rows): texts {format_indices(bad)} -> values {format_indices(mapping[bad])}"
         )
     uncaptioned = np.flatnonzero(np.bincount(mapping, minlength=n_images) == 0)
     if uncaptioned.size:
         raise ValueError(
             f"{uncaptioned.size} image(s) have no caption in text_to_image: image indices "
-            f"{_format_indices(uncaptioned)}. Image-to-text recall needs at least one caption per "
+            f"{format_indices(uncaptioned)}. Image-to-text recall needs at least one caption per "
             "image: drop those rows from sims or fix text_to_image."
         )
     return scores, mapping
 
 
-def _validate_ks(ks: Iterable[int]) -> tuple[int, ...]:
+def validate_ks(ks: Iterable[int]) -> tuple[int, ...]:
     values = tuple(ks)
     if not values or any(
         isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in values
@@ -196,7 +196,7 @@ def _validate_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return tuple(int(k) for k in values)
 
 
-def _validate_ties(ties: str) -> str:
+def validate_ties(ties: str) -> str:
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     return ties
@@ -233,7 +233,7 @@ def query_ranks(
     ``chunk_size`` is the number of image rows per block (default: about 4 M
     entries per block). The result does not depend on it.
     """
-    ties = _validate_ties(ties)
+    ties = validate_ties(ties)
     scores, mapping = validate_retrieval_inputs(sims, text_to_image)
     n_images, n_texts = scores.shape
     rows = _rows_per_block(chunk_size, n_texts)
@@ -251,7 +251,7 @@ def query_ranks(
             nan_rows = start + np.flatnonzero(np.isnan(block).any(axis=1))
             raise ValueError(
                 f"sims contains NaN in {nan_rows.size} row(s) of this block, first rows "
-                f"{_format_indices(nan_rows)}; check the embeddings for NaN before scoring"
+                f"{format_indices(nan_rows)}; check the embeddings for NaN before scoring"
             )
         # Explicit positives of this block: positives[r, t] = (g(t) == start + r).
         positives = mapping[None, :] == np.arange(start, stop)[:, None]
@@ -295,7 +295,7 @@ def text_query_ranks(
 
 def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
     """Keys of :func:`retrieval_metrics`, in order, for the given ``ks``."""
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     recalls = [f"{direction}_R@{k}" for direction in ("i2t", "t2i") for k in ks]
     return [*recalls, "rsum", "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"]
 
@@ -314,7 +314,7 @@ def metrics_from_ranks(
     ``rsum`` the sum of all recalls of both directions, ``medr`` the floored
     median and ``meanr`` the mean rank. Values are plain Python floats.
     """
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     image_ranks = np.asarray(image_ranks)
     text_ranks = np.asarray(text_ranks)
     if image_ranks.size == 0 or text_ranks.size == 0:
@@ -369,7 +369,7 @@ def retrieval_metrics(
         and :math:`r^{\mathrm{t2i}}_t = 1 + \#\{i \ne g(t) : S_{it} \ge S_{g(t)t}\}`,
         :math:`\mathrm{R@K} = 100 \cdot \mathrm{mean}[r \le K]`.
     """
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     ranks = query_ranks(sims, text_to_image, ties=ties, chunk_size=chunk_size)
     return metrics_from_ranks(ranks.image_ranks, ranks.text_ranks, ks)
 
@@ -417,7 +417,7 @@ def coco_1k_metrics(
     :func:`retrieval_metrics`. Every returned value, ``rsum``, ``medr`` and
     ``meanr`` included, is the unweighted mean over the folds.
     """
-    ks = _validate_ks(ks)
+    ks = validate_ks(ks)
     scores, mapping = validate_retrieval_inputs(sims, text_to_image)
     per_fold = []
     for images in fold_slices(scores.shape[0], n_folds):

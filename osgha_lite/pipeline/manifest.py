@@ -9,14 +9,14 @@ relative to the repository (``results/lite/os-hgadapter.test.json``,
 * ``sha256`` of the file's bytes;
 * for tables, ``digits`` (the decimals shown in the Markdown/LaTeX).
 
-:func:`osgha_lite.figures.save_figure` and
-:func:`~osgha_lite.figures.save_table` keep figures and tables up to date as
+:func:`osgha_lite.pipeline.figures.save_figure` and
+:func:`~osgha_lite.pipeline.figures.save_table` keep figures and tables up to date as
 they are saved. Result files (``results/<profile>/**/*.json``, the source of
 every table) are written by several notebooks; :func:`register_results`
-records them: the runner (:mod:`osgha_lite.runner`) after a successful run,
-naming the notebook that wrote each one, and ``python -m osgha_lite.manifest
+records them: the runner (:mod:`osgha_lite.pipeline.runner`) after a successful run,
+naming the notebook that wrote each one, and ``python -m osgha_lite manifest
 register-results`` for a tree written otherwise (``make test``'s nbval run).
-Two checks use the manifest (``python -m osgha_lite.manifest check``):
+Two checks use the manifest (``python -m osgha_lite manifest check``):
 
 * **disk**: every artifact listed exists with the recorded SHA-256, and
   every file in ``figures/<profile>/``, ``results/<profile>/tables/`` and
@@ -38,7 +38,7 @@ Two checks use the manifest (``python -m osgha_lite.manifest check``):
   prints (metrics are percentages shown to one or two decimals), so a change
   a table could show fails. The t-SNE map's raw coordinates are compared
   through a summary of the map (:data:`SUMMARISED_FIELDS`). No artifact holds a wall-clock time (those
-  go to the uncommitted timing log, :mod:`osgha_lite.timings`), so every
+  go to the uncommitted timing log, :mod:`osgha_lite.train.timings`), so every
   field and column is compared: all are deterministic under the fixed seeds
   and threads.
 """
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Iterable
 
 from osgha_lite.atomic import atomic_write_json
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.paths import PROJECT_ROOT, figures_root, results_root
 
 MANIFEST_NAME = "manifest.json"
 RESULT_TOLERANCE = 0.005
@@ -83,9 +83,6 @@ class Roots:
     @classmethod
     def current(cls) -> "Roots":
         """The folders the package writes to now (``$OSGHA_FIGURES_DIR`` / ``$OSGHA_RESULTS_DIR`` aware)."""
-        from osgha_lite.figures import figures_root  # lazy: osgha_lite.figures imports this module
-        from osgha_lite.results import results_root
-
         return cls(figures_root(), results_root())
 
     @classmethod
@@ -159,7 +156,7 @@ def result_writer(profile: str, roots: Roots, path: Path) -> str:
     folder = parts[0] if len(parts) > 1 else ""
     if folder not in RESULT_WRITERS:
         raise ValueError(f"{path}: no notebook is known to write results/{profile}/{folder}/; add the folder to "
-                         f"osgha_lite.manifest.RESULT_WRITERS or register it through the runner")
+                         f"osgha_lite.pipeline.manifest.RESULT_WRITERS or register it through the runner")
     return RESULT_WRITERS[folder]
 
 
@@ -213,9 +210,9 @@ def check_disk(profile: str, roots: Roots) -> list[str]:
                             f"regenerate it with notebook {entry['notebook']}")
     for key in artifact_files(profile, roots):
         if key not in artifacts:
-            how = ("record it with `python -m osgha_lite.manifest register-results --profile "
+            how = ("record it with `python -m osgha_lite manifest register-results --profile "
                    f"{profile}` (the runner does after a run)" if key.endswith(".json") and "/tables/" not in key
-                   else "save it through osgha_lite.figures")
+                   else "save it through osgha_lite.pipeline.figures")
             problems.append(f"{key}: on disk but not in {manifest_path.name}; {how}, or delete it")
     return problems
 
@@ -325,7 +322,7 @@ def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m osgha_lite.manifest",
+    parser = argparse.ArgumentParser(prog="python -m osgha_lite manifest",
                                      description="Check results, figures and tables against their manifest.")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the committed artifacts (and optionally a regenerated tree)")

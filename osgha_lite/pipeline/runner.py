@@ -21,11 +21,11 @@ the executed copy.
 
 Usage::
 
-    python -m osgha_lite.runner                     # every notebook, profile lite
-    python -m osgha_lite.runner --only 00 04        # some of them
-    python -m osgha_lite.runner --profile paper-flickr30k
-    python -m osgha_lite.runner --smoke             # tiny subsets, for a quick check
-    python -m osgha_lite.runner --store-reference   # after a run: copy checked outputs into the sources
+    python -m osgha_lite run                     # every notebook, profile lite
+    python -m osgha_lite run --only 00 04        # some of them
+    python -m osgha_lite run --profile paper-flickr30k
+    python -m osgha_lite run --smoke             # tiny subsets, for a quick check
+    python -m osgha_lite run --store-reference   # after a run: copy checked outputs into the sources
 
 nbval re-executes the source notebooks in ``make test``. Cells marked
 ``# NBVAL_CHECK_OUTPUT`` must reproduce the output stored in the source;
@@ -46,11 +46,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.paths import EXECUTED_NOTEBOOKS_DIR as OUTPUT_DIR
+from osgha_lite.paths import NOTEBOOKS_DIR, STAGING_DIR
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-OUTPUT_DIR = PROJECT_ROOT / "build" / "notebooks"
-STAGING_DIR = PROJECT_ROOT / "build" / "staging"
 REQUIRED_PARAMETERS = ("PROFILE", "SEED", "SMOKE")
 
 
@@ -151,8 +149,8 @@ def run_notebooks(profile: str = "lite", seed: int = 0, smoke: bool = False, onl
     records ``run_id`` (default: :func:`new_run_id`) in its metadata."""
     import papermill
 
-    from osgha_lite.config import notebook_profile
-    from osgha_lite.manifest import Roots, register_results
+    from osgha_lite.profiles import notebook_profile
+    from osgha_lite.pipeline.manifest import Roots, register_results
     from osgha_lite.runtime import portable_kernel_environment
 
     notebooks_dir = Path(notebooks_dir or NOTEBOOKS_DIR)

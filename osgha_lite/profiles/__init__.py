@@ -35,7 +35,7 @@ import copy
 import json
 from pathlib import Path
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent
 REQUIRED_FIELDS = ("name", "dataset", "backbone")
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from osgha_lite.atomic import IntegrityError, atomic_write_bytes
-from osgha_lite.textfiles import json_type
+from osgha_lite.data.textfiles import json_type
 
 FORMAT = "osgha-checkpoint-1"
 SUFFIX = ".safetensors"

@@ -5,13 +5,13 @@ A *method* is a named entry of a profile's ``"methods"`` (or of a sweep)::
     {"adapter": "hypergraph", "options": {"k": 5, "reduced_dim": 128},
      "descriptions": 3, "train": {"lr": 1e-4}}
 
-``adapter`` is a name of :data:`osgha_lite.adapters.ADAPTERS`; ``options``
+``adapter`` is a name of :data:`osgha_lite.methods.ADAPTERS`; ``options``
 go to its constructor; ``descriptions`` is how many LLM descriptions per
 caption the method may use (0 = none); ``memory_descriptions`` (default
 false) also puts the training captions' descriptions into the memory bank
 (:func:`description_memory`); ``train`` overrides the profile's
 adapter training settings (``profile["adapter_training"]["train"]``, a
-:class:`osgha_lite.training.TrainConfig`).
+:class:`osgha_lite.train.fit.TrainConfig`).
 
 * :func:`load_profile_augmentations` reads the profile's LLM descriptions
   (``{}`` when its cache file does not exist);
@@ -21,13 +21,13 @@ adapter training settings (``profile["adapter_training"]["train"]``, a
   (the neighbour searches are shared between the methods of a process by
   :func:`cached_neighbour_table`).
 * :func:`score_method` trains the prepared adapter with
-  :func:`osgha_lite.training.fit` (early stopping on dev rSum, checkpointed
+  :func:`osgha_lite.train.fit.fit` (early stopping on dev rSum, checkpointed
   in ``.cache/adapters/``, so reruns load it) and encodes dev and test;
   :func:`run_method` adds the test metrics with bootstrap intervals and writes
   ``results/<profile>/<method>.test.json`` with the method's options, its
   dev metrics, its training history and whether the test gallery was used
   (``transductive``); its wall-clock times go to the timing log
-  (:mod:`osgha_lite.timings`), not the result file.
+  (:mod:`osgha_lite.train.timings`), not the result file.
 * :func:`sweep_methods` lists one-at-a-time variations of a base method.
 """
 
@@ -40,15 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osgha_lite import timings
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter, build_adapter
-from osgha_lite.config import merge
-from osgha_lite.data import PROJECT_ROOT, data_root, protocol_settings
-from osgha_lite.evaluation import evaluate_similarity
-from osgha_lite.features import cache_root
-from osgha_lite.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
-from osgha_lite.results import write_result
-from osgha_lite.training import (
+from osgha_lite.train import timings
+from osgha_lite.methods import AdapterContext, RetrievalAdapter, build_adapter
+from osgha_lite.profiles import merge
+from osgha_lite.data import protocol_settings
+from osgha_lite.metrics.protocols import evaluate_similarity
+from osgha_lite.paths import PROJECT_ROOT, cache_root, data_root
+from osgha_lite.methods.hypergraph import TEXT, MemoryBank, NeighbourTable, neighbour_table
+from osgha_lite.metrics.results import write_result
+from osgha_lite.train.fit import (
     SplitFeatures,
     TrainConfig,
     array_digest,
@@ -95,7 +95,7 @@ class Embedded:
         return float(self.description_mask.any(axis=1).mean()) if len(self.texts) else 0.0
 
 
-def _repository_path(relative: str) -> Path:
+def repository_path(relative: str) -> Path:
     path = Path(relative)
     return path if path.is_absolute() else PROJECT_ROOT / path
 
@@ -104,7 +104,7 @@ def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
     """The profile's LLM descriptions, caption text -> list of descriptions; {} when there are none.
 
     Reads ``profile["augmentation"]["cache"]`` (a path relative to the
-    repository root, or absolute) with :func:`osgha_lite.augment.load_augmentations`.
+    repository root, or absolute) with :func:`osgha_lite.llm.augment.load_augmentations`.
     When the profile names no cache or the file does not exist, returns an
     empty dict: every method then runs without descriptions (the notebooks
     report the coverage, so a missing cache is visible).
@@ -115,9 +115,9 @@ def load_profile_augmentations(profile: dict) -> dict[str, list[str]]:
 
 def load_cache_texts(relative: str) -> dict[str, list[str]]:
     """Input text -> LLM texts of an augmentation cache file (``{}`` when the file does not exist)."""
-    from osgha_lite.augment import cache_exists, load_augmentations  # the reader of the augmentation cache
+    from osgha_lite.llm.cache import cache_exists, load_augmentations  # the reader of the augmentation cache
 
-    path = _repository_path(relative)
+    path = repository_path(relative)
     return load_augmentations(path) if cache_exists(path) else {}
 
 
@@ -175,7 +175,7 @@ _TABLE_CACHE: dict[str, NeighbourTable] = {}
 
 def cached_neighbour_table(adapter, split_name: str, features: torch.Tensor, modality: str,
                            group_ids: torch.Tensor | None) -> NeighbourTable:
-    """The :class:`~osgha_lite.hypergraph.NeighbourTable` of a split's rows against the adapter's memory.
+    """The :class:`~osgha_lite.methods.hypergraph.NeighbourTable` of a split's rows against the adapter's memory.
 
     Kept in memory for the process, keyed by a digest of the rows, the
     groups and the memory bank, so the methods and sweeps of a notebook
@@ -346,7 +346,7 @@ def score_method(name: str, method: dict, profile: dict, backbone_identity: str,
                  log=None) -> ScoredMethod:
     """Prepare a method, train it (or load its checkpoint), and encode dev and test.
 
-    Trainable adapters are fitted with :func:`osgha_lite.training.fit`,
+    Trainable adapters are fitted with :func:`osgha_lite.train.fit.fit`,
     checkpointed in :func:`method_checkpoint` (a digest of every input that
     shapes the run); a second call with the same inputs loads the
     checkpoint instead of training. ``log`` (a callable taking a line) is
@@ -384,9 +384,9 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     """Train (or load) and evaluate one method; write and return its result record.
 
     ``test`` is the profile's test split by default; for another dataset
-    (:mod:`osgha_lite.evaluate`) ``dataset`` and ``split`` name it in the
+    (:mod:`osgha_lite.apps.evaluate`) ``dataset`` and ``split`` name it in the
     record and ``folder`` is where the file goes
-    (:func:`osgha_lite.results.write_result`). ``log`` goes to
+    (:func:`osgha_lite.metrics.results.write_result`). ``log`` goes to
     :func:`score_method`. ``skipped_images`` (path -> problem: test images
     left out because they cannot be decoded) is recorded, when not empty, as
     ``skipped_images``: their count and the first 20 with their problems.
@@ -395,8 +395,8 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
     (test, per protocol), "dev_metrics", "history" (None when nothing is
     trained), "prepare_seconds", "seconds" (total)}``. The result file also
     holds the dev metrics and the training history, but no wall-clock time:
-    the times go to the timing log (:mod:`osgha_lite.timings`, entry
-    :func:`~osgha_lite.timings.result_name` of the result file).
+    the times go to the timing log (:mod:`osgha_lite.train.timings`, entry
+    :func:`~osgha_lite.train.timings.result_name` of the result file).
     """
     started = time.perf_counter()
     seed = profile.get("seed", 0)
@@ -422,7 +422,7 @@ def run_method(name: str, method: dict, profile: dict, backbone_identity: str,
         training=history.result_dict() if history is not None else None,
     )
     if skipped_images:
-        from osgha_lite.cli import display_path
+        from osgha_lite.paths import display_path
 
         record["skipped_images"] = {"count": len(skipped_images), "examples": {
             display_path(path): problem for path, problem in list(skipped_images.items())[:20]}}
@@ -452,7 +452,7 @@ def method_embeddings(method: dict, backbone, splits: dict, embedded: dict[str, 
       EntityCLIP's explanations; ``descriptions`` says how many per caption.
     * ``image_texts``: ``{"cache": PATH, "captions_per_image": N}``: LLM texts
       per *training* image, looked up by the image's first N captions joined
-      (:func:`osgha_lite.augment.image_caption_groups`), e.g. APSE-IPIK's
+      (:func:`osgha_lite.llm.augment.image_caption_groups`), e.g. APSE-IPIK's
       caption-derived perspectives. Dev and test images get none: texts made
       from captions must not reach a test image. With ``"source": "vision"``
       the texts were written by a vision model from the pixels
@@ -474,7 +474,7 @@ def method_embeddings(method: dict, backbone, splits: dict, embedded: dict[str, 
             out[split] = _EXTRA_CACHE[key]
     image_texts = method.get("image_texts")
     if image_texts:
-        from osgha_lite.augment import image_caption_groups
+        from osgha_lite.llm.prompt import image_caption_groups
 
         for split, data in splits.items():
             key = ("image_texts", image_texts["cache"], image_texts.get("source", "captions"),

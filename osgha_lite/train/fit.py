@@ -2,7 +2,7 @@
 
 Any module with ``encode_images(x, context)`` and ``encode_texts(x, context)``
 returning L2-normalized vectors (the lite projection heads, the baselines and
-the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
+the hypergraph adapter of :mod:`osgha_lite.methods`) is trained by :func:`fit`:
 
 * an epoch walks over every training caption once in shuffled batches of
   ``batch_size`` captions, each paired with its image; captions of the same
@@ -14,7 +14,7 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
   matching and fused terms, APSE-IPIK's perspective and key terms, HGAN's
   per-level terms), computed from what its last ``encode_*`` calls kept;
 * AdamW; the dev split is evaluated (rSum of
-  :func:`osgha_lite.metrics.retrieval_metrics`) before training (**epoch
+  :func:`osgha_lite.metrics.retrieval.retrieval_metrics`) before training (**epoch
   0**, the state as initialised) and after each training epoch ``1..epochs``;
   the best state is kept, so a model that training does not improve on dev
   keeps its initial state (``best_epoch == 0``, :attr:`TrainHistory.improved`
@@ -24,7 +24,7 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
   atomically after every epoch, so an interrupted run resumes where it
   stopped, and a finished run is loaded instead of retrained. It is a
   ``.safetensors`` file with a JSON state and a SHA-256 inside
-  (:mod:`osgha_lite.checkpoint`): loading never unpickles, and a truncated
+  (:mod:`osgha_lite.train.checkpoint`): loading never unpickles, and a truncated
   or damaged checkpoint stops the run with an error that names the file and
   says to delete it to train again (it is neither trusted nor silently
   overwritten). A checkpoint of another :data:`FIT_VERSION` is trained
@@ -39,8 +39,6 @@ the hypergraph adapter of :mod:`osgha_lite.adapters`) is trained by :func:`fit`:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,9 +48,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from osgha_lite.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from osgha_lite.atomic import array_digest, config_digest  # noqa: F401 - also reachable from here
+from osgha_lite.train.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
 from osgha_lite.losses import CombinedLoss
-from osgha_lite.metrics import retrieval_metrics
+from osgha_lite.metrics.retrieval import retrieval_metrics
 from osgha_lite.runtime import pick_device, seed_everything
 
 
@@ -86,7 +85,7 @@ class SplitFeatures:
 
     ``images`` is ``[n_images, d_image]``, ``texts`` is ``[n_texts, d_text]``,
     ``text_to_image[j]`` is the image of text ``j``; ``text_context`` and
-    ``image_context`` (optional :class:`osgha_lite.adapters.AdapterContext`)
+    ``image_context`` (optional :class:`osgha_lite.methods.AdapterContext`)
     are sliced by rows together with the features.
     """
 
@@ -133,7 +132,7 @@ class TrainHistory:
 
     def result_dict(self) -> dict:
         """:meth:`as_dict` without the wall-clock ``seconds``: the history as a result file stores it
-        (times go to :mod:`osgha_lite.timings`)."""
+        (times go to :mod:`osgha_lite.train.timings`)."""
         values = self.as_dict()
         del values["seconds"]
         return values
@@ -164,31 +163,10 @@ def encode_split(model, split: SplitFeatures, batch_size: int = 2048) -> tuple[t
 
 
 def evaluate(model, split: SplitFeatures, batch_size: int = 2048) -> dict[str, float]:
-    """Retrieval metrics of ``model`` on ``split`` (see :func:`osgha_lite.metrics.retrieval_metrics`)."""
+    """Retrieval metrics of ``model`` on ``split`` (see :func:`osgha_lite.metrics.retrieval.retrieval_metrics`)."""
     images, texts = encode_split(model, split, batch_size)
     sims = (images @ texts.T).cpu().numpy()
     return retrieval_metrics(sims, split.text_to_image.cpu().numpy())
-
-
-def config_digest(*parts: Any) -> str:
-    """Short SHA-256 of JSON-serialisable parts, used to name checkpoints."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def array_digest(*arrays) -> str:
-    """Short SHA-256 of arrays or tensors (dtype, shape and bytes of each, in order; ``None`` allowed)."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            digest.update(b"none")
-            continue
-        if isinstance(array, torch.Tensor):
-            array = array.detach().cpu().numpy()
-        array = np.ascontiguousarray(array)
-        digest.update(json.dumps([str(array.dtype), list(array.shape)]).encode("utf-8"))
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
 
 
 def split_digest(split: "SplitFeatures") -> str:
@@ -226,7 +204,7 @@ def _load_state(checkpoint: Path) -> dict | None:
 def checkpoint_finished(checkpoint: str | Path) -> bool:
     """Whether ``checkpoint`` holds a finished run, which :func:`fit` loads without training.
 
-    Raises :class:`osgha_lite.checkpoint.CheckpointError` for a damaged file.
+    Raises :class:`osgha_lite.train.checkpoint.CheckpointError` for a damaged file.
     """
     state = _load_state(checkpoint_file(checkpoint))
     return state is not None and state.get("version") == FIT_VERSION and bool(state.get("history", {}).get("finished"))

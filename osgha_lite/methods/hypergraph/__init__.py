@@ -15,17 +15,17 @@ documented in the module where it is made.
 
 Modules, in reading order
 -------------------------
-* :mod:`~osgha_lite.hypergraph.structure` - the :class:`Hypergraph`
+* :mod:`~osgha_lite.methods.hypergraph.structure` - the :class:`Hypergraph`
   incidence, pure hyperedge builders and :func:`hypergraph_conv` (HGNN).
-* :mod:`~osgha_lite.hypergraph.memory` - the :class:`MemoryBank` of
+* :mod:`~osgha_lite.methods.hypergraph.memory` - the :class:`MemoryBank` of
   training nodes and :func:`paired_rows`.
-* :mod:`~osgha_lite.hypergraph.links` - what each query needs from the
+* :mod:`~osgha_lite.methods.hypergraph.links` - what each query needs from the
   bank (:class:`MemoryLinks`, :class:`NeighbourTable`), searched once.
-* :mod:`~osgha_lite.hypergraph.query` - the per-query ("ego") hypergraphs
+* :mod:`~osgha_lite.methods.hypergraph.query` - the per-query ("ego") hypergraphs
   with semantic, kNN and pair hyperedges (:func:`build_query_hypergraph`).
-* :mod:`~osgha_lite.hypergraph.hubness` - the hubness correction
+* :mod:`~osgha_lite.methods.hypergraph.hubness` - the hubness correction
   (:func:`hubness_phase`).
-* :mod:`~osgha_lite.hypergraph.adapter` - :class:`HypergraphAdapter`, the
+* :mod:`~osgha_lite.methods.hypergraph.adapter` - :class:`HypergraphAdapter`, the
   module, and the inductive test-time protocol.
 
 Every public name is importable from this package.
@@ -33,15 +33,15 @@ Every public name is importable from this package.
 
 from __future__ import annotations
 
-from osgha_lite.hypergraph.adapter import (
+from osgha_lite.methods.hypergraph.adapter import (
     DUPLICATE_SIMILARITY,
     HYPEREDGE_KINDS,
     INITS,
     TEST_MODES,
     HypergraphAdapter,
 )
-from osgha_lite.hypergraph.hubness import HUBNESS_PHASE_SCALE, hubness_beta_squared, hubness_phase
-from osgha_lite.hypergraph.links import (
+from osgha_lite.methods.hypergraph.hubness import HUBNESS_PHASE_SCALE, hubness_beta_squared, hubness_phase
+from osgha_lite.methods.hypergraph.links import (
     MemoryLinks,
     NeighbourTable,
     hubness_cohesion,
@@ -49,9 +49,9 @@ from osgha_lite.hypergraph.links import (
     memory_neighbours,
     neighbour_table,
 )
-from osgha_lite.hypergraph.memory import IMAGE, MODALITY_CODES, TEXT, MemoryBank, paired_rows
-from osgha_lite.hypergraph.query import QueryHypergraph, build_query_hypergraph
-from osgha_lite.hypergraph.structure import (
+from osgha_lite.methods.hypergraph.memory import IMAGE, MODALITY_CODES, TEXT, MemoryBank, paired_rows
+from osgha_lite.methods.hypergraph.query import QueryHypergraph, build_query_hypergraph
+from osgha_lite.methods.hypergraph.structure import (
     Hypergraph,
     combine_hypergraphs,
     edge_degrees,

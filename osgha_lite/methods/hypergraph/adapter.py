@@ -1,18 +1,18 @@
 r"""The hypergraph adapter: OS-HGAdapter as this project reads it.
 
-:class:`HypergraphAdapter` (interface of :mod:`osgha_lite.adapters`) runs
-HGNN's convolution (:func:`~osgha_lite.hypergraph.structure.hypergraph_conv`)
+:class:`HypergraphAdapter` (interface of :mod:`osgha_lite.methods`) runs
+HGNN's convolution (:func:`~osgha_lite.methods.hypergraph.structure.hypergraph_conv`)
 over each query's ego hypergraph
-(:func:`~osgha_lite.hypergraph.query.build_query_hypergraph`) in a reduced
+(:func:`~osgha_lite.methods.hypergraph.query.build_query_hypergraph`) in a reduced
 dimension, restores the original one and mixes the result with the input by
-a residual ratio, as the paper describes (:mod:`osgha_lite.hypergraph`).
+a residual ratio, as the paper describes (:mod:`osgha_lite.methods.hypergraph`).
 Beyond the paper, and documented where they are made, this module adds:
 initialising the reduction on the memory's principal subspace, activation
 placement, how training rows avoid linking to their own image, and the
 inductive test protocol (class docstring and below); the memory bank
-(:mod:`~osgha_lite.hypergraph.memory`), kNN and pair hyperedges
-(:mod:`~osgha_lite.hypergraph.query`) and the hubness correction
-(:mod:`~osgha_lite.hypergraph.hubness`) are documented in their modules.
+(:mod:`~osgha_lite.methods.hypergraph.memory`), kNN and pair hyperedges
+(:mod:`~osgha_lite.methods.hypergraph.query`) and the hubness correction
+(:mod:`~osgha_lite.methods.hypergraph.hubness`) are documented in their modules.
 
 Test-time protocol (inductive by default)
 -----------------------------------------
@@ -38,16 +38,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from osgha_lite.adapters import AdapterContext, RetrievalAdapter
-from osgha_lite.dropout import PortableDropout
-from osgha_lite.hypergraph.hubness import hubness_beta_squared, hubness_phase
-from osgha_lite.hypergraph.links import MemoryLinks, NeighbourTable, hubness_cohesion, memory_links, neighbour_table
-from osgha_lite.hypergraph.memory import IMAGE, TEXT, MemoryBank, _modality_code, _modality_pool
-from osgha_lite.hypergraph.query import QueryHypergraph, build_query_hypergraph
-from osgha_lite.hypergraph.structure import hypergraph_conv, hypergraph_conv_rows
-from osgha_lite.training import array_digest
+from osgha_lite.atomic import array_digest
+from osgha_lite.methods.base import AdapterContext, RetrievalAdapter
+from osgha_lite.methods.dropout import PortableDropout
+from osgha_lite.methods.hypergraph.hubness import hubness_beta_squared, hubness_phase
+from osgha_lite.methods.hypergraph.links import MemoryLinks, NeighbourTable, hubness_cohesion, memory_links, neighbour_table
+from osgha_lite.methods.hypergraph.memory import IMAGE, TEXT, MemoryBank, modality_code, modality_pool
+from osgha_lite.methods.hypergraph.query import QueryHypergraph, build_query_hypergraph
+from osgha_lite.methods.hypergraph.structure import hypergraph_conv, hypergraph_conv_rows
+from osgha_lite.runtime import progress_bar
 
 __all__ = ["DUPLICATE_SIMILARITY", "HYPEREDGE_KINDS", "INITS", "TEST_MODES", "HypergraphAdapter"]
 
@@ -80,7 +80,7 @@ class HypergraphAdapter(RetrievalAdapter):
 
     Forward for a batch of queries :math:`x \in \mathbb{R}^{B\times d}` of
     one modality (L2-normalized frozen features), with their ego hypergraph
-    (:func:`~osgha_lite.hypergraph.query.build_query_hypergraph`) of node
+    (:func:`~osgha_lite.methods.hypergraph.query.build_query_hypergraph`) of node
     features :math:`X` (queries first):
 
     .. math::
@@ -111,10 +111,10 @@ class HypergraphAdapter(RetrievalAdapter):
     The last line is the **hubness correction** (our design, one reading of
     the paper's "correcting positive and negative matching errors"): with
     ``hubness_weight`` :math:`\lambda > 0` two coordinates are appended
-    (:func:`~osgha_lite.hypergraph.hubness.hubness_phase`), built from the
+    (:func:`~osgha_lite.methods.hypergraph.hubness.hubness_phase`), built from the
     cohesion :math:`r(x)` of the query's cross-modal kNN hyperedge of
     ``hubness_k`` memory nodes
-    (:func:`~osgha_lite.hypergraph.links.hubness_cohesion`) and the bank's
+    (:func:`~osgha_lite.methods.hypergraph.links.hubness_cohesion`) and the bank's
     mean cohesion per modality (buffer ``hubness_centre``, set by
     :meth:`set_memory`). The image-caption
     dot product then subtracts :math:`\tfrac{\lambda}{2}(r_v + r_t)` to first
@@ -128,7 +128,7 @@ class HypergraphAdapter(RetrievalAdapter):
     and, separately, captions), ``"pair"`` (the query with the other-modality
     partners of its ``k`` nearest same-modality memory nodes - cross-modal
     evidence reached through intra-modal similarity; see
-    :func:`~osgha_lite.hypergraph.links.memory_links`).
+    :func:`~osgha_lite.methods.hypergraph.links.memory_links`).
 
     Options: ``reduced_dim`` (default ``dim // 4``), ``alpha`` (0.2),
     ``num_layers`` (1), ``hyperedges`` (subset of :data:`HYPEREDGE_KINDS`,
@@ -139,7 +139,7 @@ class HypergraphAdapter(RetrievalAdapter):
     ``hubness_k`` (200), ``init`` (``"pca"``).
 
     Memory: :meth:`set_memory` stores a
-    :class:`~osgha_lite.hypergraph.memory.MemoryBank` of training
+    :class:`~osgha_lite.methods.hypergraph.memory.MemoryBank` of training
     nodes as non-persistent buffers (they move with ``.to(device)`` but are
     not in the ``state_dict``): the bank is the training split's frozen
     features, rebuilt identically by ``MemoryBank.from_train_split``, so a
@@ -388,7 +388,7 @@ class HypergraphAdapter(RetrievalAdapter):
 
     @property
     def table_widths(self) -> tuple[int, int]:
-        """Smallest :class:`~osgha_lite.hypergraph.links.NeighbourTable` widths (same, other modality) this
+        """Smallest :class:`~osgha_lite.methods.hypergraph.links.NeighbourTable` widths (same, other modality) this
         adapter's links need."""
         hubness_k = self.hubness_k if self.hubness_weight > 0 else 0
         return self.k, max(self.k, hubness_k)
@@ -404,7 +404,7 @@ class HypergraphAdapter(RetrievalAdapter):
         training rows (with their ``group_ids``) and of dev/test queries
         (without) never change: computing them once saves the searches in
         every training step and evaluation. ``table`` (a
-        :class:`~osgha_lite.hypergraph.links.NeighbourTable` of the same rows
+        :class:`~osgha_lite.methods.hypergraph.links.NeighbourTable` of the same rows
         against this adapter's memory, at least :attr:`table_widths` wide)
         skips the search. Valid
         only for this adapter's current memory and options; call again after
@@ -414,13 +414,13 @@ class HypergraphAdapter(RetrievalAdapter):
             blocks = [
                 neighbour_table(features[rows], self.memory, modality, *self.table_widths,
                                 None if group_ids is None else group_ids[rows])
-                for rows in tqdm([slice(s, s + batch_size) for s in range(0, features.shape[0], batch_size)],
+                for rows in progress_bar([slice(s, s + batch_size) for s in range(0, features.shape[0], batch_size)],
                                  desc=f"memory links ({modality}s)", disable=not progress)
             ]
             if not blocks:
                 return self._links(features[:0], modality, self.memory, None, None)
             table = NeighbourTable.cat(blocks)
-        if len(table) != features.shape[0] or table.modality != _modality_code(modality):
+        if len(table) != features.shape[0] or table.modality != modality_code(modality):
             raise ValueError(
                 f"HypergraphAdapter.precompute_links: the table has {len(table)} rows of modality {table.modality}, "
                 f"the features {features.shape[0]} rows of {modality!r}"
@@ -478,7 +478,7 @@ class HypergraphAdapter(RetrievalAdapter):
         adapted = F.normalize(self.alpha * message + (1.0 - self.alpha) * query_features, dim=-1)
         if self.hubness_weight == 0:
             return adapted
-        centre = self.hubness_centre[_modality_code(modality)]
+        centre = self.hubness_centre[modality_code(modality)]
         phase = hubness_phase(links.cohesion.to(adapted), centre, modality, self.hubness_weight)
         scale = math.sqrt(1.0 - hubness_beta_squared(self.hubness_weight))
         return torch.cat([scale * adapted, phase], dim=-1)
@@ -513,7 +513,7 @@ class HypergraphAdapter(RetrievalAdapter):
         memory = self.memory
         means = torch.zeros(2, device=memory.features.device)
         for code in (IMAGE, TEXT):
-            pool = _modality_pool(memory, code)
+            pool = modality_pool(memory, code)
             if pool.numel() == 0:
                 continue
             rows = pool[torch.linspace(0, pool.numel() - 1, min(max_rows, pool.numel())).round().long()]

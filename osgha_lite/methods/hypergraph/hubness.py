@@ -5,7 +5,7 @@ matching errors". Nodes that are close to many nodes of the other modality
 (hubs) win too many queries, a classic source of false positives in
 cross-modal retrieval. The cohesion of a query's cross-modal kNN hyperedge
 (mean similarity to its ``hubness_k`` nearest memory nodes of the other
-modality; :func:`~osgha_lite.hypergraph.links.hubness_cohesion`) is
+modality; :func:`~osgha_lite.methods.hypergraph.links.hubness_cohesion`) is
 subtracted from every score as in CSLS (Conneau et al. 2018), through two
 extra output coordinates (:func:`hubness_phase`), so retrieval is still a
 dot product of unit vectors.
@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from osgha_lite.hypergraph.memory import IMAGE, _modality_code
+from osgha_lite.methods.hypergraph.memory import IMAGE, modality_code
 
 __all__ = ["HUBNESS_PHASE_SCALE", "hubness_beta_squared", "hubness_phase"]
 
@@ -37,7 +37,7 @@ def hubness_phase(cohesion: Tensor, centre: float | Tensor, modality: str | int,
     r"""Two extra coordinates that make a dot product subtract the hubness of both ends.
 
     For an image :math:`v` and a caption :math:`t` with cohesions
-    :math:`r_v, r_t` (:func:`~osgha_lite.hypergraph.links.hubness_cohesion`)
+    :math:`r_v, r_t` (:func:`~osgha_lite.methods.hypergraph.links.hubness_cohesion`)
     and memory means :math:`c_v, c_t` (``centre``), the phases are
 
     .. math::
@@ -60,7 +60,7 @@ def hubness_phase(cohesion: Tensor, centre: float | Tensor, modality: str | int,
     weight :math:`\lambda` (``weight``; :math:`\lambda = 1` is CSLS's
     :math:`2\cos - r_v - r_t` up to scale). Returns ``[B, 2]``.
     """
-    sign = 1.0 if _modality_code(modality) == IMAGE else -1.0
+    sign = 1.0 if modality_code(modality) == IMAGE else -1.0
     beta = math.sqrt(hubness_beta_squared(weight))
     theta = sign * (HUBNESS_PHASE_SCALE * (cohesion - centre) + math.pi / 4)
     return beta * torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)

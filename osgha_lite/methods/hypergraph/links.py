@@ -12,7 +12,7 @@ split and reused by every training step, evaluation and setting.
   rows, hubness cohesion), searched once and shared between settings.
 * :func:`memory_neighbours` - the kNN rows alone.
 * :func:`hubness_cohesion` - the cohesion :math:`r(q)` of the hubness
-  correction (:mod:`osgha_lite.hypergraph.hubness`).
+  correction (:mod:`osgha_lite.methods.hypergraph.hubness`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from osgha_lite.hypergraph.memory import IMAGE, TEXT, MemoryBank, _modality_code, _modality_pool, paired_rows
-from osgha_lite.hypergraph.structure import nearest_neighbour_similarities
+from osgha_lite.methods.hypergraph.memory import IMAGE, TEXT, MemoryBank, modality_code, modality_pool, paired_rows
+from osgha_lite.methods.hypergraph.structure import nearest_neighbour_similarities
 
 __all__ = [
     "MemoryLinks",
@@ -91,12 +91,12 @@ def memory_neighbours(
     candidate images (columns ``[0, k)``) then the ``k`` nearest candidate
     captions (columns ``[k, 2k)``); otherwise one pool of either modality.
     Each block is ordered most similar first. Exclusions as in
-    :func:`~osgha_lite.hypergraph.structure.nearest_neighbours` (same group,
+    :func:`~osgha_lite.methods.hypergraph.structure.nearest_neighbours` (same group,
     or cosine above ``max_similarity``).
     """
     candidates = _check_bank(candidates, "memory_neighbours")
     if split_modalities:
-        pools = [_modality_pool(candidates, m) for m in (IMAGE, TEXT)]
+        pools = [modality_pool(candidates, m) for m in (IMAGE, TEXT)]
     else:
         pools = [torch.arange(len(candidates), device=candidates.features.device)]
     blocks = [_pool_neighbours(query_features, candidates, pool, k, query_groups, max_similarity)[0] for pool in pools]
@@ -115,15 +115,15 @@ def hubness_cohesion(
 
     :math:`N^{\bar m}_k(q)` are the ``k`` nearest bank nodes of the other
     modality than the query's (``modality``), with the exclusions of
-    :func:`~osgha_lite.hypergraph.structure.nearest_neighbours`. A large
+    :func:`~osgha_lite.methods.hypergraph.structure.nearest_neighbours`. A large
     :math:`r(q)` marks a *hub*, a node
     close to many nodes of the other modality whatever its content; CSLS
     (Conneau et al. 2018) subtracts it from the similarity. Queries with no
     allowed neighbour get 0. Returns ``[n_queries]``.
     """
     candidates = _check_bank(candidates, "hubness_cohesion")
-    other = TEXT if _modality_code(modality) == IMAGE else IMAGE
-    _, values = _pool_neighbours(query_features, candidates, _modality_pool(candidates, other), k, query_groups,
+    other = TEXT if modality_code(modality) == IMAGE else IMAGE
+    _, values = _pool_neighbours(query_features, candidates, modality_pool(candidates, other), k, query_groups,
                                  max_similarity)
     valid = torch.isfinite(values)
     total = torch.where(valid, values, torch.zeros_like(values)).sum(dim=1)
@@ -138,7 +138,7 @@ class MemoryLinks:
     (:func:`memory_neighbours`); ``pair_rows`` ``[B, P']``: the members of the
     pair hyperedge (:func:`memory_links`); ``cohesion`` ``[B]``: the hubness
     cohesion (:func:`hubness_cohesion`). Row-sliceable with ``links[rows]``
-    (so :meth:`osgha_lite.adapters.AdapterContext.select` slices it) and
+    (so :meth:`osgha_lite.methods.AdapterContext.select` slices it) and
     movable with :meth:`to`. Valid only for the bank and settings they were
     computed with.
     """
@@ -260,15 +260,15 @@ def neighbour_table(
 ) -> NeighbourTable:
     """Search the bank once: the ``same_width`` / ``other_width`` nearest nodes of the query's own / other modality.
 
-    Exclusions as in :func:`~osgha_lite.hypergraph.structure.nearest_neighbours`
+    Exclusions as in :func:`~osgha_lite.methods.hypergraph.structure.nearest_neighbours`
     (same group, or cosine above ``max_similarity``).
     """
     candidates = _check_bank(candidates, "neighbour_table")
-    code = _modality_code(modality)
+    code = modality_code(modality)
     other = TEXT if code == IMAGE else IMAGE
-    same_rows, same_sims = _pool_neighbours(query_features, candidates, _modality_pool(candidates, code), same_width,
+    same_rows, same_sims = _pool_neighbours(query_features, candidates, modality_pool(candidates, code), same_width,
                                             query_groups, max_similarity)
-    other_rows, other_sims = _pool_neighbours(query_features, candidates, _modality_pool(candidates, other),
+    other_rows, other_sims = _pool_neighbours(query_features, candidates, modality_pool(candidates, other),
                                               other_width, query_groups, max_similarity)
     return NeighbourTable(code, same_rows, same_sims, other_rows, other_sims)
 
@@ -291,7 +291,7 @@ def memory_links(
     * ``pair_rows`` (``use_pairs``): the bank nodes of the other modality
       paired with the query's ``k`` nearest bank nodes of its *own*
       modality, :math:`P_k(q) = \bigcup_{n \in N^{m}_k(q)} \mathrm{partners}(n)`
-      (:func:`~osgha_lite.hypergraph.memory.paired_rows`): for a caption,
+      (:func:`~osgha_lite.methods.hypergraph.memory.paired_rows`): for a caption,
       the images of its nearest training captions; for an image, the
       captions of its nearest training images. Flattened to ``[B, k * P]``,
       -1 where missing.

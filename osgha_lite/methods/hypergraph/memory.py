@@ -1,17 +1,17 @@
 """The memory bank: a fixed set of training-split nodes that queries link to.
 
 The memory bank of training nodes is our design, beyond the paper's
-description (:mod:`osgha_lite.hypergraph`): the nodes a query links to are
+description (:mod:`osgha_lite.methods.hypergraph`): the nodes a query links to are
 training images and captions, fixed after training, both for training rows
 (minus the nodes of their own image) and for test queries (see the
-test-time protocol in :mod:`osgha_lite.hypergraph.adapter`).
+test-time protocol in :mod:`osgha_lite.methods.hypergraph.adapter`).
 
 * :data:`IMAGE`, :data:`TEXT` - the modality codes in
   :attr:`MemoryBank.modality`.
 * :class:`MemoryBank` - a fixed set of training-split nodes;
   :func:`paired_rows` - the partners of a memory node (its image or its
   captions): a training image and its own captions belong together, which
-  is what *pair* hyperedges use (:mod:`osgha_lite.hypergraph.query`).
+  is what *pair* hyperedges use (:mod:`osgha_lite.methods.hypergraph.query`).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class MemoryBank:
 MODALITY_CODES = {"image": IMAGE, "text": TEXT}
 
 
-def _modality_code(modality: str | int) -> int:
+def modality_code(modality: str | int) -> int:
     if isinstance(modality, str):
         if modality not in MODALITY_CODES:
             raise ValueError(f"modality must be one of {sorted(MODALITY_CODES)}, got {modality!r}")
@@ -139,7 +139,7 @@ def _modality_code(modality: str | int) -> int:
     return int(modality)
 
 
-def _modality_pool(candidates: MemoryBank, modality: int) -> Tensor:
+def modality_pool(candidates: MemoryBank, modality: int) -> Tensor:
     return (candidates.modality == modality).nonzero(as_tuple=True)[0]
 
 
@@ -158,7 +158,7 @@ def paired_rows(candidates: MemoryBank, rows: Tensor) -> Tensor:
     safe = flat.clamp_min(0)
     pools, width = {}, 0
     for modality in (IMAGE, TEXT):
-        pool = _modality_pool(candidates, modality)
+        pool = modality_pool(candidates, modality)
         groups = candidates.group_ids[pool]
         order = torch.argsort(groups, stable=True)
         pools[modality] = (pool[order], groups[order])

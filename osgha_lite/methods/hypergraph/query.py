@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from osgha_lite.hypergraph.links import memory_neighbours
-from osgha_lite.hypergraph.memory import MemoryBank
-from osgha_lite.hypergraph.structure import Hypergraph, _empty
+from osgha_lite.methods.hypergraph.links import memory_neighbours
+from osgha_lite.methods.hypergraph.memory import MemoryBank
+from osgha_lite.methods.hypergraph.structure import Hypergraph, empty_hypergraph
 
 __all__ = ["QueryHypergraph", "build_query_hypergraph"]
 
@@ -92,7 +92,7 @@ def build_query_hypergraph(
       (``query_groups`` vs ``candidates.group_ids``) and, with
       ``max_similarity``, near-copies of the query are skipped.
     * **pair hyperedge** (when ``pair_rows`` is given, from
-      :func:`~osgha_lite.hypergraph.links.memory_links`):
+      :func:`~osgha_lite.methods.hypergraph.links.memory_links`):
       :math:`\{q\} \cup P_k(q)`, the other-modality
       partners of the query's nearest same-modality memory nodes (our
       design: the path query - similar training caption - its image, or
@@ -101,7 +101,7 @@ def build_query_hypergraph(
       is all -1.
 
     ``neighbour_rows`` (from
-    :func:`~osgha_lite.hypergraph.links.memory_neighbours` on the same
+    :func:`~osgha_lite.methods.hypergraph.links.memory_neighbours` on the same
     ``candidates``) skips the neighbour search; features are frozen, so the
     neighbours of training rows can be computed once before training.
 
@@ -199,7 +199,7 @@ def build_query_hypergraph(
     if node_lists:
         graph = Hypergraph(torch.cat(node_lists), torch.cat(edge_lists), torch.cat(weight_lists), n_nodes)
     else:
-        graph = _empty(n_nodes, device, dtype)
+        graph = empty_hypergraph(n_nodes, device, dtype)
     return QueryHypergraph(
         node_features=torch.cat(feature_blocks),
         graph=graph,

@@ -11,7 +11,7 @@ frozen embedding space.
   :func:`combine_hypergraphs`, :func:`hypergraph_from_edges` - pure builders;
   :func:`nearest_neighbours` and :func:`nearest_neighbour_similarities` - the
   cosine search behind similarity hyperedges and the memory links
-  (:mod:`osgha_lite.hypergraph.links`).
+  (:mod:`osgha_lite.methods.hypergraph.links`).
 * :func:`hypergraph_conv` - HGNN's convolution with sparse matmuls
   (:func:`vertex_degrees`, :func:`edge_degrees`; the formula is in its
   docstring); :func:`hypergraph_conv_rows` - the first rows of it only.
@@ -101,7 +101,7 @@ class Hypergraph:
         )
 
 
-def _empty(n_nodes: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Hypergraph:
+def empty_hypergraph(n_nodes: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Hypergraph:
     index = torch.zeros(0, dtype=torch.long, device=device)
     return Hypergraph(index, index.clone(), torch.zeros(0, dtype=dtype, device=device), n_nodes)
 
@@ -372,7 +372,7 @@ def hypergraph_conv_rows(X: Tensor, H: Tensor, edge_weights: Tensor, n_rows: int
     The convolution is linear in ``X`` and acts on it from the left, so
     for any right factor :math:`P`, ``hypergraph_conv(X @ P)[:n_rows]``
     equals ``hypergraph_conv_rows(X, ...) @ P``. A one-layer adapter whose
-    output needs only its query rows (:class:`~osgha_lite.hypergraph.adapter.HypergraphAdapter`)
+    output needs only its query rows (:class:`~osgha_lite.methods.hypergraph.adapter.HypergraphAdapter`)
     therefore aggregates the raw node features first and projects only
     ``n_rows`` vectors, instead of projecting every node. Same conventions
     as :func:`hypergraph_conv` (isolated vertices and empty hyperedges give

@@ -31,15 +31,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from osgha_lite.atomic import atomic_write_json
-from osgha_lite.data import PROJECT_ROOT
-
-TIMINGS_ENV = "OSGHA_TIMINGS_DIR"
-
-
-def timings_root() -> Path:
-    """``$OSGHA_TIMINGS_DIR`` if set, else ``<repository>/build/timings``."""
-    value = os.environ.get(TIMINGS_ENV)
-    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "build" / "timings"
+from osgha_lite.paths import TIMINGS_ENV, results_root, timings_root  # noqa: F401 - also reachable from here
 
 
 def timing_path(profile: str, name: str) -> Path:
@@ -78,8 +70,7 @@ def load(profile: str) -> dict[str, dict[str, float]]:
 
 def result_name(profile: str, path: str | os.PathLike) -> str:
     """The entry name of a result file: its path under ``results/<profile>/`` without ``.json``
-    (:func:`osgha_lite.results.results_root`), or ``<folder>/<file>`` for a file written elsewhere."""
-    from osgha_lite.results import results_root
+    (:func:`osgha_lite.metrics.results.results_root`), or ``<folder>/<file>`` for a file written elsewhere."""
 
     path = Path(path).resolve()
     try:
