@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import ortho_group
 
-from osgha_lite.metrics.retrieval import entropy as E
+from osgha_lite.metrics import entropy as E
 
 # ---------------------------------------------------------------------------
 # Lexical

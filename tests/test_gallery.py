@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from osgha_lite.metrics.retrieval import gallery
+from osgha_lite.metrics import gallery
 from osgha_lite.metrics.gallery import (
     GalleryError,
     GalleryIndex,

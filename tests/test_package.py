@@ -285,3 +285,27 @@ def test_a_lower_layer_importing_a_higher_one_breaks_the_contract(lint_tool, tmp
     assert done.returncode != 0
     assert "osgha_lite.metrics.retrieval -> osgha_lite.train.fit" in done.stdout
     assert "BROKEN" in done.stdout
+
+
+# ---------------------------------------------------------------- the notebooks' imports
+
+
+def test_every_osgha_lite_import_of_the_notebooks_resolves():
+    """The imports of every code cell of notebooks/ and assignments/ run (without running the notebooks)."""
+    import json
+    import re
+
+    statements = set()
+    root = PACKAGE_DIR.parent
+    for path in sorted([*root.glob("notebooks/*.ipynb"), *root.glob("assignments/*.ipynb")]):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            for match in re.finditer(r"^[ \t]*(from\s+osgha_lite\S*\s+import\s+(?:\([^)]*\)|[^\n]+)|import\s+osgha_lite[^\n]*)",
+                                     source, re.MULTILINE):
+                statements.add(" ".join(match.group(1).split("#")[0].split()))
+    assert len(statements) > 20
+    done = subprocess.run([sys.executable, "-c", "\n".join(sorted(statements))], capture_output=True, text=True,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -262,7 +262,11 @@ def evaluate_external(profile: dict, dataset: str, split: str = "test", methods:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m osgha_lite evaluate", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  python -m osgha_lite evaluate --profile lite --dataset flickr8k-heldout --split test
+  python -m osgha_lite evaluate --dataset mydata --methods frozen-backbone os-hgadapter""")
     parser.add_argument("--profile", default="lite", help="profile name or JSON file (default: lite)")
     parser.add_argument("--dataset", required=True, help="a registered dataset name (or a path load_dataset accepts)")
     parser.add_argument("--split", default="test", help="split of the dataset to evaluate (default: test)")

@@ -374,7 +374,12 @@ def _caption_index(args, profile: dict, backbone, local: bool) -> CaptionIndex:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m osgha_lite search", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  python -m osgha_lite search index photos/                      # embed every image once (cached)
+  python -m osgha_lite search query "a dog runs on the beach" --k 5
+  python -m osgha_lite search query --image photos/dog.jpg --k 5   # top captions of Flickr8k test""")
     parser.add_argument("--profile", default="lite", help="profile name or JSON file (default: lite)")
     parser.add_argument("--name", default="default", help="name of the stored index (default: default)")
     add_debug_option(parser)

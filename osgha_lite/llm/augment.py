@@ -377,7 +377,7 @@ def _augment_locked(captions, cache: AugmentationCache, pool: HostPool, identity
 # --------------------------------------------------------------------------- command line
 def _load_split(dataset: str, split: str, profile: str = "lite"):
     """A split of a dataset, images without file or caption skipped; ``adapt`` by ``profile``'s protocol."""
-    from .data import PROTOCOL_SPLITS, load_dataset, load_profile_split
+    from osgha_lite.data import PROTOCOL_SPLITS, load_dataset, load_profile_split
 
     if split in PROTOCOL_SPLITS:
         from osgha_lite.profiles import load_profile
@@ -420,7 +420,7 @@ def select_image_groups(dataset: str, split: str, n: int, limit: int | None = No
 
 def select_image_files(dataset: str, split: str, limit: int | None = None, profile: str = "lite") -> list[str]:
     """The images of a split as paths relative to the data root (the inputs of a vision template)."""
-    from .data import data_root
+    from osgha_lite.data import data_root
 
     root = data_root()
     paths = [Path(p).resolve().relative_to(root.resolve()).as_posix()
@@ -444,7 +444,7 @@ def check_out_path(cache_path: str | os.PathLike) -> None:
     """Refuse a cache inside a dataset's folder of the data root (``<root>/flickr8k/...``):
     the code never writes into the datasets. The repository's ``data/augmentations/`` is
     not a dataset folder, also when the data root is the repository's ``data/``."""
-    from .data import DATASETS, data_root
+    from osgha_lite.data import DATASETS, data_root
 
     target = Path(cache_path).expanduser().resolve()
     root = data_root().resolve()
@@ -461,7 +461,10 @@ def check_out_path(cache_path: str | os.PathLike) -> None:
 def _parser() -> argparse.ArgumentParser:
     d = AugmentConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m osgha_lite augment",
+        prog="python -m osgha_lite augment", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples (an Ollama server, or the stand-in server of tools/ollama_standin/, must be running):
+  python -m osgha_lite augment --dataset flickr8k --split test --limit 20
+  python -m osgha_lite augment --dataset flickr8k --split train --per-image 1 --concurrency 32""",
         description="Ask an Ollama model for K descriptions of every caption of a dataset split; "
         "results go to an append-only cache (data/augmentations/<dataset>.jsonl).",
     )
@@ -553,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        from .data import DataError
+        from osgha_lite.data import DataError
 
         run_info = {"dataset": args.dataset, "split": args.split, "per_image": args.per_image, "limit": args.limit}
         if args.vision and not load_template(args.template).vision:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_bytes, atomic_write_json
+from osgha_lite.atomic import atomic_write_bytes, atomic_write_json
 
 
 class CacheAccessError(RuntimeError):

@@ -283,7 +283,7 @@ def augment_caption(
     attempt = 0
     error: str | None = None
     if template.vision:  # ``caption`` is the image's path relative to the data root
-        from .data import data_root
+        from osgha_lite.data import data_root
 
         messages = template.messages("", config.k, image=data_root() / caption)
         anchor = ""  # nothing to compare content words with

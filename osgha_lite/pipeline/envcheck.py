@@ -33,6 +33,16 @@ _LOCK_LINE = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(
 _MAX_LISTED = 12
 
 
+USAGE = """usage: python -m osgha_lite envcheck [--fingerprint [options]]
+
+Check the environment: OK/FAIL for each dependency, model file and data folder, and every package that
+differs from requirements/lock.txt. --fingerprint runs the kernel fingerprint instead (its own --help).
+
+examples:
+  python -m osgha_lite envcheck
+  python -m osgha_lite envcheck --fingerprint            # about 20 s; names the first stage that differs"""
+
+
 class LockFileError(ValueError):
     """A line of the lock file that is not ``name==version`` (with hashes, markers, comments)."""
 
@@ -239,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         from osgha_lite.pipeline.fingerprint import main as fingerprint_main
 
         return fingerprint_main(argv[1:])
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if argv:
         print(f"unknown arguments {argv}; usage: python -m osgha_lite envcheck [--fingerprint [--help]]")
         return 2

@@ -323,7 +323,10 @@ def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tup
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m osgha_lite manifest",
-                                     description="Check results, figures and tables against their manifest.")
+                                     description="Check results, figures and tables against their manifest.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  python -m osgha_lite manifest check --profile lite
+  python -m osgha_lite manifest check --profile lite --regenerated build/regenerated""")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="check the committed artifacts (and optionally a regenerated tree)")
     check.add_argument("--profile", default="lite")

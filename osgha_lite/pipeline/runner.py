@@ -50,6 +50,10 @@ from osgha_lite.paths import EXECUTED_NOTEBOOKS_DIR as OUTPUT_DIR
 from osgha_lite.paths import NOTEBOOKS_DIR, STAGING_DIR
 
 REQUIRED_PARAMETERS = ("PROFILE", "SEED", "SMOKE")
+EXAMPLES = """examples:
+  python -m osgha_lite run                     # every notebook, profile lite
+  python -m osgha_lite run --only 00 04        # some of them
+  python -m osgha_lite run --smoke             # tiny subsets, for a quick check"""
 
 
 def find_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -236,7 +240,8 @@ def store_reference_outputs(profile: str = "lite", output_dir: Path = OUTPUT_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m osgha_lite run", description=__doc__.split("\n\n")[0],
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="lite")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny subsets for a quick check")
