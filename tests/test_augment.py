@@ -191,7 +191,7 @@ def test_load_augmentations(tmp_path):
     with pytest.raises(ValueError, match="mixes configurations"):
         load_augmentations(path)
     assert list(load_augmentations(path, model="other")) == ["cap x"]
-    with pytest.raises(FileNotFoundError, match="osgha_lite.llm.augment"):
+    with pytest.raises(FileNotFoundError, match="python -m osgha_lite augment"):
         load_augmentations(tmp_path / "missing.jsonl")
 
 

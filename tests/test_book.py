@@ -51,7 +51,7 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
     with pytest.raises(build_site.BookError, match="03_d.ipynb: its run failed"):
         build_site.run_profile([first, failed])
     (tmp_path / "02_c.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
-    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.pipeline.runner"):
+    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*python -m osgha_lite run"):
         build_site.run_profile([tmp_path / "02_c.ipynb"])
     with pytest.raises(build_site.BookError, match="no executed notebooks; run `make reproduce` or `make smoke`"):
         build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)

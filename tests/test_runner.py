@@ -147,7 +147,7 @@ def test_every_executed_copy_records_one_run_id_and_the_website_refuses_a_mix(pr
     import importlib.util
     import re
 
-    spec = importlib.util.spec_from_file_location("build_site", runner.PROJECT_ROOT / "book" / "build_site.py")
+    spec = importlib.util.spec_from_file_location("build_site", PROJECT_ROOT / "book" / "build_site.py")
     build_site = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_site)
     real, notebooks, dirs = project

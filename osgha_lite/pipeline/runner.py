@@ -84,6 +84,8 @@ def stamp_run(path: Path, run_id: str) -> None:
     from osgha_lite.atomic import atomic_write_text
 
     nb = nbformat.read(str(path), as_version=nbformat.NO_CONVERT)
+    # "osgha_lite.runner": the identity executed copies have always carried (the module is now
+    # osgha_lite.pipeline.runner); the website and earlier runs read it as it was
     nb.metadata["osgha"] = {"executed_by": "osgha_lite.runner", "run_id": run_id}
     atomic_write_text(path, nbformat.writes(nb))
 
