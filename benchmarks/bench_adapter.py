@@ -31,17 +31,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from osgha_lite import experiment  # noqa: E402
+from osgha_lite.train import experiment  # noqa: E402
 from osgha_lite.backbones import build_backbone  # noqa: E402
-from osgha_lite.config import notebook_profile  # noqa: E402
+from osgha_lite.profiles import notebook_profile  # noqa: E402
 from osgha_lite.data import load_profile_split  # noqa: E402
-from osgha_lite.experiment import (  # noqa: E402
+from osgha_lite.train.experiment import (  # noqa: E402
     embed_with_descriptions,
     load_profile_augmentations,
     method_embeddings,
     prepare_method,
 )
-from osgha_lite.training import evaluate, fit  # noqa: E402
+from osgha_lite.train.fit import evaluate, fit  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ times; each start is its own process with its own temporary
 itself on the same GGUF, for SmolLM2-135M and Qwen2.5-Coder-0.5B, in one run:
 the stand-in server with the transformers engine, the stand-in server with the
 llama.cpp engine (``--engine llama.cpp``; requests through HTTP and the
-``ollama`` client, the way ``osgha_lite.augment`` sends them), and direct
+``ollama`` client, the way ``osgha_lite.llm.augment`` sends them), and direct
 llama.cpp (``llama_cpp.Llama.create_completion`` in this process, no server).
 llama-cpp-python is optional (``pip install -e '.[llamacpp]'``); without it
 the two llama.cpp rows are skipped with a message. All get the augmentation
@@ -66,7 +66,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from osgha_lite.augment import AugmentConfig, augment_captions, load_augmentations, select_captions  # noqa: E402
+from osgha_lite.llm.augment import AugmentConfig, augment_captions, load_augmentations, select_captions  # noqa: E402
 from tools.ollama_standin.launcher import REPO_ROOT, StandInProcess  # noqa: E402
 
 FULL_SIZES = {"Flickr8k": 40_455, "Flickr30K": 155_070, "COCO": 616_767}
@@ -265,7 +265,7 @@ def compare_engines(args, captions: list[str]) -> dict:
     """Both stand-in engines (1 and 8 in flight) and direct llama.cpp (sequential) per model; returns the figures."""
     from transformers import AutoTokenizer
 
-    from osgha_lite.augment import attempt_seed, load_template
+    from osgha_lite.llm.augment import attempt_seed, load_template
     from tools.ollama_standin.llamacpp_engine import INSTALL, llama_cpp_available
     from tools.ollama_standin.modelfile import parse_modelfile
 

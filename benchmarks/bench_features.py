@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from osgha_lite.data import load_dataset
-from osgha_lite.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from osgha_lite.fast_images import OpenVinoFeatureMaps
+from osgha_lite.backbones.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+from osgha_lite.backbones.openvino import OpenVinoFeatureMaps
 from osgha_lite.runtime import DEFAULT_THREADS, seed_everything
 
 

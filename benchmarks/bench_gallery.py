@@ -9,7 +9,7 @@ It prints, side by side, for text -> image queries (a seeded sample of
 ``--queries`` captions against all images) and image -> text queries
 (``--image-queries`` images against all captions):
 
-- ``dense``: the NumPy reference (``osgha_lite.gallery.dense_search``), score
+- ``dense``: the NumPy reference (``osgha_lite.metrics.gallery.dense_search``), score
   blocks of ``--block`` queries x the whole gallery, top k by argpartition;
 - ``faiss flat``: FAISS ``IndexFlatIP``, exact;
 - ``faiss ivf``: ``IndexIVFFlat`` at each ``--nprobe`` (and ``faiss hnsw``
@@ -50,14 +50,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from osgha_lite.gallery import (  # noqa: E402
+from osgha_lite.metrics.gallery import (  # noqa: E402
     GalleryIndex,
     blockwise_retrieval_metrics,
     dense_search,
     tiled_scores,
     topk_recall,
 )
-from osgha_lite.metrics import retrieval_metrics  # noqa: E402
+from osgha_lite.metrics.retrieval import retrieval_metrics  # noqa: E402
 
 MIB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")

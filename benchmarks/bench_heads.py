@@ -5,7 +5,7 @@
 Fits the profile's lite heads (its ``pretrain`` split, early stopping on
 ``dev``, no checkpoint) from the cached features, alternating two versions
 of the same heads ``--rounds`` times: input dropout by ``torch.nn.Dropout``
-(the reference) and by :class:`osgha_lite.dropout.PortableDropout`. Prints
+(the reference) and by :class:`osgha_lite.methods.dropout.PortableDropout`. Prints
 the best seconds of each, the seconds spent inside the dropout calls (timed
 around each call), their ratios, and whether the two fits end
 with identical weights (they do wherever PyTorch draws with its own generator,
@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from osgha_lite.backbones import LiteBackbone, LiteHeads  # noqa: E402
-from osgha_lite.config import load_profile  # noqa: E402
+from osgha_lite.profiles import load_profile  # noqa: E402
 from osgha_lite.data import load_profile_split  # noqa: E402
-from osgha_lite.dropout import PortableDropout  # noqa: E402
+from osgha_lite.methods.dropout import PortableDropout  # noqa: E402
 from osgha_lite.runtime import seed_everything  # noqa: E402
-from osgha_lite.training import fit  # noqa: E402
+from osgha_lite.train.fit import fit  # noqa: E402
 
 
 def one_fit(backbone: LiteBackbone, train, dev, portable: bool) -> tuple[float, float, dict]:

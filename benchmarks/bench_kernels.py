@@ -8,7 +8,7 @@ process (the other portable settings of ``osgha_lite.runtime`` as they are,
 the best time of each is kept. Measured: float32 products of the shapes the
 pipeline uses (a training batch through a 256-d head and a bottleneck, the
 lite heads' 1280-d input, a dev similarity matrix) and three fingerprint
-stages (``osgha_lite.fingerprint``: the lite heads, the hypergraph adapter's
+stages (``osgha_lite.pipeline.fingerprint``: the lite heads, the hypergraph adapter's
 build and forward, one CLIP-Adapter epoch). Prints GFLOP/s, seconds and the
 ratio of each branch to the first. It is a measurement, not a test; it
 asserts nothing.
@@ -38,7 +38,7 @@ def child() -> None:
     """Run in a process with one MKL branch: print a JSON line of best seconds per measurement."""
     import torch
 
-    from osgha_lite import fingerprint
+    from osgha_lite.pipeline import fingerprint
     from osgha_lite.runtime import seed_everything
 
     seed_everything(0)

@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from osgha_lite.bootstrap import bootstrap_metrics  # noqa: E402
-from osgha_lite.metrics import coco_1k_metrics, query_ranks, retrieval_metrics  # noqa: E402
+from osgha_lite.metrics.bootstrap import bootstrap_metrics  # noqa: E402
+from osgha_lite.metrics.retrieval import coco_1k_metrics, query_ranks, retrieval_metrics  # noqa: E402
 
 MIB = 1024 * 1024
 

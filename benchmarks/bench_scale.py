@@ -29,13 +29,13 @@ runs the stages of the paper profile (``--profile paper-coco``):
    (:func:`encoder_output_bytes`).
 3. ``methods``: every method of notebook 03 (``profile["methods"]``, then
    ``sweep_methods(profile)`` and ``sweep_methods(profile, "related_sweeps")``)
-   through :func:`osgha_lite.experiment.run_method` (training, test
+   through :func:`osgha_lite.train.experiment.run_method` (training, test
    evaluation with the profile's protocols and bootstrap, result file), on
    random unit 512-d feature arrays with a planted image-text correspondence
    (a caption is its image's vector plus isotropic noise, so retrieval is
    above chance), plus the extra inputs the methods ask for (descriptions,
    explanations, perspectives, local features), shaped as
-   :func:`osgha_lite.experiment.method_embeddings` shapes them. Training is
+   :func:`osgha_lite.train.experiment.method_embeddings` shapes them. Training is
    capped at ``--epochs`` epochs; each method's seconds per epoch (its
    training time over its evaluated epochs, epoch 0 included) give the
    full-training estimate: the run's time plus its remaining configured
@@ -118,9 +118,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def planted_split(n_images: int, rng: np.random.Generator, dim: int = DIM, noise: float = NOISE,
                   descriptions: int = DESCRIPTIONS):
-    """An :class:`osgha_lite.experiment.Embedded` of unit vectors: caption j of image i is
+    """An :class:`osgha_lite.train.experiment.Embedded` of unit vectors: caption j of image i is
     ``normalize(v_i + noise * u)`` with ``u`` a random unit vector; descriptions likewise around their caption."""
-    from osgha_lite.experiment import Embedded
+    from osgha_lite.train.experiment import Embedded
 
     images = _unit(rng.standard_normal((n_images, dim), dtype=np.float32))
     text_to_image = np.repeat(np.arange(n_images), CAPTIONS_PER_IMAGE)
@@ -151,7 +151,7 @@ def planted_local(embedded, rng: np.random.Generator, grid: int, tokens: int):
 
 def simulated_inputs(method: dict, embedded: dict, extras: dict, profile: dict, rng: np.random.Generator) -> dict:
     """The splits a method runs on, with the extra inputs it asks for, shaped as
-    :func:`osgha_lite.experiment.method_embeddings` shapes them (``extras`` caches them per process, as it does)."""
+    :func:`osgha_lite.train.experiment.method_embeddings` shapes them (``extras`` caches them per process, as it does)."""
     from dataclasses import replace
 
     out = dict(embedded)
@@ -188,7 +188,7 @@ def simulated_inputs(method: dict, embedded: dict, extras: dict, profile: dict, 
 
 def notebook_methods(profile: dict) -> dict[str, tuple[dict, bool]]:
     """Notebook 03's runs in its order: name -> (method, takes the method's extra inputs)."""
-    from osgha_lite.experiment import sweep_methods
+    from osgha_lite.train.experiment import sweep_methods
 
     runs = {name: (method, True) for name, method in profile["methods"].items()}
     runs.update({name: (method, False) for name, method in sweep_methods(profile).items()})
@@ -198,7 +198,7 @@ def notebook_methods(profile: dict) -> dict[str, tuple[dict, bool]]:
 
 def capped_profile(profile: dict, epochs: int | None) -> dict:
     """The profile with every method's training capped at ``epochs`` (``None``: unchanged; 0 stays 0)."""
-    from osgha_lite.config import merge
+    from osgha_lite.profiles import merge
 
     if epochs is None:
         return profile
@@ -234,7 +234,7 @@ def _prepare_child(seed: int) -> float:
     """Seed and threads (``osgha_lite.runtime``); returns the resident MiB after the imports."""
     import torch  # noqa: F401  (part of the baseline)
 
-    from osgha_lite import experiment  # noqa: F401
+    from osgha_lite.train import experiment  # noqa: F401
     from osgha_lite.runtime import DEFAULT_THREADS, seed_everything
 
     seed_everything(seed, DEFAULT_THREADS)
@@ -262,8 +262,8 @@ def random_captions(n: int, rng: np.random.Generator) -> list[str]:
 def stage_encode(modality: str, sample: int, profile_name: str, seed: int) -> dict:
     """Encode ``sample`` random images or captions through the paper profile's open_clip path (random weights)."""
     base = _prepare_child(seed)
-    from osgha_lite.config import load_profile
-    from osgha_lite.encoders import OpenClipEncoder, OpenClipModel
+    from osgha_lite.profiles import load_profile
+    from osgha_lite.backbones.encoders import OpenClipEncoder, OpenClipModel
 
     profile = load_profile(profile_name)
     options = profile["backbone"]
@@ -291,8 +291,8 @@ def stage_methods(fraction: float, profile_name: str, epochs: int | None, seed: 
     base = _prepare_child(seed)
     os.environ["OSGHA_CACHE_DIR"] = str(Path(work) / "cache")  # checkpoints of this run only
     os.environ["OSGHA_TIMINGS_DIR"] = str(Path(work) / "timings")  # run_method's timing log, not the project's
-    from osgha_lite.config import load_profile
-    from osgha_lite.experiment import run_method
+    from osgha_lite.profiles import load_profile
+    from osgha_lite.train.experiment import run_method
 
     full = load_profile(profile_name)
     profile = capped_profile(full, epochs)
@@ -337,7 +337,7 @@ def stage_methods(fraction: float, profile_name: str, epochs: int | None, seed: 
 def stage_evaluation(n_test: int, protocols: list[str], n_boot: int, seed: int) -> dict:
     """``evaluate_similarity`` on one planted ``n_test x 5 n_test`` score matrix."""
     base = _prepare_child(seed)
-    from osgha_lite.evaluation import evaluate_similarity, similarity
+    from osgha_lite.metrics.protocols import evaluate_similarity, similarity
 
     split = planted_split(n_test, np.random.default_rng(seed), descriptions=1)
     sims = similarity(split.images, split.texts)
@@ -542,7 +542,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.fractions, args.encode_sample, args.text_sample = [0.002, 0.005, 0.01], 64, 256
     from osgha_lite.atomic import atomic_write_json
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
 
     profile = load_profile(args.profile)
     unknown = sorted(set(args.skip) - set(notebook_methods(profile)))

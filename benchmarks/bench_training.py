@@ -4,7 +4,7 @@
 
 Runs what notebook 03 trains and evaluates (every method of the profile,
 the option sweeps and the related methods' sweeps, through
-:func:`osgha_lite.experiment.run_method`: preparation, training with early
+:func:`osgha_lite.train.experiment.run_method`: preparation, training with early
 stopping and per-epoch dev evaluation, test encoding, bootstrap) with an
 empty method-checkpoint folder, so everything is trained, and prints the
 seconds of each run. The backbone and the features come from the feature
@@ -37,9 +37,9 @@ HERE = Path(__file__).resolve()
 def run_all(profile_name: str) -> dict[str, float]:
     """Seconds of every notebook-03 run, in notebook order (this process's ``osgha_lite``)."""
     from osgha_lite.backbones import build_backbone
-    from osgha_lite.config import notebook_profile
+    from osgha_lite.profiles import notebook_profile
     from osgha_lite.data import load_profile_split
-    from osgha_lite.experiment import (embed_with_descriptions, load_profile_augmentations, method_embeddings,
+    from osgha_lite.train.experiment import (embed_with_descriptions, load_profile_augmentations, method_embeddings,
                                        run_method, sweep_methods)
     from osgha_lite.runtime import seed_everything
 

@@ -1,7 +1,7 @@
 """Build the companion website from the runner's executed notebooks (``make book``).
 
 Nothing is executed here: the pages are the notebooks that
-``python -m osgha_lite.runner`` wrote to ``build/notebooks/<profile>/``, so
+``python -m osgha_lite run`` wrote to ``build/notebooks/<profile>/``, so
 the site shows exactly the run that produced ``results/`` and ``figures/``.
 The profile (``lite``, or ``lite-smoke`` after ``--smoke``), seed and smoke
 flag are read from the parameters Papermill recorded in each notebook, and
@@ -59,7 +59,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 HEADLINE_TABLE = "05_main_results.md"
 MODULE_SPAN = re.compile(r"(?<!\[)`(osgha_lite\.([a-z_]+)(?:\.[A-Za-z_][\w.]*)?(?:\(\))?)`(?!\])")
 NOTEBOOK_MENTION = re.compile(r"\b([Nn]otebooks? )(0\d)\b")
-IMPORT = re.compile(r"^\s*(?:from|import)\s+osgha_lite\.([a-z_]+)", re.MULTILINE)
+IMPORT = re.compile(r"^\s*(?:from|import)\s+osgha_lite\.([\w.]+)", re.MULTILINE)
 
 
 class BookError(RuntimeError):
@@ -79,20 +79,20 @@ def run_of(notebooks: list[Path]) -> dict:
     Raises :class:`BookError` naming the notebook for a failed run, an error output, a missing run id,
     and when the notebooks do not all share profile, seed, smoke flag and run id."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.config import notebook_profile
+    from osgha_lite.profiles import notebook_profile
 
     runs = {}
     for path in notebooks:
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise BookError(f"{path}: not a readable notebook ({error}); rerun `python -m osgha_lite.runner`") from None
+            raise BookError(f"{path}: not a readable notebook ({error}); rerun `python -m osgha_lite run`") from None
         metadata = nb.get("metadata", {})
         papermill = metadata.get("papermill") or {}
         parameters = papermill.get("parameters")
         if papermill.get("exception"):
             raise BookError(f"{path}: its run failed (Papermill recorded an exception); fix the notebook and "
-                            f"rerun `python -m osgha_lite.runner`")
+                            f"rerun `python -m osgha_lite run`")
         osgha = metadata.get("osgha") or {}  # the run id; for nbval's run in `make test` also its parameters
         if osgha.get("executed_by") == "nbval":
             if osgha.get("failed") or osgha.get("cells_run") != osgha.get("code_cells"):
@@ -101,14 +101,14 @@ def run_of(notebooks: list[Path]) -> dict:
             parameters = osgha.get("parameters")
         if not parameters or "PROFILE" not in parameters:
             raise BookError(f"{path}: no Papermill parameters in its metadata; it is not an executed copy. "
-                            f"Run `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`) first")
+                            f"Run `python -m osgha_lite run` (or `make reproduce` / `make smoke`) first")
         error = first_error_output(nb)
         if error:
             raise BookError(f"{path}: {error}; a run with an error output is not shown. Fix the notebook and rerun "
-                            f"`python -m osgha_lite.runner`")
+                            f"`python -m osgha_lite run`")
         if not osgha.get("run_id"):
             raise BookError(f"{path}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart "
-                            f"from another run's copy; rerun every notebook with `python -m osgha_lite.runner` "
+                            f"from another run's copy; rerun every notebook with `python -m osgha_lite run` "
                             f"(or `make reproduce` / `make smoke`)")
         smoke = bool(parameters.get("SMOKE"))
         runs[path.name] = {"profile": notebook_profile(parameters["PROFILE"], smoke=smoke)["name"],
@@ -118,7 +118,7 @@ def run_of(notebooks: list[Path]) -> dict:
         listed = "; ".join(f"{name}: " + ", ".join(f"{key} {value}" for key, value in run.items())
                            for name, run in runs.items())
         raise BookError(f"executed notebooks come from different runs ({listed}); rerun every notebook in one run "
-                        f"of `python -m osgha_lite.runner` for one profile (a run of some notebooks only, such as "
+                        f"of `python -m osgha_lite run` for one profile (a run of some notebooks only, such as "
                         f"--only or `make figures`, is a run of its own)")
     return dict(next(iter(distinct)))
 
@@ -471,7 +471,7 @@ def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
     """The figures and tables of the profile's manifest: per notebook, their copies in ``src`` (at the
     same paths as in the repository, so relative links hold), and each one's notebook."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.manifest import Roots, read_manifest
+    from osgha_lite.pipeline.manifest import Roots, read_manifest
 
     roots = Roots(figures_root, results_root)
     manifest = read_manifest(profile, roots)
@@ -590,7 +590,7 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
     """Assemble and build the site; returns the folder of ``index.html``."""
     started = time.perf_counter()
     sys.path.insert(0, str(PROJECT_ROOT))
-    from osgha_lite.manifest import Roots
+    from osgha_lite.pipeline.manifest import Roots
 
     current = Roots.current()  # $OSGHA_RESULTS_DIR / $OSGHA_FIGURES_DIR aware, as the runner wrote them
     info = assemble(Path(notebooks_dir), out / "src", results_root or current.results, figures_root or current.figures)

@@ -108,7 +108,7 @@ CLAIMS = (
                    ("intervals", "spectral_bits[captions+descriptions - images]")), " bits")),
           _gap),
     Claim("A prompt template that needs no knowledge of the task's domain gets an LLM to describe each caption.",
-          "The paper-style template (`osgha_lite/prompts/descriptions_v1.txt`) with two small local LLMs "
+          "The paper-style template (`osgha_lite/llm/prompts/descriptions_v1.txt`) with two small local LLMs "
           "(notebooks 01 and 06): share of test captions with valid descriptions, and the share whose "
           "descriptions match their own caption best (top-1 fidelity).",
           (Number("test captions covered", "01_augmentation_coverage", "test", "caption coverage"),

@@ -34,7 +34,8 @@ import nbformat
 import pytest
 from nbval.kernel import RunningKernel
 
-EXECUTED_ENV = "OSGHA_EXECUTED_DIR"
+from osgha_lite.paths import EXECUTED_ENV
+
 _RUNS: dict[Path, dict] = {}
 RUN_ID = f"nbval-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 _GET_MESSAGE = RunningKernel.get_message

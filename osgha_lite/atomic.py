@@ -14,6 +14,11 @@ that value; a missing, truncated, garbled or unparsable file raises
 together under one key (a converted network, a GGUF's tokenizer and config)
 are recorded in one JSON by :func:`record_sha256` and checked against it by
 :func:`check_sha256`.
+
+Short digests that name checkpoints and caches, :func:`config_digest` and
+:func:`array_digest`, are here too: the methods (the hypergraph adapter's
+derived-tensor cache), the training loop and the experiments all use them,
+and the methods must not import the training loop.
 """
 
 from __future__ import annotations
@@ -144,3 +149,25 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+# --------------------------------------------------------------------------- digests
+def config_digest(*parts: Any) -> str:
+    """Short SHA-256 of JSON-serialisable parts, used to name checkpoints."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def array_digest(*arrays) -> str:
+    """Short SHA-256 of arrays or tensors (dtype, shape and bytes of each, in order; ``None`` allowed)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        if hasattr(array, "detach"):  # a torch tensor
+            array = array.detach().cpu().numpy()
+        array = np.ascontiguousarray(array)
+        digest.update(json.dumps([str(array.dtype), list(array.shape)]).encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

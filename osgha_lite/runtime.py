@@ -28,8 +28,8 @@ threads): it is fixed by ``OSGHA_THREADS`` (2). The variables are read when
 each library starts, so they must be in the environment before Python
 starts: the ``Makefile`` exports them (a unit test checks that its values
 are these) and :func:`portable_kernel_environment` gives them to the
-notebook kernels that the runner starts. ``python -m osgha_lite.envcheck
---fingerprint`` (:mod:`osgha_lite.fingerprint`) checks the result: it
+notebook kernels that the runner starts. ``python -m osgha_lite envcheck
+--fingerprint`` (:mod:`osgha_lite.pipeline.fingerprint`) checks the result: it
 digests each computing stage and names the first one that differs from the
 reference machine.
 """
@@ -64,8 +64,9 @@ def portable_kernel_environment() -> dict[str, str]:
     return {name: os.environ[name] for name in PORTABLE_CPU_KERNELS}
 
 
-def restart_with_portable_kernels(module: str) -> None:
-    """Run ``python -m module`` again with :data:`PORTABLE_CPU_KERNELS` set where any is unset.
+def restart_with_portable_kernels(module: str, argv: list[str] | None = None) -> None:
+    """Run ``python -m module *argv`` again (``argv``: default ``sys.argv[1:]``) with
+    :data:`PORTABLE_CPU_KERNELS` set where any is unset.
 
     For command lines whose outputs must match the committed ones (checkpoint
     keys are byte digests of features): the libraries have already chosen
@@ -75,7 +76,8 @@ def restart_with_portable_kernels(module: str) -> None:
     missing = [name for name in PORTABLE_CPU_KERNELS if name not in os.environ]
     if missing:
         environment = {**os.environ, **{name: PORTABLE_CPU_KERNELS[name] for name in missing}}
-        os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], environment)
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, "-m", module, *arguments], environment)
 
 
 def seed_everything(seed: int = DEFAULT_SEED, threads: int | None = DEFAULT_THREADS) -> None:
@@ -99,3 +101,38 @@ def pick_device(prefer: str | None = None) -> torch.device:
 def generator(seed: int = DEFAULT_SEED) -> np.random.Generator:
     """A NumPy random generator for bootstrap draws and shuffles."""
     return np.random.default_rng(seed)
+
+
+class _NoProgress:
+    """What :func:`progress_bar` returns without tqdm: the iterable itself, and a bar that draws nothing."""
+
+    def __init__(self, iterable=None):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def progress_bar(iterable=None, **options):
+    """``tqdm.auto.tqdm(iterable, **options)``, or, where tqdm is not installed (the core install: torch,
+    NumPy and SciPy only), a stand-in that iterates and draws nothing."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoProgress(iterable)
+    return tqdm(iterable, **options)

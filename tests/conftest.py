@@ -41,7 +41,7 @@ def _save_samples(folder: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def timing_log(tmp_path_factory) -> Path:
-    """Every test's timing log (``osgha_lite.timings``) in a temporary folder, never the project's
+    """Every test's timing log (``osgha_lite.train.timings``) in a temporary folder, never the project's
     ``build/timings/``; subprocesses inherit it."""
     folder = tmp_path_factory.mktemp("timings")
     with pytest.MonkeyPatch.context() as patch:
@@ -99,8 +99,8 @@ def tiny_lite(tiny_root, tmp_path_factory):
     Yields ``(profile_path, profile, folder)``; the cache persists across the module's tests, so the
     backbone heads and the methods are trained once.
     """
-    from osgha_lite import experiment
-    from osgha_lite.config import load_profile
+    from osgha_lite.train import experiment
+    from osgha_lite.profiles import load_profile
 
     folder = tmp_path_factory.mktemp("tiny_lite")
     profile = load_profile("lite")

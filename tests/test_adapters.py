@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.adapters: the common interface, baselines and the registry."""
+"""Tests for osgha_lite.methods: the common interface, baselines and the registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osgha_lite.adapters import (
+from osgha_lite.methods import (
     ADAPTERS,
     AdapterContext,
     BottleneckAdapter,
@@ -18,7 +18,7 @@ from osgha_lite.adapters import (
     build_adapter,
     encode_batched,
 )
-from osgha_lite.hypergraph import HypergraphAdapter, MemoryBank
+from osgha_lite.methods.hypergraph import HypergraphAdapter, MemoryBank
 from osgha_lite.losses import CombinedLoss
 
 
@@ -51,9 +51,9 @@ def built(name, **options):
 
 
 def test_registry_covers_every_adapter_and_rejects_unknowns():
-    from osgha_lite.apse_ipik import APSEIPIKAdapter
-    from osgha_lite.entityclip import EntityCLIPAdapter
-    from osgha_lite.hgan import HGANAdapter
+    from osgha_lite.methods.apse_ipik import APSEIPIKAdapter
+    from osgha_lite.methods.entityclip import EntityCLIPAdapter
+    from osgha_lite.methods.hgan import HGANAdapter
 
     expected_types = {
         "identity": IdentityAdapter, "linear": LinearHead,
@@ -185,7 +185,7 @@ def test_one_training_loop_trains_any_adapter(name):
 
 
 def test_gather_rows_equals_indexing_with_repeats():
-    from osgha_lite.adapters import gather_rows
+    from osgha_lite.methods import gather_rows
 
     x = torch.randn(5, 3, 2, requires_grad=True)
     index = torch.tensor([[4, 4], [0, 2]])

@@ -21,7 +21,7 @@ import pytest
 from standin_server import CAPTIONS as STANDIN_CAPTIONS
 from standin_server import MODEL, standin  # noqa: F401 - fixture
 
-from osgha_lite.augment import (
+from osgha_lite.llm.augment import (
     AugmentConfig,
     AugmentationCache,
     AugmentError,
@@ -191,7 +191,7 @@ def test_load_augmentations(tmp_path):
     with pytest.raises(ValueError, match="mixes configurations"):
         load_augmentations(path)
     assert list(load_augmentations(path, model="other")) == ["cap x"]
-    with pytest.raises(FileNotFoundError, match="osgha_lite.augment"):
+    with pytest.raises(FileNotFoundError, match="python -m osgha_lite augment"):
         load_augmentations(tmp_path / "missing.jsonl")
 
 
@@ -300,7 +300,7 @@ def _free_port() -> int:
 
 def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "osgha_lite.augment", *args, "--no-progress"],
+        [sys.executable, "-m", "osgha_lite", "augment", *args, "--no-progress"],
         cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, **kwargs,
     )
@@ -341,7 +341,7 @@ def test_cli_missing_model_exits_nonzero(data_env, standin, tmp_path):  # noqa: 
 
 
 def test_cli_killed_mid_run_loses_and_duplicates_nothing(data_env, standin, tmp_path):  # noqa: F811
-    from osgha_lite.augment import select_captions
+    from osgha_lite.llm.augment import select_captions
 
     captions = select_captions("flickr8k", "train")
     assert len(set(captions)) >= 8
@@ -382,8 +382,8 @@ def test_cli_reports_failures(data_env, standin, tmp_path):  # noqa: F811
 
 def test_per_image_replaces_failed_captions_with_the_images_next_ones(data_env, tmp_path, monkeypatch):
     """`--per-image 1`: when an image's first caption fails, its second is asked for, and so on."""
-    from osgha_lite import augment
-    from osgha_lite.augment import AugmentConfig, RunSummary, failed_captions, select_captions
+    from osgha_lite.llm import augment
+    from osgha_lite.llm.augment import AugmentConfig, RunSummary, failed_captions, select_captions
     from osgha_lite.data import load_dataset
 
     data = load_dataset("flickr8k", "train", skip_missing=True)
@@ -423,7 +423,7 @@ def test_per_image_replaces_failed_captions_with_the_images_next_ones(data_env, 
 
 
 def test_image_caption_groups_join_each_images_first_captions(data_env):
-    from osgha_lite.augment import image_caption_groups, join_image_captions, main, select_image_groups
+    from osgha_lite.llm.augment import image_caption_groups, join_image_captions, main, select_image_groups
     from osgha_lite.data import load_dataset
 
     data = load_dataset("flickr8k", "train", skip_missing=True)
@@ -437,7 +437,7 @@ def test_image_caption_groups_join_each_images_first_captions(data_env):
 
 
 def test_vision_template_attaches_the_image(data_env):
-    from osgha_lite.augment import AugmentError, load_template, main, select_image_files
+    from osgha_lite.llm.augment import AugmentError, load_template, main, select_image_files
     from osgha_lite.data import data_root
 
     template = load_template("perspectives_vlm_v1")
@@ -456,7 +456,7 @@ def test_vision_records_check_descriptions_without_the_path(data_env, tmp_path):
     """A vision reply is validated without the off-topic test (there is no caption to share words with)."""
     from types import SimpleNamespace
 
-    from osgha_lite.augment import AugmentConfig, ModelIdentity, augment_caption, load_template, select_image_files
+    from osgha_lite.llm.augment import AugmentConfig, ModelIdentity, augment_caption, load_template, select_image_files
 
     seen = []
 
@@ -480,7 +480,7 @@ def _lines(records: list[dict]) -> bytes:
 
 
 def test_cache_paths_name_both_parts_from_either_name(tmp_path):
-    from osgha_lite.augment import cache_exists, cache_paths
+    from osgha_lite.llm.augment import cache_exists, cache_paths
 
     log, packed = tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"
     assert cache_paths(log) == cache_paths(packed) == cache_paths(str(log)) == (log, packed)
@@ -495,7 +495,7 @@ def test_cache_paths_name_both_parts_from_either_name(tmp_path):
 def test_compress_cache_merges_records_and_gives_the_same_bytes(tmp_path):
     import gzip
 
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     records = [_record("a", "cap a"), _record("b", "cap b"), _record("a", "cap a2"), _record("c", "cap ç")]
     first, second = tmp_path / "one" / "c.jsonl", tmp_path / "two" / "other.jsonl"
@@ -518,7 +518,7 @@ def test_compress_cache_merges_records_and_gives_the_same_bytes(tmp_path):
 
 
 def test_plain_log_wins_over_the_compressed_part(tmp_path):
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record("a", "cap a"), _record("b", "cap b")])
@@ -537,7 +537,7 @@ def test_plain_log_wins_over_the_compressed_part(tmp_path):
 
 
 def test_compress_cache_refuses_unfinished_invalid_or_empty_caches(tmp_path):
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     with pytest.raises(ValueError, match="no records to compress"):
@@ -560,7 +560,7 @@ def test_compress_cache_refuses_unfinished_invalid_or_empty_caches(tmp_path):
 def test_damaged_compressed_part_is_an_error_naming_the_file(tmp_path):
     import gzip
 
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record(k, f"cap {k}") for k in "abc"])
@@ -584,7 +584,7 @@ def test_damaged_compressed_part_is_an_error_naming_the_file(tmp_path):
 
 
 def test_corrupted_compressed_bytes_are_an_error_naming_the_file(tmp_path):
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record(k, f"cap {k}") for k in "abc"])
@@ -597,7 +597,7 @@ def test_corrupted_compressed_bytes_are_an_error_naming_the_file(tmp_path):
 
 
 def test_load_augmentations_reads_a_cache_that_is_only_compressed(tmp_path):
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record("a", "cap a"), _record("b", "cap b", status="failed", descriptions=["only one"])])
@@ -613,7 +613,7 @@ def test_load_augmentations_reads_a_cache_that_is_only_compressed(tmp_path):
 
 
 def test_cache_appends_after_a_compressed_part(tmp_path):
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record("a", "cap a"), _record("b", "cap b", status="failed")])
@@ -632,7 +632,7 @@ def test_cache_appends_after_a_compressed_part(tmp_path):
 
 
 def test_cli_compress_needs_no_split_and_split_is_required_otherwise(tmp_path, capsys):
-    from osgha_lite import augment
+    from osgha_lite.llm import augment
 
     path = tmp_path / "c.jsonl"
     _write(path, [_record("a", "cap a"), _record("b", "cap b")])
@@ -661,8 +661,8 @@ def _adapt_profile(tmp_path) -> Path:
 
 
 def test_adapt_split_follows_the_profiles_protocol(data_env, tmp_path):
-    from osgha_lite import augment
-    from osgha_lite.config import load_profile
+    from osgha_lite.llm import augment
+    from osgha_lite.profiles import load_profile
     from osgha_lite.data import load_dataset, load_profile_split
 
     profile = _adapt_profile(tmp_path)
@@ -681,7 +681,7 @@ def test_adapt_split_follows_the_profiles_protocol(data_env, tmp_path):
 
 
 def test_adapt_split_of_another_datasets_profile_is_refused(data_env, tmp_path, capsys):
-    from osgha_lite import augment
+    from osgha_lite.llm import augment
 
     with pytest.raises(AugmentError, match=r"--split adapt: profile 'lite' is about flickr8k, not flickr30k; "
                                            r"pass --profile"):
@@ -696,7 +696,7 @@ def test_adapt_split_of_another_datasets_profile_is_refused(data_env, tmp_path, 
 
 def test_adapt_split_whose_protocol_does_not_fit_the_dataset_is_an_error(data_env, tmp_path, capsys):
     """lite keeps 4,000 pretrain images; the tiny train split has fewer: an error message, not a traceback."""
-    from osgha_lite import augment
+    from osgha_lite.llm import augment
 
     with pytest.raises(AugmentError, match=r"--split adapt with profile 'lite': pretrain_images must be between 1"):
         augment._load_split("flickr8k", "adapt")
@@ -707,9 +707,9 @@ def test_adapt_split_whose_protocol_does_not_fit_the_dataset_is_an_error(data_en
 
 
 def test_cli_adapt_split_asks_for_the_adapt_captions(data_env, tmp_path, monkeypatch):
-    from osgha_lite import augment
-    from osgha_lite.augment import RunSummary
-    from osgha_lite.config import load_profile
+    from osgha_lite.llm import augment
+    from osgha_lite.llm.augment import RunSummary
+    from osgha_lite.profiles import load_profile
     from osgha_lite.data import load_profile_split
 
     profile = _adapt_profile(tmp_path)

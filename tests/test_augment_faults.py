@@ -29,7 +29,7 @@ import httpx
 import pytest
 from standin_server import MODEL, standin  # noqa: F401 - fixture
 
-from osgha_lite.augment import (
+from osgha_lite.llm.augment import (
     DEFAULT_CACHE_DIR,
     AugmentConfig,
     AugmentationCache,
@@ -45,8 +45,8 @@ from osgha_lite.augment import (
     main,
     read_records,
 )
-from osgha_lite.llm_cache import check_free_space, check_writable, lock_path
-from osgha_lite.reply_check import caption_as_data, prompt_fixed_lines, screen_item
+from osgha_lite.llm.cache import check_free_space, check_writable, lock_path
+from osgha_lite.llm.reply_check import caption_as_data, prompt_fixed_lines, screen_item
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOOD = "A dog runs along the beach ."
@@ -185,7 +185,7 @@ def test_the_cache_lock_is_exclusive_names_its_holder_and_is_removed(tmp_path):
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     path = tmp_path / "c.jsonl"
-    code = ("import sys, time; from osgha_lite.llm_cache import CacheLock; "
+    code = ("import sys, time; from osgha_lite.llm.cache import CacheLock; "
             f"CacheLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -212,7 +212,7 @@ def test_repair_never_cuts_what_another_writer_appended(tmp_path):
 
 def test_a_second_augment_process_on_the_same_cache_stops_at_once(data_env, standin, tmp_path):  # noqa: F811
     path = tmp_path / "flickr8k.jsonl"
-    args = [sys.executable, "-m", "osgha_lite.augment", "--dataset", "flickr8k", "--split", "train", "--out",
+    args = [sys.executable, "-m", "osgha_lite", "augment", "--dataset", "flickr8k", "--split", "train", "--out",
             str(path), "--concurrency", "1", "--max-attempts", "1", "--no-progress"]
     env = {**os.environ, "OLLAMA_HOST": standin.host}
     first = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -250,7 +250,7 @@ def test_a_damaged_compressed_cache_is_one_error_line_with_exit_code_2(data_env,
     before = _requests(standin)
     env = {**os.environ, "OLLAMA_HOST": standin.host}
     for extra in ([], ["--per-image", "1"], ["--compress"]):
-        done = subprocess.run([sys.executable, "-m", "osgha_lite.augment", "--dataset", "flickr8k", "--split", "test",
+        done = subprocess.run([sys.executable, "-m", "osgha_lite", "augment", "--dataset", "flickr8k", "--split", "test",
                                "--out", str(path), "--no-progress", *extra], cwd=REPO_ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, (extra, done.stderr)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from standin_server import CAPTIONS, MODEL, PROJECT_MODELFILE, shared_server, standin, test_modelfile_dir  # noqa: F401
 
-from osgha_lite.augment import (
+from osgha_lite.llm.augment import (
     AugmentConfig,
     AugmentError,
     OllamaUnavailable,
@@ -32,7 +32,7 @@ from osgha_lite.augment import (
     connect,
     read_records,
 )
-from osgha_lite.llm_hosts import (
+from osgha_lite.llm.hosts import (
     MAX_PROBE_DELAY,
     Host,
     HostMismatch,
@@ -112,7 +112,7 @@ def test_a_bad_host_url_stops_the_run_before_the_cache(tmp_path):
 def test_cli_bad_host_url_exits_with_the_accepted_forms(data_env, tmp_path):
     path = tmp_path / "flickr8k.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "osgha_lite.augment", "--dataset", "flickr8k", "--split", "test", "--out", str(path),
+        [sys.executable, "-m", "osgha_lite", "augment", "--dataset", "flickr8k", "--split", "test", "--out", str(path),
          "--host", "127.0.0.1:11434", "--host", "127.0.0.1:11o35", "--no-progress"],
         cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
@@ -180,7 +180,7 @@ def test_a_lost_host_backs_off_comes_back_and_no_item_is_lost_or_repeated():
 
 
 def test_no_host_left_raises_after_a_last_probe_of_each():
-    from osgha_lite.llm_hosts import AllHostsDown
+    from osgha_lite.llm.hosts import AllHostsDown
 
     pool = HostPool([Host(HostSpec("http://a:1", 1)), Host(HostSpec("http://b:2", 1))], backoff=0.01)
     for host in pool.hosts:
@@ -318,7 +318,7 @@ def test_cli_two_hosts_report_the_captions_each_answered(data_env, one_and_two, 
     path = tmp_path / "flickr8k.jsonl"
     second = servers["second"].host
     proc = subprocess.run(
-        [sys.executable, "-m", "osgha_lite.augment", "--dataset", "flickr8k", "--split", "train", "--out", str(path),
+        [sys.executable, "-m", "osgha_lite", "augment", "--dataset", "flickr8k", "--split", "train", "--out", str(path),
          "--host", f"{standin.host},{second}", "--concurrency", "1", "--num-predict", "40", "--max-attempts", "1",
          "--no-progress"],
         cwd=REPO_ROOT, env=os.environ, capture_output=True, text=True, timeout=600)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from osgha_lite.backbones import LiteBackbone, OpenClipBackbone, build_backbone
-from osgha_lite.config import load_profile
+from osgha_lite.profiles import load_profile
 from osgha_lite.data import load_dataset
-from osgha_lite.features import cache_root
-from osgha_lite.evaluation import evaluate_similarity, similarity
-from osgha_lite.results import METRIC_KEYS, load_results, read_result, write_result
+from osgha_lite.backbones.features import cache_root
+from osgha_lite.metrics.protocols import evaluate_similarity, similarity
+from osgha_lite.metrics.results import METRIC_KEYS, load_results, read_result, write_result
 
 
 def _unit_rows(x):

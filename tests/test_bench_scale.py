@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from osgha_lite.metrics import retrieval_metrics
+from osgha_lite.metrics.retrieval import retrieval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_planted_split_shapes_and_retrieval_above_chance(bench):
 
 
 def test_simulated_inputs_match_method_embeddings_shapes(bench):
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
 
     profile = load_profile("paper-coco")
     rng = np.random.default_rng(1)
@@ -68,8 +68,8 @@ def test_simulated_inputs_match_method_embeddings_shapes(bench):
 
 
 def test_notebook_methods_and_epoch_cap(bench):
-    from osgha_lite.config import load_profile
-    from osgha_lite.experiment import sweep_methods
+    from osgha_lite.profiles import load_profile
+    from osgha_lite.train.experiment import sweep_methods
 
     profile = load_profile("paper-coco")
     runs = bench.notebook_methods(profile)
@@ -95,7 +95,7 @@ def test_growth_fit_recovers_known_exponents(bench):
 def test_tiny_fraction_end_to_end(bench, tmp_path, monkeypatch):
     """The methods and evaluation stages of one tiny fraction, in process, on a subset of notebook 03's runs."""
     monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path / "cache"))
-    from osgha_lite.config import load_profile
+    from osgha_lite.profiles import load_profile
 
     keep = {"frozen-backbone", "linear-head", "os-hgadapter"}
     skip = [name for name in bench.notebook_methods(load_profile("paper-coco")) if name not in keep]

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 import pytest
 
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.paths import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("build_site", PROJECT_ROOT / "book" / "build_site.py")
 build_site = importlib.util.module_from_spec(spec)
@@ -51,7 +51,7 @@ def test_profile_comes_from_the_papermill_parameters_and_runs_are_not_mixed(tmp_
     with pytest.raises(build_site.BookError, match="03_d.ipynb: its run failed"):
         build_site.run_profile([first, failed])
     (tmp_path / "02_c.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
-    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*osgha_lite.runner"):
+    with pytest.raises(build_site.BookError, match="02_c.ipynb: no Papermill parameters.*python -m osgha_lite run"):
         build_site.run_profile([tmp_path / "02_c.ipynb"])
     with pytest.raises(build_site.BookError, match="no executed notebooks; run `make reproduce` or `make smoke`"):
         build_site.assemble(tmp_path / "empty", tmp_path / "src", tmp_path, tmp_path)
@@ -65,7 +65,7 @@ def test_notebooks_of_another_seed_or_run_or_without_a_run_id_are_refused(tmp_pa
     assert str(raised.value) == (
         "executed notebooks come from different runs (00_a.ipynb: profile lite, seed 0, smoke False, run_id "
         "20260101T000000Z-0a1b2c3d; 01_b.ipynb: profile lite, seed 1, smoke False, run_id 20260101T000000Z-0a1b2c3d); "
-        "rerun every notebook in one run of `python -m osgha_lite.runner` for one profile (a run of some notebooks "
+        "rerun every notebook in one run of `python -m osgha_lite run` for one profile (a run of some notebooks "
         "only, such as --only or `make figures`, is a run of its own)")
     other_run = _executed(tmp_path, "02_c.ipynb", smoke=False, run_id="20260102T000000Z-ffffffff")
     with pytest.raises(build_site.BookError, match=r"different runs .*02_c\.ipynb: .*run_id 20260102T000000Z-ffffffff"):
@@ -75,7 +75,7 @@ def test_notebooks_of_another_seed_or_run_or_without_a_run_id_are_refused(tmp_pa
         build_site.run_profile([first, unmarked])
     assert str(raised.value) == (
         f"{unmarked}: no run id in its metadata (metadata.osgha.run_id), so it cannot be told apart from another "
-        "run's copy; rerun every notebook with `python -m osgha_lite.runner` (or `make reproduce` / `make smoke`)")
+        "run's copy; rerun every notebook with `python -m osgha_lite run` (or `make reproduce` / `make smoke`)")
     assert build_site.run_of([first]) == {"profile": "lite", "seed": 0, "smoke": False,
                                           "run_id": "20260101T000000Z-0a1b2c3d"}
 
@@ -94,7 +94,7 @@ def test_an_error_output_is_refused_although_papermill_recorded_no_exception(tmp
         build_site.run_profile([failed])
     assert str(raised.value) == (
         f"{failed}: code cell 2 (execution count 2) has an error output (ValueError: broken input); a run with an "
-        "error output is not shown. Fix the notebook and rerun `python -m osgha_lite.runner`")
+        "error output is not shown. Fix the notebook and rerun `python -m osgha_lite run`")
 
 
 def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
@@ -119,9 +119,9 @@ def test_widget_progress_bars_become_their_final_line_and_closed_bars_vanish():
 
 
 def test_markdown_links_modules_and_notebooks():
-    text = "See `osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
-    assert build_site.link_markdown(text, {"entropy"}, {"05": "05_figures.ipynb"}) == (
-        "See {py:obj}`osgha_lite.entropy.spectral_bits` and `osgha_lite.nope`, as in "
+    text = "See `osgha_lite.metrics.entropy.spectral_bits` and `osgha_lite.nope`, as in notebook 05 and notebook 09."
+    assert build_site.link_markdown(text, {"metrics"}, {"05": "05_figures.ipynb"}) == (
+        "See {py:obj}`osgha_lite.metrics.entropy.spectral_bits` and `osgha_lite.nope`, as in "
         "[notebook 05](05_figures.ipynb) and notebook 09.")
 
 
@@ -439,11 +439,11 @@ def test_repository_links_are_rewritten_for_the_site():
     files = {"figures/lite/05_direction_gains.png", "results/lite/tables/05_ablations.csv"}
     text = ("[method](docs/method.md#our-two-additions) [nb](notebooks/03_training.ipynb) "
             "![gains](figures/lite/05_direction_gains.png) [csv](results/lite/tables/05_ablations.csv) "
-            "[adapter](osgha_lite/hypergraph/adapter.py) [the Makefile](Makefile) [web](https://arxiv.org)")
+            "[adapter](osgha_lite/methods/hypergraph/adapter.py) [the Makefile](Makefile) [web](https://arxiv.org)")
     assert build_site.site_links(text, "README.md", "lite", pages, files) == (
         "[method](docs/method.md#our-two-additions) [nb](notebooks/03_training.ipynb) "
         "![gains](figures/lite/05_direction_gains.png) {download}`csv <results/lite/tables/05_ablations.csv>` "
-        "{py:mod}`adapter <osgha_lite.hypergraph.adapter>` the Makefile (`Makefile`) [web](https://arxiv.org)")
+        "{py:mod}`adapter <osgha_lite.methods.hypergraph.adapter>` the Makefile (`Makefile`) [web](https://arxiv.org)")
     smoke = build_site.site_links("[t](../results/lite/tables/05_ablations.md)", "docs/results.md", "lite-smoke",
                                   {"results/lite-smoke/tables/05_ablations.md"}, set())
     assert smoke == "[t](../results/lite-smoke/tables/05_ablations.md)"

@@ -1,11 +1,11 @@
-"""Tests of osgha_lite.bootstrap: exactness of the weighted draws, edge cases, determinism."""
+"""Tests of osgha_lite.metrics.bootstrap: exactness of the weighted draws, edge cases, determinism."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from osgha_lite.bootstrap import (
+from osgha_lite.metrics.bootstrap import (
     ConfidenceInterval,
     _draw_batches,
     _RankSummary,
@@ -15,7 +15,7 @@ from osgha_lite.bootstrap import (
     bootstrap_mean_ci,
     bootstrap_metrics,
 )
-from osgha_lite.metrics import metric_names, metrics_from_ranks, query_ranks, retrieval_metrics
+from osgha_lite.metrics.retrieval import metric_names, metrics_from_ranks, query_ranks, retrieval_metrics
 from osgha_lite.runtime import generator
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from osgha_lite.config import ProfileError, available_profiles, load_profile
+from osgha_lite.profiles import ProfileError, available_profiles, load_profile
 
 # Top-level fields some notebook reads from the profile it runs with.
 NOTEBOOK_FIELDS = ("name", "dataset", "backbone", "eval", "augmentation", "adapter_training", "methods", "sweeps",

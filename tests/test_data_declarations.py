@@ -30,7 +30,7 @@ def _declare(path, reader, options, folder=".", **extra):
 
 # --------------------------------------------------------------------------- built-in declarations
 def test_builtin_declarations_are_json_files_with_known_readers():
-    files = sorted(p.stem for p in (PROJECT_ROOT / "osgha_lite" / "datasets").glob("*.json"))
+    files = sorted(p.stem for p in (PROJECT_ROOT / "osgha_lite" / "data" / "datasets").glob("*.json"))
     assert files == sorted(DATASETS)
     assert {"flickr8k", "flickr30k", "mscoco", "mscoco-2014", "mscoco-2017"} <= set(DATASETS)
     assert DATASETS["mscoco-2017"].options["splits"]["dev"] == {"annotations": "annotations/captions_val2017.json",

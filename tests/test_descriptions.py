@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from osgha_lite.data import CaptionDataset
-from osgha_lite.descriptions import SOURCE_KINDS, description_fidelity, human_descriptions, split_descriptions
+from osgha_lite.llm.descriptions import SOURCE_KINDS, description_fidelity, human_descriptions, split_descriptions
 
 
 def dataset(split: str, per_image: list[list[str]]) -> CaptionDataset:
@@ -132,7 +132,7 @@ class _BoundedRng:
 
 
 def test_a_split_of_one_image_ends_with_an_error_or_nan(monkeypatch):
-    from osgha_lite import descriptions
+    from osgha_lite.llm import descriptions
 
     captions, text_to_image = _captions(1, 3)
     monkeypatch.setattr(descriptions.np.random, "default_rng", _BoundedRng)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from osgha_lite import dropout as portable
+from osgha_lite.methods import dropout as portable
 from osgha_lite.backbones import LiteHeads
-from osgha_lite.dropout import PortableDropout, check_state_layout, keep_mask, portable_dropout
+from osgha_lite.methods.dropout import PortableDropout, check_state_layout, keep_mask, portable_dropout
 
 
 def _intel_with_mkl() -> bool:
@@ -91,7 +91,7 @@ def test_evaluation_zero_rate_and_full_rate():
 def test_the_lite_heads_and_adapters_use_it():
     heads = LiteHeads(16, 8, 4, input_dropout=0.5)
     assert isinstance(heads.dropout, PortableDropout)
-    from osgha_lite.adapters import build_adapter
+    from osgha_lite.methods import build_adapter
 
     for name in ("linear", "bottleneck", "hypergraph"):
         dropouts = [m for m in build_adapter(name, 16).modules() if isinstance(m, torch.nn.Dropout)]

@@ -1,4 +1,4 @@
-"""Known-answer and reference tests for osgha_lite.entropy."""
+"""Known-answer and reference tests for osgha_lite.metrics.entropy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import ortho_group
 
-from osgha_lite import entropy as E
+from osgha_lite.metrics import entropy as E
 
 # ---------------------------------------------------------------------------
 # Lexical

@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.evaluate: the trained methods of a profile scored on another dataset."""
+"""Tests for osgha_lite.apps.evaluate: the trained methods of a profile scored on another dataset."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from bad_images import PROBLEMS, write_bad_images
-from osgha_lite.config import load_profile
+from osgha_lite.profiles import load_profile
 from osgha_lite.data import CaptionDataset
-from osgha_lite.evaluate import EvaluateError, evaluate_external, external_folder, main, missing_inputs
-from osgha_lite.metrics import retrieval_metrics
-from osgha_lite.results import read_result, results_root
+from osgha_lite.apps.evaluate import EvaluateError, evaluate_external, external_folder, main, missing_inputs
+from osgha_lite.metrics.retrieval import retrieval_metrics
+from osgha_lite.metrics.results import read_result, results_root
 
 
 def _write_descriptions(path: Path, captions: list[str]) -> None:
-    """An augmentation cache in the format of osgha_lite.augment, two descriptions per caption."""
+    """An augmentation cache in the format of osgha_lite.llm.augment, two descriptions per caption."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"key": caption, "caption": caption, "status": "ok", "model": "m", "digest": "d",
                          "template": "t", "k": 2, "descriptions": [f"{caption} in a photo", f"a view: {caption}"]})
@@ -233,7 +233,7 @@ def test_bad_images_are_skipped_counted_and_named_in_the_result_files(tiny_lite,
     """Two photos and four files that cannot be decoded, each with a caption: the photos are evaluated."""
     import shutil
 
-    from osgha_lite.encoders import EfficientNetLite0Encoder
+    from osgha_lite.backbones.encoders import EfficientNetLite0Encoder
 
     path, profile, folder = tiny_lite
     photos = folder / "mixed" / "photos"
@@ -278,7 +278,7 @@ def test_bad_images_are_skipped_counted_and_named_in_the_result_files(tiny_lite,
 
 
 def test_every_error_is_one_line_and_debug_shows_the_traceback(tiny_lite, capsys, monkeypatch):
-    from osgha_lite import evaluate
+    from osgha_lite.apps import evaluate
 
     path, _, _ = tiny_lite
 

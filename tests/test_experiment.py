@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.experiment: run_method end to end on tiny synthetic embeddings."""
+"""Tests for osgha_lite.train.experiment: run_method end to end on tiny synthetic embeddings."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from osgha_lite import experiment, timings
-from osgha_lite.experiment import (
+from osgha_lite.train import experiment
+
+from osgha_lite.train import timings
+from osgha_lite.train.experiment import (
     Embedded,
     cached_neighbour_table,
     description_memory,
@@ -20,9 +22,9 @@ from osgha_lite.experiment import (
     score_method,
     sweep_methods,
 )
-from osgha_lite.hypergraph import TEXT, HypergraphAdapter, MemoryBank
-from osgha_lite.metrics import retrieval_metrics
-from osgha_lite.results import read_result
+from osgha_lite.methods.hypergraph import TEXT, HypergraphAdapter, MemoryBank
+from osgha_lite.metrics.retrieval import retrieval_metrics
+from osgha_lite.metrics.results import read_result
 
 DIM = 16
 
@@ -142,8 +144,8 @@ def test_os_hgadapter_trains_evaluates_and_reloads_its_checkpoint(splits, isolat
 def test_checkpoints_are_found_by_what_they_were_trained_on_not_by_the_profiles_name(splits, tmp_path):
     """A profile that extends another and changes only its name, datasets or evaluation settings looks up the
     same checkpoint file; a change of any training setting looks up another one."""
-    from osgha_lite.config import load_profile, merge
-    from osgha_lite.experiment import method_checkpoint
+    from osgha_lite.profiles import load_profile, merge
+    from osgha_lite.train.experiment import method_checkpoint
 
     train, dev, test = splits
     parent = tmp_path / "parent.json"
@@ -239,7 +241,7 @@ def test_load_profile_augmentations_reads_the_cache_or_returns_nothing(tmp_path)
     profile = {**PROFILE, "augmentation": {"cache": str(cache), "descriptions": 2}}
     assert load_profile_augmentations(profile) == {"a dog runs .": ["A dog is running.", "The dog moves fast."]}
     # a cache stored compressed (X.jsonl.gz only) is read through the same .jsonl name
-    from osgha_lite.augment import compress_cache
+    from osgha_lite.llm.augment import compress_cache
 
     compress_cache(cache)
     assert not cache.exists()
@@ -323,7 +325,7 @@ def test_method_embeddings_adds_only_what_a_method_asks_for(tmp_path, monkeypatc
     """Explanations replace the descriptions; perspectives reach training images only; local features load."""
     from osgha_lite.backbones import LocalFeatures
     from osgha_lite.data import load_dataset
-    from osgha_lite.experiment import embed_with_descriptions, method_embeddings
+    from osgha_lite.train.experiment import embed_with_descriptions, method_embeddings
 
     class Backbone:
         identity, dim = "fake", DIM
@@ -338,7 +340,7 @@ def test_method_embeddings_adds_only_what_a_method_asks_for(tmp_path, monkeypatc
             return LocalFeatures(np.zeros((len(data.image_paths), 2, DIM), np.float32), np.ones((len(data.image_paths), 2), bool),
                                  np.zeros((len(data.captions), 3, DIM), np.float32), np.ones((len(data.captions), 3), bool))
 
-    from osgha_lite.augment import image_caption_groups
+    from osgha_lite.llm.augment import image_caption_groups
 
     data = {s: load_dataset("flickr8k", s) for s in ("train", "dev", "test")}
     explanation_cache, perspective_cache = tmp_path / "explanations.jsonl", tmp_path / "perspectives.jsonl"

@@ -1,4 +1,4 @@
-"""Tests for the OpenVINO image runtime (the default) (osgha_lite.fast_images) on real photos."""
+"""Tests for the OpenVINO image runtime (the default) (osgha_lite.backbones.openvino) on real photos."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from osgha_lite.encoders import build_encoder
-from osgha_lite.fast_images import RUNTIME_VARIABLE, chosen_runtime
-from osgha_lite.features import cached_features
+from osgha_lite.backbones.encoders import build_encoder
+from osgha_lite.backbones.openvino import RUNTIME_VARIABLE, chosen_runtime
+from osgha_lite.backbones.features import cached_features
 
 #: Agreement with the PyTorch features: measured max |diff| about 1e-5 on features of size ~1.
 ATOL = 1e-4
@@ -45,7 +45,7 @@ def test_openvino_features_agree_with_pytorch_on_real_photos(photos, torch_featu
 
 
 def test_openvino_features_are_bit_identical_across_runs_and_thread_counts(photos, fast_encoder):
-    from osgha_lite.fast_images import OpenVinoFeatureMaps
+    from osgha_lite.backbones.openvino import OpenVinoFeatureMaps
 
     first = fast_encoder.encode(photos, progress=False)
     again = build_encoder("efficientnet-lite0", runtime="openvino").encode(photos, progress=False)
@@ -106,8 +106,8 @@ def test_missing_openvino_package_gives_a_clear_error(monkeypatch):
 
 
 def test_converted_network_is_stored_verified_and_gives_the_same_features(photos, fast_encoder, tmp_path, monkeypatch):
-    from osgha_lite import fast_images
-    from osgha_lite.features import CacheWarning
+    from osgha_lite.backbones import openvino as fast_images
+    from osgha_lite.backbones.features import CacheWarning
 
     monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(fast_images, "_CONVERTED", {})

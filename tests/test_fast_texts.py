@@ -1,4 +1,4 @@
-"""Tests for the OpenVINO text runtime (osgha_lite.fast_texts), the lite text encoder's default."""
+"""Tests for the OpenVINO text runtime (osgha_lite.backbones.openvino), the lite text encoder's default."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from osgha_lite.encoders import build_encoder
-from osgha_lite.fast_texts import TEXT_RUNTIME_VARIABLE
+from osgha_lite.backbones.encoders import build_encoder
+from osgha_lite.backbones.openvino import TEXT_RUNTIME_VARIABLE
 
 
 @pytest.fixture(scope="module")

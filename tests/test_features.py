@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from osgha_lite.encoders import build_encoder, length_groups
-from osgha_lite.features import cached_features
+from osgha_lite.backbones.encoders import build_encoder, length_groups
+from osgha_lite.backbones.features import cached_features
 
 TEXTS = ["a dog runs on the grass", "two children play football", "a red car", "a cat sleeps", "snow"]
 
@@ -87,7 +87,7 @@ class CountingLocal(Counting):
 
 
 def test_local_features_fill_the_global_cache_in_the_same_pass(minilm, tmp_path):
-    from osgha_lite.features import cached_local_features
+    from osgha_lite.backbones.features import cached_local_features
 
     counting = CountingLocal(minilm)
     tokens, mask = cached_local_features(counting, TEXTS, "demo", "test", size=8, shard_size=2,
@@ -119,7 +119,7 @@ def test_image_grid_averages_close_to_the_global_vector(data_env, tmp_path):
 def test_image_grid_cache_is_read_back(data_env, tmp_path):
     """A grid of size x size cells is found in the cache on the second call (no second pass)."""
     from osgha_lite.data import load_dataset
-    from osgha_lite.features import cached_local_features
+    from osgha_lite.backbones.features import cached_local_features
 
     counting = CountingLocal(build_encoder("efficientnet-lite0", device="cpu"))
     paths = load_dataset("flickr8k", "train").image_paths[:2]
@@ -164,7 +164,7 @@ class Fake:
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_split_features_of_a_selected_split_reads_the_parents_rows(data_env, modality):
     from osgha_lite.data import load_dataset
-    from osgha_lite.features import cache_root, split_features
+    from osgha_lite.backbones.features import cache_root, split_features
 
     train = load_dataset("flickr8k", "train")
     adapt = train.select_images(np.array([3, 1]), "adapt")
@@ -188,7 +188,7 @@ def test_split_features_of_a_selected_split_reads_the_parents_rows(data_env, mod
 
 def test_split_features_of_a_plain_split_is_cached_features(data_env):
     from osgha_lite.data import load_dataset
-    from osgha_lite.features import split_features
+    from osgha_lite.backbones.features import split_features
 
     dev = load_dataset("flickr8k", "dev")
     encoder = Fake("text")
@@ -200,7 +200,7 @@ def test_split_features_of_a_plain_split_is_cached_features(data_env):
 
 def test_split_local_features_of_a_selected_split_reads_the_parents_rows(data_env):
     from osgha_lite.data import load_dataset
-    from osgha_lite.features import split_features, split_local_features
+    from osgha_lite.backbones.features import split_features, split_local_features
 
     train = load_dataset("flickr8k", "train")
     adapt = train.select_images(np.array([0, 2]), "adapt")
@@ -221,7 +221,7 @@ def test_split_local_features_of_a_selected_split_reads_the_parents_rows(data_en
 
 def test_smoke_limited_protocol_split_still_reads_the_parents_cache(data_env):
     from osgha_lite.data import load_profile_split
-    from osgha_lite.features import split_features
+    from osgha_lite.backbones.features import split_features
 
     profile = {"name": "tiny", "dataset": "flickr8k", "smoke_images": 1,
                "protocol": {"kind": "disjoint", "pretrain_images": 2, "seed": 0}}
@@ -278,7 +278,7 @@ def test_each_distinct_text_is_encoded_once_across_lists(tmp_path):
     np.testing.assert_array_equal(second, np.stack([encoder.vector(t) for t in ["a cat", "two birds", "a dog"]]))
     np.testing.assert_array_equal(first[[0, 2]], second[[2, 2]])
     # a new process (a fresh store object) reads the shards from disk
-    from osgha_lite import text_store
+    from osgha_lite.backbones import text_store
 
     text_store._STORES.clear()
     fresh = SharedFake("text")
@@ -288,8 +288,8 @@ def test_each_distinct_text_is_encoded_once_across_lists(tmp_path):
 
 
 def test_a_damaged_text_shard_is_named_and_encoded_again(tmp_path):
-    from osgha_lite import text_store
-    from osgha_lite.features import CacheWarning
+    from osgha_lite.backbones import text_store
+    from osgha_lite.backbones.features import CacheWarning
 
     encoder = SharedFake("text")
     cached_features(encoder, ["a dog", "a cat"], "lists", "one", cache_dir=tmp_path, progress=False)

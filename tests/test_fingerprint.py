@@ -1,4 +1,4 @@
-"""The kernel fingerprint (osgha_lite.fingerprint): the same digests under settings that must not matter,
+"""The kernel fingerprint (osgha_lite.pipeline.fingerprint): the same digests under settings that must not matter,
 a named stage under a setting that changes a kernel, and clear errors for a bad reference."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from osgha_lite import fingerprint
+from osgha_lite.pipeline import fingerprint
 from osgha_lite.data import PROJECT_ROOT
 from osgha_lite.runtime import PORTABLE_CPU_KERNELS
 
@@ -22,7 +22,7 @@ def run_fingerprint(tmp_path, name: str, stages: list[str] | None = None, **sett
     """The digests of a fingerprint run in a new process under the portable settings changed by ``settings``."""
     out = tmp_path / f"{name}.json"
     environment = {**os.environ, **PORTABLE_CPU_KERNELS, "OSGHA_THREADS": "2", **settings}
-    command = [sys.executable, "-m", "osgha_lite.fingerprint", "--json", str(out)]
+    command = [sys.executable, "-m", "osgha_lite", "envcheck", "--fingerprint", "--json", str(out)]
     if stages:
         command += ["--stages", *stages]
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
@@ -53,7 +53,7 @@ def test_a_changed_kernel_is_named(tmp_path):
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps({"digests": portable}))
     environment = {**os.environ, **PORTABLE_CPU_KERNELS, "OSGHA_THREADS": "2", "MKL_CBWR": "AUTO"}
-    done = subprocess.run([sys.executable, "-m", "osgha_lite.fingerprint", "--stages", "image_features", "heads",
+    done = subprocess.run([sys.executable, "-m", "osgha_lite", "envcheck", "--fingerprint", "--stages", "image_features", "heads",
                            "--reference", str(reference)], env=environment, capture_output=True, text=True,
                           timeout=600, cwd=PROJECT_ROOT)
     assert done.returncode == 1, done.stdout + done.stderr

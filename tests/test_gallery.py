@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.gallery: blockwise exact Recall@K, top-k search in blocks, FAISS indexes."""
+"""Tests for osgha_lite.metrics.gallery: blockwise exact Recall@K, top-k search in blocks, FAISS indexes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from osgha_lite import gallery
-from osgha_lite.gallery import (
+from osgha_lite.metrics import gallery
+from osgha_lite.metrics.gallery import (
     GalleryError,
     GalleryIndex,
     blockwise_query_ranks,
@@ -18,8 +18,8 @@ from osgha_lite.gallery import (
     tiled_scores,
     topk_recall,
 )
-from osgha_lite.metrics import query_ranks, retrieval_metrics
-from osgha_lite.search import top_k
+from osgha_lite.metrics.retrieval import query_ranks, retrieval_metrics
+from osgha_lite.apps.search import top_k
 
 
 def unit(x: np.ndarray) -> np.ndarray:

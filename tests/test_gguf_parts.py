@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root holds tools/
 
 from osgha_lite.atomic import IntegrityError  # noqa: E402
-from osgha_lite.features import CacheWarning  # noqa: E402
+from osgha_lite.backbones.features import CacheWarning  # noqa: E402
 from tools.ollama_standin import gguf_parts as parts  # noqa: E402
 from tools.ollama_standin.gguf_path import smollm2_gguf_path  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.hypergraph: incidence builders, HGNN convolution, memory bank, adapter."""
+"""Tests for osgha_lite.methods.hypergraph: incidence builders, HGNN convolution, memory bank, adapter."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osgha_lite.adapters import AdapterContext
-from osgha_lite.hypergraph import (
+from osgha_lite.methods import AdapterContext
+from osgha_lite.methods.hypergraph import (
     IMAGE,
     TEXT,
     Hypergraph,
@@ -34,7 +34,7 @@ from osgha_lite.hypergraph import (
     semantic_hyperedges,
     vertex_degrees,
 )
-from osgha_lite.hypergraph import HUBNESS_PHASE_SCALE
+from osgha_lite.methods.hypergraph import HUBNESS_PHASE_SCALE
 
 
 
@@ -659,7 +659,7 @@ def test_inductive_with_pairs_and_hubness_ignores_other_queries():
 
 
 def test_adapters_on_the_same_bank_share_its_decomposition_and_cohesion(monkeypatch):
-    from osgha_lite.hypergraph import adapter as adapter_module
+    from osgha_lite.methods.hypergraph import adapter as adapter_module
 
     monkeypatch.setattr(adapter_module, "_DERIVED", {})
     calls = []

@@ -21,9 +21,9 @@ from toy_training import clustered_split, toy_heads
 
 from osgha_lite.atomic import IntegrityError, load_npy, load_verified_npy
 from osgha_lite.backbones import LiteBackbone
-from osgha_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from osgha_lite.features import CacheWarning, cached_features, cached_local_features
-from osgha_lite.training import SplitFeatures, TrainConfig, checkpoint_finished, fit
+from osgha_lite.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from osgha_lite.backbones.features import CacheWarning, cached_features, cached_local_features
+from osgha_lite.train.fit import SplitFeatures, TrainConfig, checkpoint_finished, fit
 
 ITEMS = [f"caption number {i}" for i in range(10)]
 
@@ -329,7 +329,7 @@ def test_changing_the_dev_split_changes_the_heads_key():
 
 
 def test_changing_the_dev_split_changes_the_method_checkpoint(tmp_path, monkeypatch):
-    from osgha_lite.experiment import Embedded, method_checkpoint
+    from osgha_lite.train.experiment import Embedded, method_checkpoint
 
     monkeypatch.setenv("OSGHA_CACHE_DIR", str(tmp_path))
 

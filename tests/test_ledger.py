@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from osgha_lite.data import PROJECT_ROOT
+from osgha_lite.paths import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("ledger", PROJECT_ROOT / "book" / "ledger.py")
 ledger = importlib.util.module_from_spec(spec)

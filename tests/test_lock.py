@@ -1,4 +1,4 @@
-"""requirements/lock.txt: the parser and the installed-versus-locked check of osgha_lite.envcheck,
+"""requirements/lock.txt: the parser and the installed-versus-locked check of osgha_lite.pipeline.envcheck,
 and the real lock against pyproject.toml (docs/environment-lock.md)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from osgha_lite import envcheck
-from osgha_lite.envcheck import LockFileError, lock_mismatches, normalize_name, parse_lock
+from osgha_lite.pipeline import envcheck
+from osgha_lite.pipeline.envcheck import LockFileError, lock_mismatches, normalize_name, parse_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "lock.txt"
@@ -106,7 +106,9 @@ def test_envcheck_runs_the_lock_check():
 def _direct_dependencies() -> list[str]:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = [line for name, lines in project["optional-dependencies"].items() if name != "llamacpp" for line in lines]
+    # the core and every extra the lock covers (dev names the others: osgha-lite[lite,clip,...])
+    return [line for line in [*project["dependencies"], *extras] if not line.startswith("osgha-lite")]
 
 
 def test_real_lock_pins_every_direct_dependency_at_its_pyproject_version():

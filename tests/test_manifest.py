@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from osgha_lite import manifest
+from osgha_lite.pipeline import manifest
 from osgha_lite.data import PROJECT_ROOT
-from osgha_lite.figures import latex_table, save_figure, save_table
-from osgha_lite.manifest import Roots, check_disk, check_regenerated, compare_tables, read_manifest
+from osgha_lite.pipeline.figures import latex_table, save_figure, save_table
+from osgha_lite.pipeline.manifest import Roots, check_disk, check_regenerated, compare_tables, read_manifest
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_readme_shows_the_generated_headline_table_and_existing_figures():
 
 
 def test_markdown_table_rounds_floats_and_keeps_text_cells_verbatim():
-    from osgha_lite.figures import markdown_table
+    from osgha_lite.pipeline.figures import markdown_table
 
     text = markdown_table(pd.DataFrame({"value": ["0.05", "0.15"], "rsum": [284.73, float("nan")]}), digits=1)
     assert "| 0.05    |  284.7 |" in text and "| 0.15    |    nan |" in text
@@ -222,7 +222,7 @@ def test_compare_results_allows_half_a_printed_digit_and_skips_no_field(tmp_path
         "r.json, field /training/finished: committed True, regenerated False"]
     assert differences(training__epochs=[]) == ["r.json, field /training/epochs: 1 items committed, 0 regenerated"]
     assert differences(extra=1) == ["r.json, field /extra: only in the regenerated file"]
-    # a wall-clock time is no exception (result files hold none; osgha_lite.timings keeps them)
+    # a wall-clock time is no exception (result files hold none; osgha_lite.train.timings keeps them)
     assert differences(training__seconds=10.7) == ["r.json, field /training/seconds: only in the regenerated file"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from osgha_lite.manifest import compare_results
+from osgha_lite.pipeline.manifest import compare_results
 
 KEY = "results/lite/evaluation/embedding_map.test.json"
 

@@ -1,4 +1,4 @@
-"""Tests of osgha_lite.metrics against a slow reference, eccv-caption and hand cases."""
+"""Tests of osgha_lite.metrics.retrieval against a slow reference, eccv-caption and hand cases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from osgha_lite.metrics import (
+from osgha_lite.metrics.retrieval import (
     coco_1k_metrics,
     coco_5k_metrics,
     image_query_ranks,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from osgha_lite import timings
+from osgha_lite.train import timings
 from osgha_lite.data import PROJECT_ROOT
 
 #: Words that make a field or column name a time, when one of the name's words (split at ``_``, ``-``,
@@ -74,7 +74,7 @@ def json_times(data, where: str = "") -> list[str]:
 
 
 def _table_header(path: Path, text: str) -> list[str]:
-    """The column names of a saved table (``osgha_lite.figures.save_table``'s CSV, Markdown or LaTeX)."""
+    """The column names of a saved table (``osgha_lite.pipeline.figures.save_table``'s CSV, Markdown or LaTeX)."""
     lines = text.splitlines()
     if path.suffix == ".csv":
         import csv
@@ -132,7 +132,7 @@ def test_no_committed_result_table_or_figure_holds_a_time():
     assert len(files) > 50, "expected the committed results/ and figures/ files"
     found = times_in_tree(PROJECT_ROOT)
     assert not found, ("wall-clock times in committed files (a rerun rewrites them; log them with "
-                       "osgha_lite.timings.record instead):\n" + "\n".join(found))
+                       "osgha_lite.train.timings.record instead):\n" + "\n".join(found))
 
 
 def test_a_planted_time_is_found_and_named(tmp_path):

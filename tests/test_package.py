@@ -1,17 +1,24 @@
-"""Tests for the package layout: the import graph of osgha_lite has no cycle.
+"""Tests for the package layout: the import graph of osgha_lite has no cycle, the layers hold.
 
 The graph has an edge ``a -> b`` when module ``a`` imports module ``b``
 anywhere: at module level, under ``if TYPE_CHECKING:`` and inside function
 bodies. Importing ``p.q.m`` also imports the packages ``p.q`` and ``p``, so
 those are edges too, except for the importer's own parent packages (a
 sibling import inside a package runs no other ``__init__``). The only
-imports left out are the deliberate lazy loaders of
-:data:`DELIBERATE_LAZY_IMPORTS`, each documented at its import.
+imports left out would be the deliberate lazy loaders of
+:data:`DELIBERATE_LAZY_IMPORTS`, each documented at its import: there are none.
+
+The layers themselves are contracts of import-linter (``[tool.importlinter]``
+in ``pyproject.toml``, ``lint-imports`` in ``make test``);
+:func:`test_a_lower_layer_importing_a_higher_one_breaks_the_contract` shows
+that a contract fails on a deliberate violation.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +29,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "osgha_lite"
 
 #: Functions whose imports are deliberately deferred to call time, so they are not edges of the
 #: graph: (importing module, qualified function name) -> why.
-DELIBERATE_LAZY_IMPORTS = {
-    ("osgha_lite.adapters", "_lazy"): (
-        "the adapter registry builds osgha_lite.hypergraph and the related methods on first use; "
-        "those modules build on the base class of osgha_lite.adapters"
-    ),
-    ("osgha_lite.manifest", "Roots.current"): (
-        "osgha_lite.figures imports osgha_lite.manifest (register_artifacts) at load time"
-    ),
-}
+DELIBERATE_LAZY_IMPORTS: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -188,14 +187,125 @@ def test_deliberate_lazy_imports_name_existing_functions():
         assert isinstance(node, ast.FunctionDef), (module, qualname)
 
 
-def test_adapters_does_not_import_the_hypergraph_package():
-    edges = import_edges(package_sources())  # lazy loaders included: only _lazy may reach it, dynamically
-    assert not {m for m in edges["osgha_lite.adapters"] if m.startswith("osgha_lite.hypergraph")}
+CORE = ("osgha_lite.methods", "osgha_lite.losses", "osgha_lite.metrics")
+HARNESS = ("osgha_lite.data", "osgha_lite.backbones", "osgha_lite.llm", "osgha_lite.train", "osgha_lite.pipeline",
+           "osgha_lite.apps")
+
+
+def test_the_core_imports_nothing_from_the_inputs_or_the_harness():
+    edges = import_edges(package_sources())
+    found = {(module, target) for module, targets in edges.items() if module.startswith(CORE)
+             for target in targets if target.startswith(HARNESS)}
+    assert not found
+
+
+def test_at_most_twelve_modules_at_the_top_of_the_package():
+    top = sorted(path.name for path in PACKAGE_DIR.glob("*.py"))
+    assert len(top) <= 12, top
+
+
+def test_every_subpackage_docstring_gives_its_reading_order():
+    for init in sorted(PACKAGE_DIR.glob("*/__init__.py")):
+        if init.parent.name in ("profiles",):  # the profiles' loader, one module
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "reading order" in doc.lower(), init
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = []
+    for name, (source, _) in package_sources().items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("osgha_lite"):
+                found += [f"{name}: from {node.module} import {alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, found
+
+
+def test_the_method_registry_is_plain_imports():
+    source = (PACKAGE_DIR / "methods" / "registry.py").read_text(encoding="utf-8")
+    assert "importlib" not in source and "import_module" not in source
+    from osgha_lite.methods import ADAPTERS
+    from osgha_lite.methods.hypergraph import HypergraphAdapter
+
+    assert ADAPTERS["hypergraph"] is HypergraphAdapter
+
+
+def test_the_roots_and_their_variables_are_defined_once():
+    found = []
+    for name, (source, _) in package_sources().items():
+        if name == "osgha_lite.paths":
+            continue
+        for variable in ("OSGHA_DATA_ROOT", "OSGHA_CACHE_DIR", "OSGHA_RESULTS_DIR", "OSGHA_FIGURES_DIR",
+                         "OSGHA_TIMINGS_DIR", "OSGHA_EXECUTED_DIR"):
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Constant) and node.value == variable:
+                    found.append(f"{name}: {variable}")
+    assert not found, found
 
 
 @pytest.mark.parametrize(
-    "module", ["osgha_lite.adapters"] + [m for m in package_modules() if m.startswith("osgha_lite.hypergraph")]
+    "module", ["osgha_lite.methods.base", "osgha_lite.methods"]
+    + [m for m in package_modules() if m.startswith("osgha_lite.methods.hypergraph")]
 )
 def test_module_imports_first_in_a_fresh_interpreter(module):
     result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- import-linter's contracts
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` on the package under ``root`` with the repository's contracts."""
+    code = ("import sys; from importlinter.cli import lint_imports_command; "
+            "lint_imports_command(['--no-cache', '--no-logo', sys.argv[1]])")
+    return subprocess.run([sys.executable, "-c", code, str(PACKAGE_DIR.parent / "pyproject.toml")],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+@pytest.fixture(scope="module")
+def lint_tool():
+    pytest.importorskip("importlinter")
+
+
+def test_the_layers_hold(lint_tool):
+    done = _lint_imports(PACKAGE_DIR.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def test_a_lower_layer_importing_a_higher_one_breaks_the_contract(lint_tool, tmp_path):
+    """A deliberate violation on a copy of the package: the metrics importing the training loop."""
+    shutil.copytree(PACKAGE_DIR, tmp_path / "osgha_lite", ignore=shutil.ignore_patterns("__pycache__"))
+    retrieval = tmp_path / "osgha_lite" / "metrics" / "retrieval.py"
+    retrieval.write_text(retrieval.read_text(encoding="utf-8") + "\nfrom osgha_lite.train import fit  # violation\n",
+                         encoding="utf-8")
+    done = _lint_imports(tmp_path)
+    assert done.returncode != 0
+    assert "osgha_lite.metrics.retrieval -> osgha_lite.train.fit" in done.stdout
+    assert "BROKEN" in done.stdout
+
+
+# ---------------------------------------------------------------- the notebooks' imports
+
+
+def test_every_osgha_lite_import_of_the_notebooks_resolves():
+    """The imports of every code cell of notebooks/ and assignments/ run (without running the notebooks)."""
+    import json
+    import re
+
+    statements = set()
+    root = PACKAGE_DIR.parent
+    for path in sorted([*root.glob("notebooks/*.ipynb"), *root.glob("assignments/*.ipynb")]):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            for match in re.finditer(r"^[ \t]*(from\s+osgha_lite\S*\s+import\s+(?:\([^)]*\)|[^\n]+)|import\s+osgha_lite[^\n]*)",
+                                     source, re.MULTILINE):
+                statements.add(" ".join(match.group(1).split("#")[0].split()))
+    assert len(statements) > 20
+    done = subprocess.run([sys.executable, "-c", "\n".join(sorted(statements))], capture_output=True, text=True,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osgha_lite.adapters import AdapterContext, build_adapter
-from osgha_lite.apse_ipik import APSEIPIKAdapter, PromptPool
-from osgha_lite.entityclip import EntityCLIPAdapter, hardest_negatives
-from osgha_lite.hgan import FeatureGraph, HGANAdapter
+from osgha_lite.methods import AdapterContext, build_adapter
+from osgha_lite.methods.apse_ipik import APSEIPIKAdapter, PromptPool
+from osgha_lite.methods.entityclip import EntityCLIPAdapter, hardest_negatives
+from osgha_lite.methods.hgan import FeatureGraph, HGANAdapter
 from osgha_lite.losses import CombinedLoss
 
 DIM = 16

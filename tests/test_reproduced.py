@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from osgha_lite.results import METRIC_KEYS, read_result, result_path
+from osgha_lite.metrics.results import METRIC_KEYS, read_result, result_path
 
 
 def test_frozen_lite_baseline_on_flickr8k_test():
@@ -40,7 +40,7 @@ def test_frozen_space_treats_adapt_pairs_like_unseen_pairs():
     """Under the disjoint protocol the frozen space scores adapt images within 10% of dev (shared: about 1.84x)."""
     import pandas as pd
 
-    from osgha_lite.results import results_root
+    from osgha_lite.metrics.results import results_root
 
     path = results_root() / "lite" / "tables" / "06_protocol.csv"
     if not path.exists():

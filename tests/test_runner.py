@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from osgha_lite.config import available_profiles, load_profile, notebook_profile
+from osgha_lite.profiles import available_profiles, load_profile, notebook_profile
 from osgha_lite.data import PROJECT_ROOT
-from osgha_lite.runner import CHECK_MARK, REQUIRED_PARAMETERS, find_notebooks, parameters_cell
+from osgha_lite.pipeline.runner import CHECK_MARK, REQUIRED_PARAMETERS, find_notebooks, parameters_cell
 from osgha_lite.runtime import PORTABLE_CPU_KERNELS, portable_kernel_environment
 
 
@@ -56,12 +56,14 @@ def test_makefile_exports_the_portable_kernel_settings(monkeypatch):
 import nbformat
 import pytest
 
-from osgha_lite import manifest, runner
-from osgha_lite.manifest import Roots, check_disk, read_manifest
+from osgha_lite.pipeline import manifest
+
+from osgha_lite.pipeline import runner
+from osgha_lite.pipeline.manifest import Roots, check_disk, read_manifest
 
 WRITE_RESULT = """from osgha_lite.atomic import atomic_write_json
-from osgha_lite.config import notebook_profile
-from osgha_lite.results import results_root
+from osgha_lite.profiles import notebook_profile
+from osgha_lite.metrics.results import results_root
 NAME = notebook_profile(PROFILE, smoke=SMOKE)["name"]
 atomic_write_json(results_root() / NAME / "toy.test.json", {"metrics": {"rsum": 1.25}})"""
 
@@ -126,7 +128,7 @@ def test_a_successful_run_swaps_in_and_records_each_result_with_its_notebook(pro
     assert artifacts["results/lite/toy.test.json"]["kind"] == "result"
     # a full run records only what it wrote: the result no notebook writes any more is reported
     assert check_disk("lite", real) == [
-        "results/lite/old.test.json: on disk but not in manifest.json; record it with `python -m osgha_lite.manifest "
+        "results/lite/old.test.json: on disk but not in manifest.json; record it with `python -m osgha_lite manifest "
         "register-results --profile lite` (the runner does after a run), or delete it"]
     assert not dirs["staging_dir"].exists()
 
@@ -145,7 +147,7 @@ def test_every_executed_copy_records_one_run_id_and_the_website_refuses_a_mix(pr
     import importlib.util
     import re
 
-    spec = importlib.util.spec_from_file_location("build_site", runner.PROJECT_ROOT / "book" / "build_site.py")
+    spec = importlib.util.spec_from_file_location("build_site", PROJECT_ROOT / "book" / "build_site.py")
     build_site = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_site)
     real, notebooks, dirs = project
@@ -168,7 +170,7 @@ def test_every_executed_copy_records_one_run_id_and_the_website_refuses_a_mix(pr
 
 
 def test_a_command_line_restarts_itself_with_the_portable_kernels(tmp_path):
-    """``python -m osgha_lite.evaluate`` outside make: the AVX2 variables are set in the process that does the work."""
+    """``python -m osgha_lite evaluate`` outside make: the AVX2 variables are set in the process that does the work."""
     import os
     import subprocess
     import sys
@@ -202,7 +204,7 @@ def test_smoke_run_of_a_real_notebook_writes_the_smoke_profile(tmp_path):
     import pandas as pd
 
     env = {**os.environ, "OSGHA_RESULTS_DIR": str(tmp_path / "results"), "OSGHA_FIGURES_DIR": str(tmp_path / "figures")}
-    done = subprocess.run([sys.executable, "-m", "osgha_lite.runner", "--profile", "lite", "--smoke", "--only", "00",
+    done = subprocess.run([sys.executable, "-m", "osgha_lite", "run", "--profile", "lite", "--smoke", "--only", "00",
                            "--output-dir", str(tmp_path / "notebooks")], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

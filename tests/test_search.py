@@ -1,4 +1,4 @@
-"""Tests for osgha_lite.search: folder index, text -> images, image -> captions, the CLI."""
+"""Tests for osgha_lite.apps.search: folder index, text -> images, image -> captions, the CLI."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from osgha_lite.backbones import build_backbone
-from osgha_lite.config import load_profile
+from osgha_lite.profiles import load_profile
 from bad_images import PROBLEMS, write_bad_images
 from osgha_lite.data import load_dataset
-from osgha_lite.image_decode import ImageDecodeError
-from osgha_lite.features import cache_root
-from osgha_lite.search import (
+from osgha_lite.backbones.image_decode import ImageDecodeError
+from osgha_lite.backbones.features import cache_root
+from osgha_lite.apps.search import (
     ImageIndex,
     dataset_indexes,
     SearchError,
@@ -215,7 +215,7 @@ def test_any_file_name_the_file_system_holds_is_indexed_stored_and_shown(tiny_li
 
 def _count_decodes(monkeypatch) -> Counter:
     """Count the image decodes of the EfficientNet encoder, by path."""
-    from osgha_lite.encoders import EfficientNetLite0Encoder
+    from osgha_lite.backbones.encoders import EfficientNetLite0Encoder
 
     counts, pixels = Counter(), EfficientNetLite0Encoder.pixels
 
@@ -265,7 +265,7 @@ def test_bad_images_are_skipped_counted_and_named_never_a_traceback(tiny_lite, t
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tiny_lite, tmp_path, capsys, monkeypatch):
-    from osgha_lite import search
+    from osgha_lite.apps import search
 
     path, _, _ = tiny_lite
 
@@ -281,7 +281,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tiny_lite
 
 
 def test_widget_shows_each_spaces_top_images_and_a_picked_images_captions(gallery):
-    from osgha_lite.search_widget import search_widget
+    from osgha_lite.apps.search_widget import search_widget
 
     profile, backbone, images, captions = gallery
     searchers = {"frozen": Searcher(Space("frozen-backbone", backbone), images, captions),

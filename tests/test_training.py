@@ -10,8 +10,8 @@ import torch
 from toy_training import clustered_split, toy_heads
 
 from osgha_lite.backbones import LiteHeads
-from osgha_lite.checkpoint import load_checkpoint, save_checkpoint
-from osgha_lite.training import (
+from osgha_lite.train.checkpoint import load_checkpoint, save_checkpoint
+from osgha_lite.train.fit import (
     FIT_VERSION,
     SplitFeatures,
     TrainConfig,
@@ -226,7 +226,7 @@ class _Payload:
 def test_a_pickle_placed_as_a_checkpoint_never_runs(tmp_path, capsys, name):
     """A pickle whose loading would create a marker file: as the old ``.pt`` it is ignored (trained again),
     under the checkpoint's own name it is refused as not a checkpoint; the marker never appears."""
-    from osgha_lite.checkpoint import CheckpointError
+    from osgha_lite.train.checkpoint import CheckpointError
 
     train, dev = clustered_split(40, 2, seed=1), clustered_split(20, 2, seed=2)
     marker = tmp_path / "code-ran"

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from osgha_lite.backbones import LiteHeads
-from osgha_lite.training import SplitFeatures
+from osgha_lite.train.fit import SplitFeatures
 
 
 def clustered_split(n_images: int, per_image: int, seed: int) -> SplitFeatures:

@@ -1,7 +1,7 @@
 """A stand-in for an Ollama server, for development and tests where Ollama cannot run.
 
 Not part of the ``osgha_lite`` package. It serves local GGUF models through
-the subset of Ollama's HTTP API that ``osgha_lite.augment`` uses, faithfully
+the subset of Ollama's HTTP API that ``osgha_lite.llm.augment`` uses, faithfully
 enough that the official ``ollama`` Python client works unchanged. Inference
 runs the real model, with one of two engines (``--engine``): transformers
 de-quantizes the GGUF into PyTorch and a continuous-batching worker decodes

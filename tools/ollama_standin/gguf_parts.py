@@ -11,11 +11,11 @@ kept:
 
 * in ``<cache>/llm/<digest>/``, the digest naming the GGUF's SHA-256 and the
   transformers and tokenizers versions (``<cache>`` is ``$OSGHA_CACHE_DIR``
-  or the repository's ``.cache``, :func:`osgha_lite.features.cache_root`);
+  or the repository's ``.cache``, :func:`osgha_lite.backbones.features.cache_root`);
 * with ``manifest.json``, holding that key and the SHA-256 of every file,
   checked before anything is read (:func:`osgha_lite.atomic.check_sha256`);
   a missing, damaged or foreign file is named in a
-  :class:`~osgha_lite.features.CacheWarning` and the parts are read from the
+  :class:`~osgha_lite.backbones.features.CacheWarning` and the parts are read from the
   GGUF again;
 * written whole into a staging folder and renamed into place, so servers
   started side by side never read a half-written folder.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from osgha_lite.atomic import IntegrityError, check_sha256, record_sha256
-from osgha_lite.encoders import file_digest
+from osgha_lite.backbones.encoders import file_digest
 
 #: Files ``save_pretrained`` writes for the tokenizer and the config (transformers 5); the chat template
 #: is absent for a GGUF without one.
@@ -56,7 +56,7 @@ def parts_key(gguf_path: str | os.PathLike) -> str:
 
 def parts_folder(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache>/llm/<digest of key>``."""
-    from osgha_lite.features import cache_root
+    from osgha_lite.backbones.features import cache_root
 
     root = Path(cache_dir) if cache_dir else cache_root() / "llm"
     return root / hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
@@ -87,7 +87,7 @@ def gguf_parts(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from osgha_lite.features import CacheWarning
+    from osgha_lite.backbones.features import CacheWarning
 
     gguf_path = Path(gguf_path)
     key = parts_key(gguf_path)

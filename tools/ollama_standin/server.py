@@ -61,7 +61,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from osgha_lite.encoders import file_digest
+from osgha_lite.backbones.encoders import file_digest
 
 from .generation import EngineBase, Generation, SamplingParams
 from .limits import DEFAULT_READ_TIMEOUT, default_max_body_bytes, drop_body, prompt_char_limit, read_body

@@ -3,7 +3,7 @@
 Usage::
 
     python -m tools.ollama_standin.with_server --model smollm2-135m=data/ollama/Modelfile.smollm2 \\
-        [--max-batch 32] [--engine llama.cpp] [--log PATH] -- python -m osgha_lite.augment --dataset flickr8k --split test
+        [--max-batch 32] [--engine llama.cpp] [--log PATH] -- python -m osgha_lite augment --dataset flickr8k --split test
 
 The server gets a free port, the command runs with ``OLLAMA_HOST=127.0.0.1:PORT``,
 and the server is stopped when the command ends; the exit status is the command's.

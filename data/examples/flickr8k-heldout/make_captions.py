@@ -20,8 +20,8 @@ import io
 from pathlib import Path
 
 from osgha_lite.data import SPLITS, DataError, data_root
-from osgha_lite.readers import split_list
-from osgha_lite.textfiles import csv_records
+from osgha_lite.data.readers import split_list
+from osgha_lite.data.textfiles import csv_records
 
 
 def heldout_rows(flickr8k: Path) -> list[tuple[str, str, str]]:

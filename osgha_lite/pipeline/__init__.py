@@ -1,0 +1,15 @@
+"""The harness that regenerates and checks every artifact: notebooks, figures, manifest, environment.
+
+Reading order
+-------------
+1. :mod:`~osgha_lite.pipeline.runner` - runs the numbered notebooks with
+   Papermill (``python -m osgha_lite run``).
+2. :mod:`~osgha_lite.pipeline.figures` - figures and tables saved
+   reproducibly and recorded in the manifest.
+3. :mod:`~osgha_lite.pipeline.manifest` - every artifact, where it came from,
+   and the checks against it (``python -m osgha_lite manifest check``).
+4. :mod:`~osgha_lite.pipeline.envcheck` - OK/FAIL for every dependency, model
+   file and data folder (``python -m osgha_lite envcheck``).
+5. :mod:`~osgha_lite.pipeline.fingerprint` - digests of every computing stage
+   against the reference machine (``python -m osgha_lite envcheck --fingerprint``).
+"""
