@@ -366,7 +366,7 @@ def artifact_cell(key: str, profile: str, files: dict[str, Path], number: int, c
     """A Markdown cell showing one saved figure (its PNG, with its caption) or table (readable headers)."""
     path = files[key]
     if key.startswith("figures/"):
-        words = caption or f"Figure {path.stem.split('_', 1)[-1].replace('_', ' ')}, saved by this notebook."
+        words = caption or f"`{key}` (no caption recorded: rerun the notebook that saves it)."
         text = f"```{{figure}} ../{key}\n:alt: {path.stem}\n:width: 100%\n\n{words}\n```\n"
     else:
         text = (f"Table [`{path.stem}`](../{key}) ([CSV](../{Path(key).with_suffix('.csv').as_posix()})):\n\n"
@@ -467,9 +467,9 @@ def package_modules() -> list[str]:
 
 
 def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
-                    src: Path) -> tuple[dict[str, list[str]], dict[str, Path], dict[str, str]]:
+                    src: Path) -> tuple[dict[str, list[str]], dict[str, Path], dict[str, str], dict[str, str]]:
     """The figures and tables of the profile's manifest: per notebook, their copies in ``src`` (at the
-    same paths as in the repository, so relative links hold), and each one's notebook."""
+    same paths as in the repository, so relative links hold), each one's notebook, and each figure's caption."""
     sys.path.insert(0, str(PROJECT_ROOT))
     from osgha_lite.pipeline.manifest import Roots, read_manifest
 
@@ -480,7 +480,10 @@ def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
     per_notebook: dict[str, list[str]] = {}
     files: dict[str, Path] = {}
     owner: dict[str, str] = {}
+    captions: dict[str, str] = {}
     for key, entry in manifest.items():
+        if entry.get("caption"):
+            captions[key] = entry["caption"]
         source = roots.resolve(key)
         if not source.is_file():
             raise BookError(f"{source}: listed in the manifest but missing; rerun notebook {entry['notebook']}")
@@ -491,7 +494,7 @@ def shown_artifacts(profile: str, results_root: Path, figures_root: Path,
         if key.endswith(".png") or (entry["kind"] == "table" and key.endswith(".md")):
             files[key] = target
             per_notebook.setdefault(entry["notebook"], []).append(key)
-    return per_notebook, files, owner
+    return per_notebook, files, owner, captions
 
 
 SITE_PAGES = ("README.md", "data/README.md")
@@ -520,13 +523,13 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
     for name in ("_ext", "_templates", "_static", "api"):
         shutil.copytree(BOOK_DIR / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
 
-    artifacts, files, owner = shown_artifacts(profile, results_root, figures_root, src)
+    artifacts, files, owner, captions = shown_artifacts(profile, results_root, figures_root, src)
     modules = set(name.split(".")[1] for name in package_modules() if name.count(".") >= 1)
     nb_pages = {path.name[:2]: path.name for path in notebooks}
     (src / "notebooks").mkdir()
     titles = {}
     for path in notebooks:
-        nb = page_notebook(path, modules, nb_pages, profile, artifacts.get(path.stem, []), files)
+        nb = page_notebook(path, modules, nb_pages, profile, artifacts.get(path.stem, []), files, captions)
         (src / "notebooks" / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
         titles[path.name] = notebook_title(nb, path.stem)
     for key, target in files.items():

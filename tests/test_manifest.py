@@ -41,8 +41,11 @@ def _figure():
 def _save_both(profile="toy"):
     save_table(_table(), profile, "t", digits=1, notebook="05_figures", sources=["results/toy/*.json"])
     fig = _figure()
-    save_figure(fig, profile, "f", notebook="05_figures", sources=["results/toy/*.json"])
+    save_figure(fig, profile, "f", notebook="05_figures", sources=["results/toy/*.json"], caption=CAPTION)
     plt.close(fig)
+
+
+CAPTION = "A toy line rising then falling: look at the middle point."
 
 
 def test_save_records_every_format_with_notebook_sources_and_hash(tree):
@@ -55,12 +58,37 @@ def test_save_records_every_format_with_notebook_sources_and_hash(tree):
     assert csv_entry["digits"] == 1 and "volatile" not in csv_entry  # every column is compared
     assert csv_entry["sha256"] == manifest.sha256_file(tree.results / "toy" / "tables" / "t.csv")
     assert artifacts["figures/toy/f.png"]["kind"] == "figure"
+    assert artifacts["figures/toy/f.png"]["caption"] == artifacts["figures/toy/f.pdf"]["caption"] == CAPTION
     assert check_disk("toy", tree) == []
 
 
+@pytest.mark.parametrize("caption", ["figures/toy/f.png", "f", "", "a toy line rising then falling."])
+def test_a_caption_that_is_a_path_or_not_a_sentence_is_refused(tree, caption):
+    with pytest.raises(ValueError, match="save_figure\\('f'\\): the caption must be a sentence"):
+        save_figure(_figure(), "toy", "f", notebook="n", caption=caption)
+
+
+def test_a_figure_without_a_caption_or_with_another_caption_is_reported(tree, tmp_path):
+    _save_both()
+    path = tree.manifest_path("toy")
+    record = json.loads(path.read_text())
+    del record["artifacts"]["figures/toy/f.png"]["caption"]
+    path.write_text(json.dumps(record))
+    assert any("figures/toy/f.png: no caption" in p for p in check_disk("toy", tree))
+    record["artifacts"]["figures/toy/f.png"]["caption"] = "Another caption of the toy line, by hand."
+    path.write_text(json.dumps(record))
+    regenerated = Roots.under(tmp_path / "regenerated")
+    shutil.copytree(tree.figures, regenerated.figures)
+    shutil.copytree(tree.results, regenerated.results)
+    record["artifacts"]["figures/toy/f.png"]["caption"] = CAPTION
+    regenerated.manifest_path("toy").write_text(json.dumps(record))
+    problems, _ = check_regenerated("toy", tree, regenerated)
+    assert any("figures/toy/f.png: caption differs" in p for p in problems), problems
+
+
 def test_saving_the_same_figure_twice_gives_identical_bytes(tree):
-    first = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n")}
-    second = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n")}
+    first = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n", caption=CAPTION)}
+    second = {p.suffix: p.read_bytes() for p in save_figure(_figure(), "toy", "f", notebook="n", caption=CAPTION)}
     assert first == second
     assert b"CreationDate" not in first[".pdf"]
 

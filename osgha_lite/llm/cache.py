@@ -234,7 +234,7 @@ BYTES_PER_CAPTION = 4096
 def check_writable(cache_path: str | os.PathLike) -> Path:
     """Make sure files can be created and written in the cache's folder (creating the folder if needed).
 
-    Creates, writes, ``fsync``s and deletes a probe file; raises :class:`CacheAccessError`
+    Creates, writes, syncs (``fsync``) and deletes a probe file; raises :class:`CacheAccessError`
     saying what to do when any step fails. Returns the folder.
     """
     log = cache_paths(cache_path)[0]

@@ -10,7 +10,7 @@ top-k prompts by key similarity) adapts the image representation, and
 extra alignment terms pull the image towards each perspective text.
 
 What is reproduced here, and how (our reading where the paper is silent)
-----------------------------------------------------------------------
+------------------------------------------------------------------------
 On the backbone's frozen, L2-normalized vectors (:math:`x` image,
 :math:`t` caption, :math:`p_v` perspective texts):
 

@@ -3,8 +3,7 @@
 The interface every adapter implements (so one training loop and one
 evaluation loop handle all of them):
 
-``adapter.encode_images(x, context=None) -> Tensor``
-``adapter.encode_texts(x, context=None) -> Tensor``
+``adapter.encode_images(x, context=None) -> Tensor`` and ``adapter.encode_texts(x, context=None) -> Tensor``
     ``x`` is ``[B, dim]`` L2-normalized frozen features; the result is
     ``[B, out_dim]`` L2-normalized. ``context`` is an :class:`AdapterContext`
     (or None) carrying what some adapters need besides the features:

@@ -13,7 +13,7 @@ features, a gated feature-matching term and a contrastive loss on the fused
 features. At test time only the encoders are needed.
 
 What is reproduced here, and how (our reading where the paper is silent)
-----------------------------------------------------------------------
+------------------------------------------------------------------------
 Everything works on the backbone's frozen, L2-normalized vectors
 (:math:`x` image, :math:`t` caption, :math:`e` explanation, all in
 :math:`\mathbb{R}^d`); the encoders themselves are not fine-tuned.

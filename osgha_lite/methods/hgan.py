@@ -10,7 +10,7 @@ slots line up; and similarity at three levels (local, global, fused),
 combined for retrieval.
 
 What is reproduced here, and how (our reading where the paper is silent)
-----------------------------------------------------------------------
+------------------------------------------------------------------------
 Inputs are the backbone's frozen features: the global vectors
 :math:`x, t \in \mathbb{R}^d` and local features in the same space
 (:meth:`osgha_lite.backbones.Backbone.embed_local`: a 4x4 grid of

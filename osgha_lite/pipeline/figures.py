@@ -40,20 +40,34 @@ def use_style() -> None:
     sns.set_theme(style=STYLE["style"], context=STYLE["context"], font_scale=STYLE["font_scale"], rc=STYLE["rc"])
 
 
-def save_figure(fig, profile: str, name: str, *, notebook: str, sources: Iterable[str] = (),
+def check_caption(caption: str, name: str) -> str:
+    """``caption`` when it reads as a caption: one or more sentences saying what the figure shows and what
+    to look at, not a file name. Raises :class:`ValueError` naming the figure otherwise."""
+    text = " ".join(str(caption).split())
+    if len(text.split()) < 6 or not text.endswith(".") or not text[0].isupper() or text.startswith(name):
+        raise ValueError(f"save_figure({name!r}): the caption must be a sentence of at least six words, saying "
+                         f"what the figure shows and what to look at (got {caption!r})")
+    return text
+
+
+def save_figure(fig, profile: str, name: str, *, notebook: str, caption: str, sources: Iterable[str] = (),
                 dpi: int = 150) -> list[Path]:
     """Write ``fig`` as PNG and PDF under ``figures/<profile>/`` and record them; return the paths.
 
     ``notebook`` names the notebook that draws it (``"05_figures"``) and
     ``sources`` the inputs, as repository-relative paths or globs
-    (``"results/lite/*.test.json"``, ``"data/flickr8k"``).
+    (``"results/lite/*.test.json"``, ``"data/flickr8k"``). ``caption`` says
+    what the figure shows and what to look at (:func:`check_caption`); it is
+    stored with the figure in the manifest, so the notebook, the manifest and
+    the website show the same words.
     """
+    caption = check_caption(caption, name)
     paths = []
     for fmt in ("png", "pdf"):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA[fmt])
         paths.append(atomic_write_bytes(figures_root() / profile / f"{name}.{fmt}", buffer.getvalue()))
-    register_artifacts(profile, paths, kind="figure", notebook=notebook, sources=sources)
+    register_artifacts(profile, paths, kind="figure", notebook=notebook, sources=sources, caption=caption)
     return paths
 
 

@@ -208,6 +208,9 @@ def check_disk(profile: str, roots: Roots) -> list[str]:
         elif sha256_file(path) != entry["sha256"]:
             problems.append(f"{key}: its bytes differ from the manifest's sha256 (edited by hand?); "
                             f"regenerate it with notebook {entry['notebook']}")
+        if entry["kind"] == "figure" and not entry.get("caption"):
+            problems.append(f"{key}: no caption in {manifest_path.name}; pass caption= to save_figure in notebook "
+                            f"{entry['notebook']}")
     for key in artifact_files(profile, roots):
         if key not in artifacts:
             how = ("record it with `python -m osgha_lite manifest register-results --profile "
@@ -307,6 +310,9 @@ def check_regenerated(profile: str, committed: Roots, regenerated: Roots) -> tup
         problems.append(f"{key}: regenerated but not committed; run `make reproduce` and commit it")
     for key in sorted(set(old) & set(new)):
         entry = old[key]
+        if entry.get("caption") != new[key].get("caption"):
+            problems.append(f"{key}: caption differs: committed {entry.get('caption')!r}, regenerated "
+                            f"{new[key].get('caption')!r}")
         old_path, new_path = committed.resolve(key), regenerated.resolve(key)
         if not (old_path.is_file() and new_path.is_file()):
             continue  # reported by the disk checks
