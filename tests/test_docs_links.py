@@ -184,7 +184,7 @@ def test_readme_sections_come_in_order():
     assert "## Results at a glance" in results
     assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", results) == ["figures/lite/05_direction_gains.png"]
     table_rows = [line for line in by_title["Read the paper with the code"].splitlines() if line.startswith("|")]
-    assert "`osgha_lite/hypergraph/adapter.py`" in table_rows[2], "the adapter comes first"
+    assert "`osgha_lite/methods/hypergraph/adapter.py`" in table_rows[2], "the adapter comes first"
     licence = by_title["Citation and licence"]
     assert "(LICENSE)" in licence and "(CITATION.cff)" in licence and "2510.13131" in licence
 
@@ -207,3 +207,36 @@ def test_every_docs_page_is_in_the_sites_table_of_contents():
     listed = set(re.findall(r"^\s*- file: (docs/[\w-]+)$", toc, re.MULTILINE))
     missing = sorted(f"docs/{p.stem}" for p in DOCS.glob("*.md"))
     assert [p for p in missing if p not in listed] == []
+
+
+CODE_PATH = re.compile(r"(?<![\w.])osgha_lite/[\w./]*\w")
+CODE_NAME = re.compile(r"(?<![\w./])osgha_lite(?:\.[A-Za-z_]\w*)+")
+
+
+def test_every_module_path_and_dotted_name_in_the_pages_exists():
+    """Docs that match the code: each `osgha_lite/...` path names a file or folder of the repository, and each
+    `osgha_lite.x.y` names a module, or an attribute of one, that imports."""
+    import importlib
+
+    problems = []
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for path in sorted(set(CODE_PATH.findall(text))):
+            if not (PROJECT_ROOT / path).exists():
+                problems.append(f"{page.name}: {path} does not exist")
+        for dotted in sorted(set(CODE_NAME.findall(text))):
+            parts = dotted.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                try:
+                    for name in parts[cut:]:
+                        obj = getattr(obj, name)
+                except AttributeError:
+                    problems.append(f"{page.name}: {dotted} names nothing ({'.'.join(parts[:cut])} has no {name})")
+                break
+            else:
+                problems.append(f"{page.name}: {dotted} is not a module")
+    assert problems == []

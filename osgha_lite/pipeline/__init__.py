@@ -12,4 +12,6 @@ Reading order
    file and data folder (``python -m osgha_lite envcheck``).
 5. :mod:`~osgha_lite.pipeline.fingerprint` - digests of every computing stage
    against the reference machine (``python -m osgha_lite envcheck --fingerprint``).
+6. :mod:`~osgha_lite.pipeline.method_drawing` - the method, drawn: a toy
+   hypergraph and one adapter step, made by the package's own code.
 """
