@@ -615,7 +615,11 @@ def build(notebooks_dir: Path, out: Path, results_root: Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m osgha_lite book", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  python -m osgha_lite book                                   # from build/notebooks/lite (a runner's run)
+  python -m osgha_lite book --notebooks build/regenerated/notebooks --out build/book-test""")
     parser.add_argument("--notebooks", type=Path, default=PROJECT_ROOT / "build" / "notebooks" / "lite",
                         help="the runner's executed notebooks")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "build" / "book")

@@ -132,11 +132,13 @@ def test_saved_figures_and_tables_follow_the_cell_that_saves_them(tmp_path):
     cells = [{"cell_type": "code", "source": 'save_figure(fig, NAME, "05_gains")', "outputs": []},
              {"cell_type": "code", "source": "x = 1", "outputs": []}]
     files = {"figures/lite/05_gains.png": png, "results/lite/tables/05_main.md": table}
-    out = build_site.with_artifacts(cells, sorted(files), "lite", files)
+    captions = {"figures/lite/05_gains.png": "The gain per retrieval direction: look at the text-to-image bars."}
+    out = build_site.with_artifacts(cells, sorted(files), "lite", files, captions)
     assert [c["cell_type"] for c in out] == ["code", "markdown", "code", "markdown", "markdown"]
-    assert out[1]["source"].startswith("```{figure} _figures/05_gains.png")
+    assert out[1]["source"].startswith("```{figure} ../figures/lite/05_gains.png")
+    assert captions["figures/lite/05_gains.png"] in out[1]["source"]  # the manifest's caption, not the path
     assert out[3]["source"] == "## Figures and tables saved by this notebook"
-    assert "| a |" in out[4]["source"] and "results/lite/tables/05_main.md" in out[4]["source"]
+    assert "| a |" in out[4]["source"] and "(../results/lite/tables/05_main.md)" in out[4]["source"]
 
 
 # --- The browser test over a built site ------------------------------------------------------------
