@@ -1,17 +1,22 @@
-"""Known-answer and reference tests for osgha_lite.metrics.entropy."""
+"""Known-answer and reference tests for osgha_lite.metrics.entropy and osgha_lite.metrics.entropy_report."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 from scipy.special import logsumexp
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import ortho_group
 
 from osgha_lite.metrics import entropy as E
+from osgha_lite.metrics import entropy_report as R
+from osgha_lite.metrics.bootstrap import ConfidenceInterval, bootstrap_mean_ci
 
 # ---------------------------------------------------------------------------
 # Lexical
@@ -429,3 +434,274 @@ def test_retrieval_entropy_large_matrix_is_chunked_quickly():
     values = E.retrieval_entropy(sims, 0.07, chunk_size=128)
     assert values.shape == (500,)
     np.testing.assert_allclose(values[:3], _reference_retrieval_entropy(sims[:3].astype(np.float64), 0.07))
+
+
+# ---------------------------------------------------------------------------
+# The report of notebook 02 (osgha_lite.metrics.entropy_report)
+# ---------------------------------------------------------------------------
+
+SIDES = ["images", "captions", "captions+descriptions", "captions - images", "captions+descriptions - images",
+         "captions+descriptions - captions"]
+
+
+def _unit_rows(rng, n, d, scales=None):
+    x = rng.standard_normal((n, d)) * (1.0 if scales is None else scales)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_description_coverage_counts_captions_and_fully_described_images():
+    mask = np.array([[True, True], [True, False], [False, False], [True, False], [True, True], [True, True]])
+    text_to_image = np.array([0, 0, 1, 1, 2, 2])
+    coverage = R.description_coverage(mask, text_to_image, 3, max_descriptions=2)
+    np.testing.assert_array_equal(coverage.caption_described, [True, True, False, True, True, True])
+    np.testing.assert_array_equal(coverage.image_described, [True, False, True])  # image 1 lacks one caption's
+    np.testing.assert_array_equal(coverage.described_images, [0, 2])
+    assert coverage.any
+    assert coverage.summary == {"captions": pytest.approx(5 / 6), "images_fully_described": pytest.approx(2 / 3),
+                                "descriptions_per_described_caption": pytest.approx(8 / 5), "max_descriptions": 2}
+    none = R.description_coverage(np.zeros((6, 2), bool), text_to_image, 3, max_descriptions=2)
+    assert not none.any and none.described_images.size == 0
+    assert none.summary["descriptions_per_described_caption"] == 0.0
+
+
+def test_entropy_table_records_rows_and_unavailable_values():
+    table = R.EntropyTable(n_boot_items=50, n_boot_sets=10, seed=3)
+    values = np.arange(10, dtype=float)
+    table.record("m", "captions", table.mean_ci(values), n=10, maximum=4.0)
+    table.record("m", "captions+descriptions", n=7)
+    table.record("other", "images", ConfidenceInterval(1.0, 0.5, 1.5), n=3)
+    row = table.row("m", "captions")
+    assert (row["value"], row["n"], row["max"]) == (4.5, 10, 4.0)
+    assert (row["low"], row["high"]) == tuple(bootstrap_mean_ci(values, 50, 3))[1:]
+    missing = table.row("m", "captions+descriptions")
+    assert np.isnan(missing["value"]) and np.isnan(missing["low"]) and missing["n"] == 0  # no substitute, n = 0
+    assert [r["measure"] for r in table.measures("m")] == ["m", "m"]
+    assert [r["side"] for r in table.measures("oth", "m")] == ["captions", "captions+descriptions", "images"]
+    with pytest.raises(KeyError):
+        table.row("m", "images")
+
+
+def test_bootstrap_rows_is_paired_recentred_and_seeded():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(40)
+
+    def statistic(rows):
+        first, second = a[rows].mean(), a[rows].mean() + 2.0
+        return [first, second, second - first]
+
+    first, second, difference = R.bootstrap_rows(statistic, 40, n_boot=100, seed=5)
+    assert first.point == pytest.approx(a.mean()) and first.low < first.point < first.high
+    # the same draws for every value: a constant offset has a degenerate interval
+    assert difference.point == pytest.approx(2.0)
+    assert difference.low == pytest.approx(2.0) and difference.high == pytest.approx(2.0)
+    assert second.low - first.low == pytest.approx(2.0)
+    assert R.bootstrap_rows(statistic, 40, n_boot=100, seed=5) == [first, second, difference]
+    assert R.bootstrap_rows(statistic, 40, n_boot=100, seed=6)[0] != first
+
+    # recentring: the number of distinct rows is n on all rows but about (1 - 1/e) n in every draw;
+    # without recentring the interval would lie far below the point estimate
+    (distinct,) = R.bootstrap_rows(lambda rows: [np.unique(rows).size], 40, n_boot=200, seed=1)
+    assert distinct.point == 40 and distinct.low <= 40 <= distinct.high
+
+
+def test_caption_token_budget_is_the_smallest_image_bag():
+    captions = ["a b c", "d", "e f", "g h i j"]
+    assert R.caption_token_budget(captions, np.array([0, 0, 1, 1]), 2) == 4
+    assert R.caption_token_budget(captions, np.array([0, 1, 1, 1]), 2) == 3
+
+
+def test_lexical_rows_record_means_and_paired_gains():
+    captions = ["a dog runs", "a dog", "a cat sits", "the cat"]
+    index = np.array([0, 0, 1, 1])
+    descriptions = [["brown fur in a park"], ["grass"], ["sofa by a window"], ["grey"]]
+    before = E.per_image_lexical_entropy(captions, index, rarefy_to=3, seed=0)
+    after = E.per_image_lexical_entropy(captions, index, descriptions=descriptions, rarefy_to=3, seed=0)
+    table = R.EntropyTable(n_boot_items=20, n_boot_sets=5)
+    R.lexical_rows(table, before, after, np.array([0, 1]))
+    assert len(table.rows) == 12
+    gain = table.row("lexical_plugin_bits", "captions+descriptions - captions")
+    assert gain["value"] == pytest.approx(np.mean(after.plugin_bits - before.plugin_bits)) and gain["value"] > 0
+    assert table.row("lexical_tokens", "captions")["value"] == pytest.approx(np.mean(before.n_tokens))
+    assert table.row("lexical_tokens", "captions+descriptions")["n"] == 2
+    only = R.EntropyTable(n_boot_items=20, n_boot_sets=5)
+    R.lexical_rows(only, before, None, np.array([], dtype=int))
+    assert [r["side"] for r in only.rows[:3]] == ["captions", "captions+descriptions", "captions+descriptions - captions"]
+    assert all(np.isnan(r["value"]) for r in only.rows if r["side"] != "captions")
+
+
+def test_one_caption_per_image_picks_unique_texts_of_each_image():
+    captions = ["a dog", "a dog", "a brown dog", "a cat", "a black cat", "a cat"]
+    index = np.array([0, 0, 0, 1, 1, 1])
+    chosen = R.one_caption_per_image(captions, index, 2, seed=0)
+    np.testing.assert_array_equal(chosen, [2, 4])  # the only unique text of each image
+    many = ["x0", "x1", "x2", "y0", "y1"]
+    picks = {tuple(R.one_caption_per_image(many, np.array([0, 0, 0, 1, 1]), 2, seed=s)) for s in range(20)}
+    assert all(index_ in (0, 1, 2) and other in (3, 4) for index_, other in picks) and len(picks) > 1
+    np.testing.assert_array_equal(R.one_caption_per_image(many, np.array([0, 0, 0, 1, 1]), 2, seed=4),
+                                  R.one_caption_per_image(many, np.array([0, 0, 0, 1, 1]), 2, seed=4))
+    with pytest.raises(ValueError, match="unique text"):
+        R.one_caption_per_image(["a", "a", "b"], np.array([0, 1, 1]), 2)
+
+
+def test_fuse_descriptions_is_the_normalised_mean():
+    texts = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    descriptions = np.zeros((3, 2, 2), dtype=np.float32)
+    descriptions[0, 0] = [0.0, 1.0]
+    descriptions[1, :] = [[0.0, 1.0], [0.0, 1.0]]
+    mask = np.array([[True, False], [True, True], [False, False]])
+    fused = R.fuse_descriptions(texts, descriptions, mask)
+    assert fused.dtype == np.float32
+    np.testing.assert_allclose(fused, [[2 ** -0.5, 2 ** -0.5], [0.0, 1.0], [0.6, 0.8]], rtol=1e-6)
+
+
+def test_knn_point_bits_average_to_the_projected_estimate():
+    X = _unit_rows(np.random.default_rng(1), 120, 24)
+    terms = R.knn_point_bits(X, dim_out=8, k=3, seed=2)
+    assert terms.shape == (120,)
+    assert terms.mean() == pytest.approx(E.projected_knn_entropy(X, 8, 3, seed=2))
+    # a point with a far k-th neighbour contributes more than one in a dense region
+    Z = X @ E.fixed_projection(24, 8, 2)
+    radii = cKDTree(Z).query(Z, k=4)[0][:, 3]
+    assert terms[np.argmax(radii)] == terms.max() and terms[np.argmin(radii)] == terms.min()
+
+
+def test_spectral_intervals_and_rows():
+    rng = np.random.default_rng(2)
+    images = _unit_rows(rng, 60, 8)
+    captions = _unit_rows(rng, 60, 8, scales=np.array([3, 2, 1, 1, 0.5, 0.2, 0.1, 0.1]))
+    described = _unit_rows(rng, 60, 8, scales=np.array([3, 1, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1]))
+    intervals = R.spectral_intervals(images, captions, described, n_boot=30, seed=0)
+    assert list(intervals) == SIDES
+    s_img, s_cap, s_des = (E.spectral_entropy(x) for x in (images, captions, described))
+    assert intervals["images"].point == pytest.approx(s_img)
+    assert intervals["captions - images"].point == pytest.approx(s_cap - s_img)
+    assert intervals["captions+descriptions - captions"].point == pytest.approx(s_des - s_cap)
+    assert intervals["captions - images"].high < 0  # anisotropic captions spread over fewer directions
+    subset = R.spectral_intervals(images, captions, rows=np.arange(0, 60, 2), n_boot=10)
+    assert list(subset) == SIDES[:2] + SIDES[3:4]
+    assert subset["captions"].point == pytest.approx(E.spectral_entropy(captions[::2]))
+
+    full = R.EntropyTable(n_boot_items=20, n_boot_sets=30)
+    spectral = R.spectral_rows(full, images, captions, described, np.arange(60))
+    assert spectral == intervals
+    assert [(r["measure"], r["side"]) for r in full.rows] == (
+        [("spectral_bits", s) for s in SIDES] + [("effective_rank", s) for s in SIDES[:3]])
+    assert full.row("spectral_bits", "images")["max"] == pytest.approx(3.0)  # log2 min(n, d)
+    rank = full.row("effective_rank", "captions")
+    assert rank["value"] == pytest.approx(2 ** s_cap) and rank["high"] == pytest.approx(2 ** intervals["captions"].high)
+
+    partial = R.EntropyTable(n_boot_items=20, n_boot_sets=30)
+    R.spectral_rows(partial, images, captions, described, np.arange(40))
+    assert partial.row("spectral_bits", "captions")["value"] == pytest.approx(s_cap)  # all rows
+    plus = partial.row("spectral_bits", "captions+descriptions")
+    assert plus["value"] == pytest.approx(E.spectral_entropy(described[:40])) and plus["n"] == 40
+    none = R.EntropyTable(n_boot_items=20, n_boot_sets=30)
+    R.spectral_rows(none, images, captions, described, np.array([], dtype=int))
+    assert np.isnan(none.row("effective_rank", "captions+descriptions")["value"])
+    assert none.row("spectral_bits", "captions - images")["value"] == pytest.approx(s_cap - s_img)
+
+
+def test_knn_rows_compare_sets_at_one_size():
+    rng = np.random.default_rng(3)
+    images, captions = _unit_rows(rng, 80, 16), _unit_rows(rng, 80, 16)
+    described = 0.5 * captions + 0.5 * _unit_rows(rng, 80, 16)
+    table = R.EntropyTable(n_boot_items=30, n_boot_sets=5, seed=1)
+    terms = R.knn_rows(table, images, captions, described, np.arange(50), dim_out=4, k=3)
+    assert [r["side"] for r in table.rows] == ["images", "captions", *SIDES[2:]]
+    assert terms["captions+descriptions"].shape == (50,)
+    assert table.row("knn_bits", "images")["value"] == pytest.approx(E.projected_knn_entropy(images, 4, 3, seed=1))
+    gain = table.row("knn_bits", "captions+descriptions - captions")
+    expected = E.projected_knn_entropy(described[:50], 4, 3, seed=1) - E.projected_knn_entropy(captions[:50], 4, 3, seed=1)
+    assert gain["value"] == pytest.approx(expected) and gain["n"] == 50
+    assert gain["value"] < 0  # averaging pulls the points together
+    none = R.EntropyTable(n_boot_items=30, n_boot_sets=5, seed=1)
+    assert R.knn_rows(none, images, captions, described, np.array([], dtype=int), dim_out=4)["captions+descriptions"] is None
+    assert [np.isnan(r["value"]) for r in none.rows] == [False, False, True, False, True, True]
+
+
+def test_learned_temperature_uses_the_kept_epoch():
+    history = SimpleNamespace(epochs=[{"temperature": 0.07}, {"temperature": 0.04}, {}], best_epoch=1)
+    assert R.learned_temperature(history) == (0.04, "learned by the lite heads (kept epoch 1)")
+    for missing in (None, SimpleNamespace(epochs=[], best_epoch=0), SimpleNamespace(epochs=[{}], best_epoch=0),
+                    SimpleNamespace(epochs=[{"temperature": 0.1}], best_epoch=-1)):
+        value, source = R.learned_temperature(missing, default=0.05)
+        assert value == 0.05 and source.startswith("fixed default")
+
+
+def test_image_minus_caption_averages_each_images_captions():
+    gap = R.image_minus_caption(np.array([1.0, 0.5]), np.array([0.2, 0.4, 0.1, 0.3, 0.5]), np.array([0, 0, 1, 1, 1]))
+    np.testing.assert_allclose(gap, [0.7, 0.2])
+
+
+def test_retrieval_rows_both_directions_with_and_without_descriptions():
+    rng = np.random.default_rng(4)
+    images = _unit_rows(rng, 12, 6).astype(np.float32)
+    index = np.repeat(np.arange(12), 3)
+    texts = _unit_rows(rng, 36, 6).astype(np.float32)
+    described = _unit_rows(rng, 36, 6).astype(np.float32)
+    table = R.EntropyTable(n_boot_items=40, n_boot_sets=5)
+    retrieval = R.retrieval_rows(table, images, texts, described, index, 0.1)
+    assert set(retrieval) == {"captions", "captions+descriptions"}
+    assert len(table.rows) == 12
+    expected = E.bidirectional_retrieval_entropy(images @ texts.T, 0.1)
+    i2t = table.row("retrieval_i2t_bits", "captions")
+    assert i2t["value"] == pytest.approx(expected.i2t_bits.mean()) and i2t["max"] == pytest.approx(math.log2(36))
+    t2i = table.row("retrieval_t2i_normalized", "captions")
+    assert (t2i["n"], t2i["max"]) == (36, 1.0)
+    assert (t2i["low"], t2i["high"]) == tuple(bootstrap_mean_ci(expected.t2i_normalized, 40, 0, groups=index))[1:]
+    gap = table.row("retrieval_i2t-t2i_normalized", "captions")
+    assert gap["value"] == pytest.approx(np.mean(R.image_minus_caption(expected.i2t_normalized,
+                                                                       expected.t2i_normalized, index)))
+    gain = table.row("retrieval_i2t_normalized", "captions+descriptions - captions")
+    assert gain["value"] == pytest.approx(retrieval["captions+descriptions"].i2t_normalized.mean()
+                                          - expected.i2t_normalized.mean())
+    alone = R.EntropyTable(n_boot_items=40, n_boot_sets=5)
+    R.retrieval_rows(alone, images, texts, None, index, 0.1)
+    assert len(alone.rows) == 12
+    assert sum(np.isnan(r["value"]) for r in alone.rows) == 7  # the five described rows and the two gains
+
+
+def _verdict_table(described=True):
+    table = R.EntropyTable(n_boot_items=10, n_boot_sets=5)
+    ci = ConfidenceInterval
+    for measure in ("lexical_plugin_bits", "lexical_miller_madow_bits", "lexical_rarefied_bits"):
+        table.record(measure, "captions+descriptions - captions", ci(1.0, 0.8, 1.2) if described else None, n=5)
+    for measure in ("spectral_bits", "knn_bits"):
+        table.record(measure, "captions - images", ci(-0.1, -0.3, 0.05), n=5)
+        table.record(measure, "captions+descriptions - images", ci(-0.4, -0.5, -0.3) if described else None, n=5)
+        table.record(measure, "captions+descriptions - captions", ci(-0.3, -0.4, -0.2) if described else None, n=5)
+    table.record("retrieval_i2t_normalized", "captions", ci(0.6, 0.55, 0.65), n=5)
+    table.record("retrieval_t2i_normalized", "captions", ci(0.5, 0.45, 0.55), n=25)
+    table.record("retrieval_i2t-t2i_normalized", "captions", ci(0.1, 0.05, 0.15), n=5)
+    table.record("retrieval_i2t-t2i_normalized", "captions+descriptions", ci(0.12, 0.07, 0.17) if described else None,
+                 n=5)
+    return table
+
+
+def test_entropy_verdicts_read_the_sign_and_the_interval():
+    lines = R.entropy_verdicts(_verdict_table(), n_images=5, n_texts=25)
+    assert len(lines) == 15
+    assert lines[1].startswith("   spectral_bits") and "captions < images: True" in lines[1]
+    assert "CI excludes 0: False" in lines[1]  # [-0.3, +0.05] straddles 0
+    assert "unequal: True" in lines[4] and f"{math.log2(5) / math.log2(25):.3f}" in lines[4]
+    assert "+descriptions > captions: True" in lines[6] and "CI excludes 0: True" in lines[6]
+    assert "+descriptions > captions: False" in lines[9]  # spectral_bits gain is negative
+    assert lines[-1] == "   retrieval with descriptions: i2t - t2i +0.120 [+0.070, +0.170] (captions alone: +0.100)"
+    bare = R.entropy_verdicts(_verdict_table(described=False), n_images=5, n_texts=25)
+    assert "unavailable (no descriptions)" in bare[6] and bare[-1].endswith("unavailable (no descriptions)")
+
+
+def test_entropy_record_keys_values_and_settings():
+    table = _verdict_table(described=False)
+    record = R.entropy_record(table, dataset="toy", backbone="b", config={"name": "lite"}, coverage={"captions": 0.0},
+                              temperature=0.05, temperature_source="fixed", knn_k=3, knn_dim=16, rarefied_tokens=30)
+    key = "spectral_bits[captions - images]"
+    assert record["metrics"][key] == -0.1 and record["intervals"][key] == [-0.3, 0.05] and record["n"][key] == 5
+    unavailable = "lexical_plugin_bits[captions+descriptions - captions]"
+    assert record["metrics"][unavailable] is None and record["intervals"][unavailable] is None
+    assert record["n"][unavailable] == 0
+    assert len(record["metrics"]) == len(table.rows)
+    assert record["settings"]["knn"] == {"k": 3, "projection_dim": 16, "projection_seed": 0}
+    assert record["settings"]["bootstrap"] == {"per_item_draws": 10, "set_level_draws": 5, "seed": 0}
+    assert (record["method"], record["split"], record["description_coverage"]) == ("entropy", "test", {"captions": 0.0})
+    json.dumps(record, allow_nan=False)  # valid JSON: no NaN anywhere

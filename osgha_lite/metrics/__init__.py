@@ -15,6 +15,9 @@ Reading order
    (1K/5K folds for COCO) on top of the three above.
 5. :mod:`~osgha_lite.metrics.entropy` - the entropy measures of notebook 02
    (all of them this project's choice; the paper gives no formula).
-6. :mod:`~osgha_lite.metrics.results` - one JSON result file per evaluation;
+6. :mod:`~osgha_lite.metrics.entropy_report` - those measures applied to one
+   split with their intervals: the rows of notebook 02's table, its result
+   record and its verdicts.
+7. :mod:`~osgha_lite.metrics.results` - one JSON result file per evaluation;
    tables are built from the files.
 """
