@@ -12,6 +12,12 @@ Reading order
    file and data folder (``python -m osgha_lite envcheck``).
 5. :mod:`~osgha_lite.pipeline.fingerprint` - digests of every computing stage
    against the reference machine (``python -m osgha_lite envcheck --fingerprint``).
-6. :mod:`~osgha_lite.pipeline.method_drawing` - the method, drawn: a toy
+6. :mod:`~osgha_lite.pipeline.report` - notebook 05's tables, built from the
+   result files alone.
+7. :mod:`~osgha_lite.pipeline.plots` - the drawing functions of the figures of
+   notebooks 05 and 06.
+8. :mod:`~osgha_lite.pipeline.fair_test` - notebook 06's steps: the protocol
+   table, the LLM quality ladder and the paired differences.
+9. :mod:`~osgha_lite.pipeline.method_drawing` - the method, drawn: a toy
    hypergraph and one adapter step, made by the package's own code.
 """
