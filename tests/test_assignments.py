@@ -58,7 +58,7 @@ MISTAKE_SCORES = {
 def _lite_features_cached() -> bool:
     """Whether the lite backbone's projection heads are in the feature cache (``make test`` runs the notebooks,
     which train them, before ``pytest tests``); without them the capstone would train them first (many minutes)."""
-    from osgha_lite.features import cache_root
+    from osgha_lite.paths import cache_root
 
     return any((cache_root() / "heads").glob("lite-*-pretrain-*.safetensors"))
 
