@@ -264,12 +264,8 @@ def readable_table(text: str) -> str:
     if parsed is None:
         return text
     header, align, rows = parsed
-    columns = list(range(len(header)))
-    pairs = {}
-    for i, name in enumerate(header):
-        for low_name, high_name, label in ((f"{name}_low", f"{name}_high", "95% interval"),):
-            if low_name in header and high_name in header:
-                pairs[i] = (header.index(low_name), header.index(high_name))
+    pairs = {i: (header.index(f"{name}_low"), header.index(f"{name}_high")) for i, name in enumerate(header)
+             if f"{name}_low" in header and f"{name}_high" in header}
     if "low" in header and "high" in header:
         low, high = header.index("low"), header.index("high")
         pairs[low - 1] = (low, high)
@@ -277,7 +273,7 @@ def readable_table(text: str) -> str:
         pairs[header.index("diff_vs_none")] = (header.index("diff_low"), header.index("diff_high"))
     hidden = {j for pair in pairs.values() for j in pair}
     new_header, new_align, keep = [], [], []
-    for i in columns:
+    for i in range(len(header)):
         if i in hidden:
             continue
         new_header.append(readable_column(header[i]))
@@ -563,7 +559,8 @@ def assemble(notebooks_dir: Path, src: Path, results_root: Path, figures_root: P
             shutil.copy2(PROJECT_ROOT / name, src / name)
     for name, text in texts.items():
         (src / name).write_text(site_links(text, name, profile, pages, copied), encoding="utf-8")
-    shutil.rmtree(root, ignore_errors=True) if root.parent == src else None
+    if root.parent == src:
+        shutil.rmtree(root, ignore_errors=True)
     return {"profile": profile, "run_id": run["run_id"], "notebooks": [p.name for p in notebooks],
             "modules": package_modules(), "pages": sorted(pages)}
 

@@ -254,7 +254,7 @@ def check(root: Path = PROJECT_ROOT, profile: str = "lite") -> list[str]:
     return problems
 
 
-def _cell(claim_index: int, table: str, notebooks: Path) -> str:
+def _cell(table: str, notebooks: Path) -> str:
     """``notebook NN, cell K`` of the code cell that saves ``table``."""
     for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
         code = 0
@@ -289,7 +289,7 @@ def render(root: Path = PROJECT_ROOT, profile: str = "lite", notebooks: Path | N
             values.append(value)
             shown.append(f"{number.label}: {_format(number, value, table_digits(printed))}")
             source = (f"[`{number.table}`](../results/{profile}/tables/{number.table}.md), "
-                      f"{_cell(i, number.table, notebooks)}")
+                      f"{_cell(number.table, notebooks)}")
             if source not in sources:
                 sources.append(source)
         verdict, reason = claim.verdict(values)

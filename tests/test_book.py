@@ -148,10 +148,9 @@ RENDERED_MATH = "mjx-container"
 VIEWPORT_WIDTH = 1280  # the pages must read well at this width
 LANDING = "README.html"
 MAX_PROGRESS_RUN = 5
-# A progress bar or cache log line (book/build_site.py summarises such runs to one line)
-PROGRESS_JS = (r"/\d+%\|.*\|\s*\d+\/\d+|\bitems \d+-\d+ of \d+\b|\btexts not encoded before\b|"
-               r"\b\d+\/\d+ \[\d\d:\d\d[<,]/")
-PAGE_CHECKS_JS = """([progress, maxRun, landing]) => {
+# A progress bar or cache log line is what book/build_site.py summarises: its PROGRESS pattern, run in the page
+PAGE_CHECKS_JS = """([progressSource, maxRun, landing]) => {
+  const progress = new RegExp(progressSource);
   const found = [];
   let longest = 0;
   for (const cell of document.querySelectorAll('.cell_output')) {
@@ -256,8 +255,7 @@ def check_site(html: Path, screenshot: Path | None = None, math_timeout_ms: int 
                     if errors:
                         problems.append(f"{name}: {errors} MathJax errors")
                 problems += [f"{name}: {p}" for p in page.evaluate(
-                    PAGE_CHECKS_JS.replace("progress.test", f"({PROGRESS_JS}).test"),
-                    [None, MAX_PROGRESS_RUN, name == landing])]
+                    PAGE_CHECKS_JS, [build_site.PROGRESS.pattern, MAX_PROGRESS_RUN, name == landing])]
                 broken = page.eval_on_selector_all(
                     "img", "els => els.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
                 problems += [f"{name}: broken image {src}" for src in broken]
